@@ -1,0 +1,95 @@
+"""Hydra composition of conf/ into params.yaml, and the rule that keeps explicit overrides."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cvrepro.compose import check, compose, write_params
+from cvrepro.params import config_id
+
+from conftest import REPO, run
+
+GROUPS = sorted(p.name for p in (REPO / "conf").iterdir() if p.is_dir())
+
+
+def test_committed_params_equal_the_composition_of_conf():
+    # main must never hold a params.yaml that differs from composing conf/.
+    assert check(REPO) == []
+
+
+@pytest.mark.parametrize(
+    "override", [f"{g}={p.stem}" for g in GROUPS for p in sorted((REPO / "conf" / g).glob("*.yaml"))]
+)
+def test_every_config_option_composes(override):
+    cfg = compose(REPO / "conf", [override])
+    for key in ("task", "dataset", "split", "preprocess", "model", "train", "evaluate", "experiment"):
+        assert key in cfg, f"{override}: missing {key}"
+    assert cfg["experiment"]["name"]
+
+
+def test_group_switch_and_value_override():
+    cfg = compose(REPO / "conf", ["model=ssdlite", "train.lr=0.5"])
+    assert cfg["model"]["name"] == "ssdlite320_mobilenet_v3_large"
+    assert cfg["train"]["lr"] == 0.5
+
+
+def test_config_id_names_the_experiment_and_changes_with_any_value():
+    base = compose(REPO / "conf")
+    assert config_id(base) == config_id(compose(REPO / "conf"))
+    assert config_id(base).startswith(base["experiment"]["name"] + "+")
+    assert config_id(base) != config_id(compose(REPO / "conf", ["train.lr=0.02"]))
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _lock(root: Path, md5: str) -> None:
+    (root / "dvc.lock").write_text(yaml.safe_dump(
+        {"schema": "2.0", "stages": {"compose": {"cmd": "cvrepro compose", "outs": [{"path": "params.yaml", "md5": md5}]}}}
+    ))
+
+
+def test_conf_edit_is_composed_when_params_hold_the_last_composition(project: Path):
+    _lock(project, _md5(project / "params.yaml"))
+    conf = project / "conf/train/default.yaml"
+    conf.write_text(conf.read_text().replace("lr: 0.01", "lr: 0.03"))
+    assert write_params(project, log=lambda *_: None)
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["lr"] == 0.03
+
+
+def test_explicit_override_is_kept_and_reported(project: Path):
+    _lock(project, _md5(project / "params.yaml"))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["lr"] = 0.123  # what `dvc exp run -S train.lr=0.123` writes before the pipeline runs
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    said: list[str] = []
+    assert not write_params(project, log=said.append)
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["lr"] == 0.123
+    assert any("train.lr: 0.01 in conf/ -> 0.123 kept" in line for line in said)
+    # --force resets it
+    assert write_params(project, force=True, log=lambda *_: None)
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["lr"] == 0.01
+
+
+def test_without_a_lock_the_committed_file_is_the_last_composition(project: Path):
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "template"], project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["epochs"] = 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    assert not write_params(project, log=lambda *_: None)  # differs from HEAD: an override
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == 1
+
+
+def test_cli_check_fails_on_a_stale_params_file(project: Path):
+    assert run(["cvrepro", "compose", "--check"], project).returncode == 0
+    conf = project / "conf/train/default.yaml"
+    conf.write_text(conf.read_text().replace("epochs: 12", "epochs: 13"))
+    res = run(["cvrepro", "compose", "--check"], project, check=False)
+    assert res.returncode == 1
+    assert "train.epochs" in res.stdout
