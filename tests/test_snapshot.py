@@ -1,0 +1,486 @@
+"""The snapshot stage: manifest contents, snapshot_id semantics, every validation failure, the DVC listing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cvrepro.io import CvreproError
+from cvrepro.paths import ANNOTATIONS, MANIFEST, RAW_DIR
+from cvrepro.stages import snapshot
+from cvrepro.stages.snapshot import build_manifest, dvc_listing, run
+
+VENV_BIN = Path(sys.executable).parent
+DVC = VENV_BIN / "dvc"
+
+# (file_name, format, size, seed)
+IMAGES = [
+    ("day/a.png", "PNG", (64, 48), 1),
+    ("day/b.jpg", "JPEG", (80, 60), 2),
+    ("night/c.png", "PNG", (32, 32), 3),
+]
+
+
+def _write_image(path: Path, fmt: str, size: tuple[int, int], seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, fmt)
+
+
+def _coco() -> dict:
+    return {
+        "images": [
+            {"id": 1, "file_name": "day/a.png", "width": 64, "height": 48, "time_of_day": "day", "group": "g1"},
+            {"id": 2, "file_name": "day/b.jpg", "width": 80, "height": 60, "time_of_day": "day", "license": 3},
+            {"id": 3, "file_name": "night/c.png", "width": 32, "height": 32, "time_of_day": "night"},
+        ],
+        "annotations": [
+            {"id": 10, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0},
+            {"id": 11, "image_id": 1, "category_id": 2, "bbox": [50.0, 30.0, 14.0, 18.0], "area": 252, "iscrowd": 0},
+            {"id": 12, "image_id": 2, "category_id": 1, "bbox": [5, 5, 20, 30], "area": 600, "iscrowd": 1},
+        ],
+        "categories": [{"id": 2, "name": "car", "supercategory": "vehicle"}, {"id": 1, "name": "person"}],
+    }
+
+
+def _write_coco(root: Path, coco: dict) -> None:
+    (root / ANNOTATIONS).parent.mkdir(parents=True, exist_ok=True)
+    (root / ANNOTATIONS).write_text(json.dumps(coco))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    for name, fmt, size, seed in IMAGES:
+        _write_image(tmp_path / RAW_DIR / name, fmt, size, seed)
+    _write_coco(tmp_path, _coco())
+    return tmp_path
+
+
+def _params(notes: str = "") -> dict:
+    return {"dataset": {"notes": notes}}
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- a valid dataset
+
+
+def test_valid_dataset_manifest(root: Path):
+    manifest = run(_params("first cut"), root)
+    assert json.loads((root / MANIFEST).read_text()) == manifest
+    assert set(manifest) == {"schema", "task", "snapshot_id", "class_map", "files", "stats", "notes"}
+    assert manifest["schema"] == "cvrepro.manifest/1" and manifest["task"] == "detection"
+    assert manifest["notes"] == "first cut"
+    assert manifest["snapshot_id"].startswith("sha256:") and len(manifest["snapshot_id"]) == 7 + 64
+    assert list(manifest["class_map"].items()) == [("1", "person"), ("2", "car")]
+
+    files = manifest["files"]
+    assert [f["path"] for f in files] == ["day/a.png", "day/b.jpg", "night/c.png"]
+    a = files[0]
+    assert a["image_id"] == 1 and (a["width"], a["height"]) == (64, 48)
+    assert a["md5"] == _md5(root / RAW_DIR / "day/a.png")
+    assert a["size"] == (root / RAW_DIR / "day/a.png").stat().st_size
+    assert a["attributes"] == {"time_of_day": "day", "group": "g1"}
+    assert files[1]["attributes"] == {"time_of_day": "day"}  # `license` is a standard COCO key
+    reduced = [
+        {"id": 10, "category_id": 1, "bbox": [0, 0, 10, 10], "iscrowd": 0},
+        {"id": 11, "category_id": 2, "bbox": [50, 30, 14, 18], "iscrowd": 0},
+    ]
+    expected_hash = hashlib.sha256(json.dumps(reduced, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert a["labels_hash"] == expected_hash and a["objects"] == 2
+    assert files[2]["objects"] == 0
+
+    assert manifest["stats"] == {
+        "images": 3,
+        "objects": 3,
+        "per_class": {"person": 2, "car": 1},
+        "attributes": {"time_of_day": {"day": 2, "night": 1}, "group": {"g1": 1}},
+        "images_without_objects": 1,
+    }
+    text = (root / MANIFEST).read_text()
+    assert text == json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False) + "\n"  # keys sorted
+
+
+def test_run_from_the_project_root_with_relative_paths(root: Path, monkeypatch):
+    monkeypatch.chdir(root)
+    manifest = run(_params())
+    assert json.loads(MANIFEST.read_text()) == manifest
+    _remove_file(root, _coco())
+    with pytest.raises(CvreproError, match=r"^data/raw/night/c\.png: image id 3 \('file_name' in data/labels/annotations\.json\)"):
+        run(_params())
+
+
+def test_class_with_no_objects_is_counted_as_zero(root: Path):
+    coco = _coco()
+    coco["categories"].append({"id": 7, "name": "bicycle"})
+    _write_coco(root, coco)
+    assert run(_params(), root)["stats"]["per_class"]["bicycle"] == 0
+
+
+def test_box_within_half_pixel_tolerance_is_accepted(root: Path):
+    coco = _coco()
+    coco["annotations"][0]["bbox"] = [-0.4, 0, 64.8, 48.4]  # image 1 is 64x48
+    _write_coco(root, coco)
+    run(_params(), root)
+
+
+# --------------------------------------------------------------------------- snapshot_id
+
+
+def _sid(root: Path, notes: str = "") -> str:
+    return run(_params(notes), root)["snapshot_id"]
+
+
+def test_snapshot_id_is_stable_and_ignores_notes(root: Path):
+    first = _sid(root)
+    assert _sid(root) == first
+    assert _sid(root, notes="something else entirely") == first
+
+
+def test_snapshot_id_ignores_json_formatting(root: Path):
+    first = _sid(root)
+    coco = _coco()
+    coco["annotations"][0]["bbox"] = [0.0, 0.0, 10.0, 10.0]  # same box, written as floats
+    (root / ANNOTATIONS).write_text(json.dumps(coco, indent=4))
+    assert _sid(root) == first
+
+
+def test_snapshot_id_changes_when_a_box_moves(root: Path):
+    first = _sid(root)
+    coco = _coco()
+    coco["annotations"][0]["bbox"] = [1, 0, 10, 10]
+    _write_coco(root, coco)
+    assert _sid(root) != first
+
+
+def test_snapshot_id_changes_when_an_image_byte_changes(root: Path):
+    first = _sid(root)
+    _write_image(root / RAW_DIR / "night/c.png", "PNG", (32, 32), seed=99)
+    assert _sid(root) != first
+
+
+def test_snapshot_id_changes_when_the_class_map_changes(root: Path):
+    first = _sid(root)
+    coco = _coco()
+    coco["categories"][0]["name"] = "vehicle"
+    _write_coco(root, coco)
+    assert _sid(root) != first
+
+
+def test_snapshot_id_changes_when_an_attribute_changes(root: Path):
+    first = _sid(root)
+    coco = _coco()
+    coco["images"][2]["time_of_day"] = "dusk"
+    _write_coco(root, coco)
+    assert _sid(root) != first
+
+
+def test_process_pool_gives_the_same_manifest(root: Path, monkeypatch):
+    serial = build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=1)
+    monkeypatch.setattr(snapshot, "POOL_MIN_IMAGES", 1)
+    assert build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=2) == serial
+
+
+def test_symlinks_that_stay_inside_raw_are_accepted(tmp_path: Path):
+    # data/raw itself may be a link to a big disk; links between images inside it are fine too.
+    real_raw = tmp_path / "disk" / "raw"
+    for name, fmt, size, seed in IMAGES:
+        _write_image(real_raw / name, fmt, size, seed)
+    (real_raw / "night/c_link.png").symlink_to("c.png")
+    (tmp_path / "data").mkdir()
+    (tmp_path / RAW_DIR).symlink_to(real_raw, target_is_directory=True)
+    coco = _coco()
+    coco["images"].append({**coco["images"][2], "id": 4, "file_name": "night/c_link.png"})
+    _write_coco(tmp_path, coco)
+    files = run(_params(), tmp_path)["files"]
+    assert [f["path"] for f in files][-1] == "night/c_link.png"
+    assert files[-1]["md5"] == files[-2]["md5"]
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("a.png", "a.png"),
+        ("./day//a.png", "day/a.png"),
+        ("/abs/a.png", None),
+        ("C:/x/a.png", None),
+        ("\\\\server\\a.png", None),
+        ("day/../../a.png", None),
+        ("day\\..\\..\\a.png", None),
+        ("", None),
+        (".", None),
+    ],
+)
+def test_file_name_normalization(name: str, expected: str | None):
+    assert snapshot._normalize_file_name(name) == expected
+
+
+# --------------------------------------------------------------------------- bad datasets
+
+
+def _edit(field_path: tuple, value):
+    """A mutation of the COCO dict setting coco[a][b][c] = value."""
+
+    def apply(root: Path, coco: dict) -> None:
+        target = coco
+        for key in field_path[:-1]:
+            target = target[key]
+        target[field_path[-1]] = value
+
+    return apply
+
+
+def _truncate(name: str, keep: float):
+    def apply(root: Path, coco: dict) -> None:
+        path = root / RAW_DIR / name
+        data = path.read_bytes()
+        path.write_bytes(data[: int(len(data) * keep)])
+
+    return apply
+
+
+def _remove_file(root: Path, coco: dict) -> None:
+    (root / RAW_DIR / "night/c.png").unlink()
+
+
+def _garbage_file(root: Path, coco: dict) -> None:
+    (root / RAW_DIR / "night/c.png").write_bytes(b"this is not an image at all" * 10)
+
+
+def _symlink_outside(root: Path, coco: dict) -> None:
+    outside = root / "elsewhere.png"
+    _write_image(outside, "PNG", (32, 32), 3)
+    target = root / RAW_DIR / "night/c.png"
+    target.unlink()
+    target.symlink_to(outside)
+
+
+def _symlinked_folder_outside(root: Path, coco: dict) -> None:
+    outside = root / "elsewhere"
+    shutil.move(root / RAW_DIR / "night", outside)
+    (root / RAW_DIR / "night").symlink_to(outside, target_is_directory=True)
+
+
+def _duplicate(list_key: str, index: int, **changes):
+    def apply(root: Path, coco: dict) -> None:
+        coco[list_key].append({**coco[list_key][index], **changes})
+
+    return apply
+
+
+def _del_key(list_key: str, index: int, key: str):
+    def apply(root: Path, coco: dict) -> None:
+        del coco[list_key][index][key]
+
+    return apply
+
+
+def _del_top(key: str):
+    def apply(root: Path, coco: dict) -> None:
+        del coco[key]
+
+    return apply
+
+
+IMG = "IMG"  # placeholder: the offending image's path under root
+ANN = "ANN"  # placeholder: the annotations file
+
+BAD_CASES = {
+    # 1. missing file
+    "missing-file": (_remove_file, [IMG + ":night/c.png", "image id 3", "file not found"]),
+    # 2. unreadable / truncated
+    "garbage-bytes": (_garbage_file, [IMG + ":night/c.png", "image id 3", "unreadable"]),
+    "truncated-png": (_truncate("day/a.png", 0.6), [IMG + ":day/a.png", "image id 1", "truncated"]),
+    "truncated-jpeg": (_truncate("day/b.jpg", 0.6), [IMG + ":day/b.jpg", "image id 2", "truncated"]),
+    # 3. boxes
+    "box-past-right-edge": (_edit(("annotations", 0, "bbox"), [60, 0, 10, 10]), [ANN, "annotation id 10", "'bbox'", "outside"]),
+    "box-past-bottom-edge": (_edit(("annotations", 2, "bbox"), [0, 50, 10, 11]), [ANN, "annotation id 12", "'bbox'", "outside"]),
+    "box-negative-x": (_edit(("annotations", 0, "bbox"), [-1, 0, 10, 10]), [ANN, "annotation id 10", "'bbox'", "outside"]),
+    "box-negative-y": (_edit(("annotations", 0, "bbox"), [0, -0.6, 10, 10]), [ANN, "annotation id 10", "'bbox'"]),
+    "box-zero-width": (_edit(("annotations", 1, "bbox"), [5, 5, 0, 10]), [ANN, "annotation id 11", "'bbox'", "non-positive"]),
+    "box-negative-height": (_edit(("annotations", 1, "bbox"), [5, 5, 3, -2]), [ANN, "annotation id 11", "'bbox'", "non-positive"]),
+    "box-wrong-shape": (_edit(("annotations", 1, "bbox"), [5, 5, 3]), [ANN, "annotation id 11", "'bbox'"]),
+    # 4. unknown category
+    "unknown-category": (_edit(("annotations", 1, "category_id"), 9), [ANN, "annotation id 11", "'category_id'", "9"]),
+    # 5. duplicates
+    "duplicate-image-id": (_duplicate("images", 0, file_name="night/c2.png"), [ANN, "images[3]", "duplicate image id 1"]),
+    "duplicate-annotation-id": (_duplicate("annotations", 0), [ANN, "annotations[3]", "duplicate annotation id 10"]),
+    "duplicate-file-name": (_duplicate("images", 2, id=4), [ANN, "images[3] (image id 4)", "duplicate file_name", "night/c.png", "image id 3"]),
+    "duplicate-category-id": (_duplicate("categories", 1, name="human"), [ANN, "categories[2]", "duplicate category id 1"]),
+    "duplicate-category-name": (_duplicate("categories", 1, id=5), [ANN, "categories[2]", "duplicate category name 'person'"]),
+    # 6. escaping data/raw
+    "absolute-path": (_edit(("images", 2, "file_name"), "/etc/passwd"), [ANN, "(image id 3)", "file_name", "/etc/passwd", "escapes"]),
+    "dotdot-path": (_edit(("images", 2, "file_name"), "night/../../x.png"), [ANN, "(image id 3)", "file_name", "escapes"]),
+    "symlink-outside": (_symlink_outside, [IMG + ":night/c.png", "image id 3", "'file_name'", ANN, "outside"]),
+    "symlinked-folder-outside": (_symlinked_folder_outside, [IMG + ":night/c.png", "image id 3", "'file_name'", "outside"]),
+    # 7. other inconsistencies
+    "unknown-image-id": (_edit(("annotations", 2, "image_id"), 42), [ANN, "annotation id 12", "'image_id'", "42"]),
+    "width-mismatch": (_edit(("images", 1, "width"), 81), [IMG + ":day/b.jpg", "image id 2", "'width'", "81x60", "80x60"]),
+    "height-mismatch": (_edit(("images", 0, "height"), 50), [IMG + ":day/a.png", "image id 1", "'height'", "64x50"]),
+    "missing-image-key": (_del_key("images", 1, "width"), [ANN, "images[1]", "(image id 2)", "'width'"]),
+    "missing-annotation-key": (_del_key("annotations", 0, "bbox"), [ANN, "annotations[0]", "(annotation id 10)", "'bbox'"]),
+    "missing-category-key": (_del_key("categories", 1, "name"), [ANN, "categories[1]", "'name'"]),
+    "missing-top-level-key": (_del_top("categories"), [ANN, "'categories'"]),
+    "bad-width-type": (_edit(("images", 0, "width"), "64"), [ANN, "images[0]", "(image id 1)", "'width'"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_dataset_raises_naming_file_and_field_and_writes_nothing(root: Path, case: str):
+    mutate, expected = BAD_CASES[case]
+    coco = _coco()
+    mutate(root, coco)
+    _write_coco(root, coco)
+    with pytest.raises(CvreproError) as err:
+        run(_params(), root)
+    message = str(err.value)
+    for piece in expected:
+        if piece == ANN:
+            piece = str(root / ANNOTATIONS)
+        elif piece.startswith(IMG + ":"):
+            piece = str(root / RAW_DIR / piece[len(IMG) + 1 :])
+        assert piece in message, f"{piece!r} not in {message!r}"
+    assert not (root / MANIFEST).exists()
+
+
+def test_malformed_json(root: Path):
+    (root / ANNOTATIONS).write_text('{"images": [')
+    with pytest.raises(CvreproError, match="invalid JSON") as err:
+        run(_params(), root)
+    assert str(root / ANNOTATIONS) in str(err.value)
+    assert not (root / MANIFEST).exists()
+
+
+def test_many_problems_reported_together_one_per_line(root: Path):
+    coco = _coco()
+    coco["annotations"][0]["bbox"] = [60, 0, 10, 10]
+    coco["annotations"][1]["category_id"] = 9
+    _write_coco(root, coco)
+    _remove_file(root, coco)
+    with pytest.raises(CvreproError) as err:
+        run(_params(), root)
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("3 problems")
+    assert any("annotation id 10" in l and "'bbox'" in l for l in lines)
+    assert any("annotation id 11" in l and "'category_id'" in l for l in lines)
+    assert any("night/c.png" in l and "file not found" in l for l in lines)
+
+
+def test_malformed_entry_is_reported_once_not_again_by_what_refers_to_it(root: Path):
+    coco = _coco()
+    del coco["images"][0]["width"]  # image 1 carries annotations 10 and 11
+    del coco["categories"][1]["name"]  # category 1 is used by annotations 10 and 12
+    _write_coco(root, coco)
+    with pytest.raises(CvreproError) as err:
+        run(_params(), root)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 3 and "categories[1]" in lines[1] and "images[0]" in lines[2]
+
+
+def test_problem_list_is_capped(root: Path):
+    coco = _coco()
+    coco["annotations"] = [
+        {"id": 100 + i, "image_id": 1, "category_id": 77, "bbox": [0, 0, 1, 1]} for i in range(50)
+    ]
+    _write_coco(root, coco)
+    with pytest.raises(CvreproError) as err:
+        run(_params(), root)
+    lines = str(err.value).splitlines()
+    assert f"stopped after the first {snapshot.MAX_PROBLEMS}" in lines[0]
+    assert len(lines) == 1 + snapshot.MAX_PROBLEMS
+
+
+def test_pool_stops_early_when_the_problem_list_is_full(root: Path, monkeypatch):
+    monkeypatch.setattr(snapshot, "POOL_MIN_IMAGES", 1)
+    coco = _coco()
+    coco["images"] += [{"id": 100 + i, "file_name": f"gone/{i:03d}.png", "width": 8, "height": 8} for i in range(60)]
+    _write_coco(root, coco)
+    with pytest.raises(CvreproError) as err:
+        build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=2)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 1 + snapshot.MAX_PROBLEMS and all("file not found" in l for l in lines[1:])
+
+
+def test_failed_run_leaves_previous_manifest_untouched(root: Path):
+    run(_params(), root)
+    before = (root / MANIFEST).read_bytes()
+    _remove_file(root, _coco())
+    with pytest.raises(CvreproError):
+        run(_params(), root)
+    assert (root / MANIFEST).read_bytes() == before
+    assert [p.name for p in (root / MANIFEST).parent.iterdir()] == ["manifest.json"]  # no temp files left
+
+
+def test_unsupported_task_is_refused(root: Path):
+    with pytest.raises(CvreproError, match="task 'segmentation' is not supported"):
+        run({"task": "segmentation", "dataset": {}}, root)
+    assert not (root / MANIFEST).exists()
+
+
+# --------------------------------------------------------------------------- the DVC listing
+
+
+@pytest.fixture(scope="module")
+def dvc_template(tmp_path_factory) -> Path:
+    """One git + DVC repo with `dvc add data/raw` done (3 s); each test gets a copy."""
+    if not DVC.exists() or shutil.which("git") is None:
+        pytest.skip("needs git and the venv's dvc")
+    root = tmp_path_factory.mktemp("dvc_template")
+    for name, fmt, size, seed in IMAGES:
+        _write_image(root / RAW_DIR / name, fmt, size, seed)
+    _write_coco(root, _coco())
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    for cmd in (["git", "init", "-q"], [str(DVC), "init", "-q"], [str(DVC), "add", "-q", str(RAW_DIR)]):
+        subprocess.run(cmd, cwd=root, check=True, env=env, capture_output=True)
+    return root
+
+
+@pytest.fixture
+def dvc_root(dvc_template: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    shutil.copytree(dvc_template, root, symlinks=True)
+    return root
+
+
+def test_dvc_listing_matches_file_md5s(dvc_root: Path):
+    listing = dvc_listing(dvc_root)
+    assert listing == {name: _md5(dvc_root / RAW_DIR / name) for name, *_ in IMAGES}
+
+
+def test_dvc_listing_is_used_when_current(dvc_root: Path, monkeypatch):
+    hashed = []
+    real = snapshot._inspect_image
+    monkeypatch.setattr(snapshot, "_inspect_image", lambda p, want_md5: (hashed.append(want_md5), real(p, want_md5))[1])
+    manifest = run(_params(), dvc_root)
+    assert hashed == [False, False, False]  # every md5 came from DVC's listing
+    assert {f["path"]: f["md5"] for f in manifest["files"]} == dvc_listing(dvc_root)
+    # Same manifest as hashing every file ourselves.
+    assert manifest == build_manifest(dvc_root / RAW_DIR, dvc_root / ANNOTATIONS)
+
+
+def test_stale_dvc_listing_falls_back_to_hashing(dvc_root: Path):
+    _write_image(dvc_root / RAW_DIR / "night/new.png", "PNG", (8, 8), 5)  # added after `dvc add`
+    manifest = build_manifest(dvc_root / RAW_DIR, dvc_root / ANNOTATIONS, dvc_listing={"day/a.png": "0" * 32})
+    assert manifest["files"][0]["md5"] == _md5(dvc_root / RAW_DIR / "day/a.png")
+    listing = dvc_listing(dvc_root)
+    assert snapshot._usable_listing(dvc_root / RAW_DIR, listing) == {}
+
+
+def test_dvc_listing_absent(tmp_path: Path):
+    assert dvc_listing(tmp_path) is None
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/raw.dvc").write_text("outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  hash: md5\n  path: raw\n")
+    assert dvc_listing(tmp_path) is None  # cache object missing
+    (tmp_path / "data/raw.dvc").write_text(": not yaml : [")
+    assert dvc_listing(tmp_path) is None
