@@ -1,0 +1,53 @@
+"""Seeded-hash splits: stable under growth, grouped, exact membership recorded."""
+
+from __future__ import annotations
+
+import pytest
+
+from cvrepro.io import CvreproError
+from cvrepro.stages.split import assign
+
+RATIOS = {"train": 0.7, "val": 0.2, "test": 0.1}
+
+
+def manifest(n: int, groups: int | None = None) -> dict:
+    files = [{"path": f"img_{i:05d}.png", "image_id": i + 1,
+              "attributes": {"group": f"g{i % groups}"} if groups else {}} for i in range(n)]
+    return {"files": files, "snapshot_id": "sha256:x"}
+
+
+def where(members: dict) -> dict:
+    return {p: name for name, paths in members.items() for p in paths}
+
+
+def test_adding_images_never_moves_an_existing_one():
+    small = where(assign(manifest(500), 7, RATIOS, None))
+    large = where(assign(manifest(2000), 7, RATIOS, None))
+    assert all(large[p] == s for p, s in small.items())
+
+
+def test_ratios_are_respected_and_seed_matters():
+    members = assign(manifest(4000), 1, RATIOS, None)
+    assert abs(len(members["train"]) / 4000 - 0.7) < 0.03
+    assert abs(len(members["test"]) / 4000 - 0.1) < 0.02
+    assert members != assign(manifest(4000), 2, RATIOS, None)
+
+
+def test_groups_stay_together():
+    m = manifest(600, groups=30)
+    members = where(assign(m, 3, RATIOS, "group"))
+    by_group: dict = {}
+    for f in m["files"]:
+        by_group.setdefault(f["attributes"]["group"], set()).add(members[f["path"]])
+    assert all(len(s) == 1 for s in by_group.values())
+    assert len({next(iter(s)) for s in by_group.values()}) > 1
+
+
+def test_missing_group_attribute_names_the_image():
+    with pytest.raises(CvreproError, match=r"img_00000.png .*'group'"):
+        assign(manifest(3), 3, RATIOS, "group")
+
+
+def test_bad_ratios_are_refused():
+    with pytest.raises(CvreproError, match="split.ratios"):
+        assign(manifest(3), 3, {"train": 0.9, "val": 0.2, "test": 0.1}, None)
