@@ -1,0 +1,198 @@
+"""The lineage record: what code, data, config and environment produced a run's metrics.
+
+One record per pipeline run (DESIGN.md, "Lineage record"). Everything here is read from
+real sources: `git` for the code state, `importlib.metadata` for versions, sha256 of the
+files for artifacts.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import platform
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .io import CvreproError, canonical_json, read_json, sha256_file
+from .params import config_id
+from .paths import RELEASES_DIR
+
+SCHEMA = "cvrepro.lineage/1"
+
+_ENV_PACKAGES = ("torch", "torchvision", "dvc", "numpy", "pycocotools")
+_SEMVER = re.compile(r"^DS-(\d+)\.(\d+)\.(\d+)$")
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess | None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # no inherited GIT_DIR etc.
+    env["LC_ALL"] = "C"
+    try:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, env=env, check=False, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):  # git not installed, or hung
+        return None
+
+
+def git_state(root: Path, exclude: Iterable[str] = ()) -> dict[str, Any]:
+    """``{"commit": HEAD sha or None, "dirty": bool or None}`` for the work tree holding `root`.
+
+    Outside a git work tree (or without git) both are None. In a repository with no commit
+    yet, commit is None and dirty says whether anything is staged, modified or untracked.
+    Dirty counts modified, staged and untracked files that git does not ignore; `exclude`
+    names paths (relative to `root`, git pathspecs) to leave out of that check, e.g. files
+    the pipeline itself rewrites during a run such as ``dvc.lock``.
+    """
+    root = Path(root)
+    inside = _git(root, "rev-parse", "--is-inside-work-tree")
+    if inside is None or inside.returncode != 0 or inside.stdout.strip() != "true":
+        return {"commit": None, "dirty": None}
+    head = _git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+    commit = head.stdout.strip() if head is not None and head.returncode == 0 and head.stdout.strip() else None
+    exclude = list(exclude)
+    pathspec = (["--", ":/"] + [f":(exclude){p}" for p in exclude]) if exclude else []
+    status = _git(root, "status", "--porcelain", "--untracked-files=normal", *pathspec)
+    dirty = None if status is None or status.returncode != 0 else bool(status.stdout.strip())
+    return {"commit": commit, "dirty": dirty}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """Interpreter, platform and the versions of the libraries that shape results."""
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+    }
+    for dist in _ENV_PACKAGES:
+        env[dist] = _version(dist)
+    threads = None
+    if "torch" in sys.modules or env["torch"] is not None:
+        try:
+            import torch
+
+            threads = torch.get_num_threads()
+        except ImportError:
+            pass
+    env["torch_num_threads"] = threads
+    return env
+
+
+def _semver_key(version: str) -> tuple[int, int, int] | None:
+    m = _SEMVER.match(version)
+    return tuple(int(g) for g in m.groups()) if m else None  # type: ignore[return-value]
+
+
+def released_dataset_version(root: Path, snapshot_id: str) -> str | None:
+    """The dataset release (``DS-x.y.z``) whose snapshot equals `snapshot_id`, else None.
+
+    Reads ``<root>/data/releases/DS-*.json``; each record carries ``version`` and
+    ``snapshot_id``. If several releases share the snapshot, the highest version wins.
+    A record that is not valid JSON, or whose version is not ``DS-MAJOR.MINOR.PATCH``, is
+    an error: the release registry must stay trustworthy.
+    """
+    rel_dir = Path(root) / RELEASES_DIR
+    if not rel_dir.is_dir():
+        return None
+    matches: list[tuple[tuple[int, int, int], str]] = []
+    for path in sorted(rel_dir.glob("DS-*.json")):
+        record = read_json(path)
+        if not isinstance(record, dict):
+            raise CvreproError(f"{path}: expected a JSON object")
+        if record.get("snapshot_id") != snapshot_id:
+            continue
+        version = record.get("version", path.stem)
+        key = _semver_key(str(version))
+        if key is None:
+            raise CvreproError(f"{path}: version {version!r} is not DS-MAJOR.MINOR.PATCH")
+        matches.append((key, str(version)))
+    return max(matches)[1] if matches else None
+
+
+def sha256_dir(path: Path) -> str:
+    """sha256 of a directory: of the canonical JSON of sorted [relative posix path, sha256] pairs.
+
+    Covers every regular file below `path` (symlinks are followed); independent of
+    the directory's location, mtimes and listing order.
+    """
+    path = Path(path)
+    entries = sorted(
+        (p.relative_to(path).as_posix(), sha256_file(p)) for p in path.rglob("*") if p.is_file()
+    )
+    return hashlib.sha256(canonical_json([list(e) for e in entries]).encode()).hexdigest()
+
+
+def _artifact_key(root: Path, path: Path) -> tuple[str, Path]:
+    full = path if path.is_absolute() else root / path
+    try:
+        key = full.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        key = full.as_posix()  # outside the project: record where it was
+    return key, full
+
+
+def artifact_hashes(root: Path, artifacts: Iterable[Path]) -> dict[str, str]:
+    """{path relative to root: sha256} for each file or directory (see `sha256_dir`)."""
+    root = Path(root)
+    out: dict[str, str] = {}
+    for a in artifacts:
+        key, full = _artifact_key(root, Path(a))
+        if full.is_file():
+            out[key] = sha256_file(full)
+        elif full.is_dir():
+            out[key] = sha256_dir(full)
+        else:
+            raise CvreproError(f"{key}: artifact not found, cannot record its hash")
+    return out
+
+
+def build_lineage(
+    root: Path,
+    params: dict,
+    manifest: dict,
+    metrics: dict,
+    artifacts: list[Path],
+    seeds: dict,
+    extra: dict | None = None,
+    git_exclude: Iterable[str] = (),
+) -> dict[str, Any]:
+    """One lineage record (DESIGN.md, "Lineage record") as a plain JSON-ready dict.
+
+    `artifacts` are paths relative to `root` (or absolute paths inside it); directories are
+    hashed with `sha256_dir`. `git_exclude` is passed to `git_state` as its `exclude`.
+    """
+    root = Path(root)
+    snapshot_id = manifest.get("snapshot_id") if isinstance(manifest, dict) else None
+    if not snapshot_id:
+        raise CvreproError("manifest has no snapshot_id: cannot record which data this run used")
+    record: dict[str, Any] = {
+        "schema": SCHEMA,
+        "run_id": uuid.uuid4().hex,
+        "time_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "code": git_state(root, exclude=git_exclude),
+        "dataset": {"version": released_dataset_version(root, snapshot_id), "snapshot_id": snapshot_id},
+        "config_id": config_id(params),
+        "seeds": copy.deepcopy(seeds),
+        "params": copy.deepcopy(params),
+        "environment": environment(),
+        "metrics": copy.deepcopy(metrics),
+        "artifacts": artifact_hashes(root, artifacts),
+    }
+    if extra:
+        record["extra"] = copy.deepcopy(extra)
+    return record
