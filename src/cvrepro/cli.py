@@ -1,0 +1,110 @@
+"""`cvrepro`: the commands DVC lacks, and the thin entry points of the pipeline stages.
+
+Each stage command reads params.yaml and calls one pure function; dvc.yaml runs them.
+Heavy imports (torch) happen inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .io import CvreproError
+
+
+def _stage(module: str, func: str = "run"):
+    def command(args: argparse.Namespace) -> int:
+        import importlib
+
+        from .params import load_params
+
+        result = getattr(importlib.import_module(f"cvrepro.stages.{module}"), func)(load_params())
+        if args.json:
+            print(json.dumps(result, sort_keys=True, indent=2, default=str))
+        return 0
+
+    return command
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import generate_demo
+
+    stats = generate_demo(Path(args.root), seed=args.seed, n_images=args.images, force=args.force)
+    print(json.dumps(stats, sort_keys=True, indent=None if not args.json else 2))
+    return 0
+
+
+def cmd_compose(args: argparse.Namespace) -> int:
+    from . import compose
+
+    if args.check:
+        diff = compose.check(Path(args.root))
+        for key, old, new in diff:
+            print(f"{key}: params.yaml has {old!r}, conf/ composes {new!r}")
+        if diff:
+            print("params.yaml differs from the composition of conf/; run `cvrepro compose --force`", file=sys.stderr)
+            return 1
+        print("params.yaml equals the composition of conf/")
+        return 0
+    compose.write_params(Path(args.root), overrides=args.overrides, force=args.force)
+    return 0
+
+
+def cmd_config_id(args: argparse.Namespace) -> int:
+    from .params import config_id, load_params
+
+    print(config_id(load_params()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cvrepro", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="lay down the generated demo detection dataset in data/raw and data/labels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images", type=int, default=800)
+    p.add_argument("--root", default=".", help="project root (default: current directory)")
+    p.add_argument("--force", action="store_true", help="replace an existing dataset")
+    p.add_argument("--json", action="store_true", help="pretty-print the statistics")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("compose", help="compose conf/ with Hydra into params.yaml")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. train.lr=0.02 model=ssdlite")
+    p.add_argument("--root", default=".")
+    p.add_argument("--force", action="store_true", help="overwrite params.yaml even if it holds an override")
+    p.add_argument("--check", action="store_true", help="exit 1 if params.yaml differs from the composition")
+    p.set_defaults(func=cmd_compose)
+
+    p = sub.add_parser("config-id", help="print the config ID of params.yaml (experiment name + hash)")
+    p.set_defaults(func=cmd_config_id)
+
+    for name, module, func, text in [
+        ("snapshot", "snapshot", "run", "validate the annotations and write data/snapshot/manifest.json"),
+        ("split", "split", "run", "assign images to train/val/test by seeded hash"),
+        ("preprocess", "preprocess", "run", "resize images into per-split arrays"),
+        ("train", "train", "train", "train the detector chosen in params.yaml"),
+        ("evaluate", "evaluate", "run", "COCO metrics, plots, prediction grid and the lineage record"),
+    ]:
+        p = sub.add_parser(name, help=f"stage: {text}")
+        p.add_argument("--json", action="store_true", help="print the stage's result as JSON")
+        p.set_defaults(func=_stage(module, func))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CvreproError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

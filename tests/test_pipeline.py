@@ -1,0 +1,101 @@
+"""End to end through real git and real DVC: `dvc repro`, a conf/ edit, and `dvc exp run -S`.
+
+Each test starts from a copy of this template with the tiny `smoke` experiment and a
+40-image demo dataset, committed like a user would."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import run
+
+pytestmark = pytest.mark.slow
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{path}: '{old}' not found"
+    path.write_text(text.replace(old, new))
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def params_of_last_run(root: Path) -> dict:
+    return torch.load(root / "models/checkpoint.pt", weights_only=False)["config"]
+
+
+@pytest.fixture
+def pipeline(project: Path) -> Path:
+    """The template with the smoke experiment as default, tiny data tracked, first repro committed."""
+    edit(project / "conf/config.yaml", "experiment: C-01", "experiment: smoke")
+    edit(project / "conf/train/default.yaml", "batch_size: 8", "batch_size: 4")
+    edit(project / "conf/train/default.yaml", "threads: 2", "threads: 1")
+    run(["cvrepro", "compose", "--force"], project)
+    run(["cvrepro", "demo", "--images", "40", "--seed", "1"], project)
+    run(["dvc", "add", "data/raw", "data/labels"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "template with demo data"], project)
+    out = run(["dvc", "repro"], project).stdout
+    assert stages_run(out) == {"compose", "snapshot", "split", "preprocess", "train", "evaluate"}, out
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "first run"], project)
+    return project
+
+
+def test_repro_then_up_to_date_and_clean(pipeline: Path):
+    out = run(["dvc", "repro"], pipeline).stdout
+    assert stages_run(out) == set()
+    assert "up to date" in out.lower()
+    status = run(["dvc", "status"], pipeline).stdout
+    assert "Data and pipelines are up to date" in status, status
+    metrics = json.loads((pipeline / "metrics/metrics.json").read_text())
+    assert {"val", "test", "latency_ms"} <= set(metrics)
+    lineage = json.loads((pipeline / "metrics/lineage.json").read_text())
+    head = run(["git", "rev-parse", "HEAD~1"], pipeline).stdout.strip()
+    assert lineage["code"]["commit"] == head  # the run happened on the "template with demo data" commit
+    assert lineage["config_id"].startswith("smoke+")
+
+
+def test_conf_edit_reruns_only_train_and_evaluate(pipeline: Path):
+    edit(pipeline / "conf/train/default.yaml", "lr: 0.01", "lr: 0.02")
+    out = run(["dvc", "repro"], pipeline).stdout
+    assert stages_run(out) == {"compose", "train", "evaluate"}, out
+    assert params_of_last_run(pipeline)["train"]["lr"] == 0.02
+    diff = run(["dvc", "params", "diff", "--json"], pipeline).stdout
+    lr = json.loads(diff)["params.yaml"]["train.lr"]
+    assert (lr["old"], lr["new"]) == (0.01, 0.02)
+    metrics_diff = json.loads(run(["dvc", "metrics", "diff", "--json", "--all"], pipeline).stdout)
+    assert "metrics/metrics.json" in metrics_diff
+    assert any(v.get("diff") not in (0, None) for v in metrics_diff["models/train.json"].values())
+
+
+def test_exp_run_value_override_is_used_and_kept(pipeline: Path):
+    out = run(["dvc", "exp", "run", "-S", "train.lr=0.005"], pipeline).stdout
+    assert {"train", "evaluate"} <= stages_run(out), out
+    assert yaml.safe_load((pipeline / "params.yaml").read_text())["train"]["lr"] == 0.005
+    assert params_of_last_run(pipeline)["train"]["lr"] == 0.005
+    lineage = json.loads((pipeline / "metrics/lineage.json").read_text())
+    assert lineage["params"]["train"]["lr"] == 0.005
+    # a later plain repro keeps the override instead of silently reverting it
+    out = run(["dvc", "repro"], pipeline).stdout
+    assert stages_run(out) == set(), out
+    assert yaml.safe_load((pipeline / "params.yaml").read_text())["train"]["lr"] == 0.005
+    shown = run(["dvc", "exp", "show", "--json"], pipeline).stdout
+    assert "0.005" in shown
+
+
+def test_exp_run_group_override_switches_the_model(pipeline: Path):
+    out = run(["dvc", "exp", "run", "-S", "model=ssdlite", "-S", "train.epochs=1"], pipeline).stdout
+    assert {"train", "evaluate"} <= stages_run(out), out
+    used = params_of_last_run(pipeline)
+    assert used["model"]["name"] == "ssdlite320_mobilenet_v3_large"
+    assert used["train"]["epochs"] == 1
+    assert used["experiment"]["name"] == "smoke"  # the rest of the composition is intact
