@@ -23,6 +23,14 @@ from ..visualize import prediction_grid, pr_curves_csv
 HEADLINE = ("AP", "AP50", "AP75", "AR100")
 
 
+def known_labels_only(preds: list[dict], class_names: dict[int, str]) -> list[dict]:
+    """Drop detections of ids outside the class map. Labels are category ids, so the
+    head has outputs for unused ids (0, gaps): they never see a positive and score
+    low, but are not classes."""
+    known = np.array(sorted(class_names))
+    return [{k: v[np.isin(p["labels"], known)] for k, v in p.items()} for p in preds]
+
+
 def coco_detections(preds: list[dict], data: ProcessedSplit) -> list[dict]:
     """Predictions mapped back to original image pixels, as COCO results."""
     dets = []
@@ -71,7 +79,7 @@ def run(params: dict, root: Path = Path(".")) -> dict:
     metrics: dict = {}
     for split in cfg["splits"]:
         data = ProcessedSplit(root / processed_split(split))
-        preds = predict(model, data.images, desc=f"predict {split}")
+        preds = known_labels_only(predict(model, data.images, desc=f"predict {split}"), class_names)
         metrics[split], pr_curve = split_metrics(coco, coco_detections(preds, data), data.image_ids.tolist(),
                                                  class_names, slices)
         if split == "val":
