@@ -62,6 +62,9 @@ def test_repro_then_up_to_date_and_clean(pipeline: Path):
     head = run(["git", "rev-parse", "HEAD~1"], pipeline).stdout.strip()
     assert lineage["code"]["commit"] == head  # the run happened on the "template with demo data" commit
     assert lineage["config_id"].startswith("smoke+")
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], pipeline).stdout)["data"]
+    assert {"Training loss per epoch", "Precision-recall per class (val, IoU 0.5)",
+            "metrics/plots/predictions_val.png"} <= set(plots)
 
 
 def test_conf_edit_reruns_only_train_and_evaluate(pipeline: Path):

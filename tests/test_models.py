@@ -1,0 +1,61 @@
+"""Every selectable detector builds from its config, takes a training step and predicts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cvrepro.compose import compose
+from cvrepro.engine import recalibrate_batchnorm
+from cvrepro.io import CvreproError
+from cvrepro.models import build_model
+
+from conftest import REPO
+
+MODELS = sorted(p.stem for p in (REPO / "conf/model").glob("*.yaml"))
+
+
+def batch(n: int = 2):
+    torch.manual_seed(0)
+    images = [torch.rand(3, 128, 128) for _ in range(n)]
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 40.0, 90.0], [60.0, 60.0, 120.0, 100.0]]),
+                "labels": torch.tensor([1, 3])} for _ in range(n)]
+    return images, targets
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_trains_a_step_and_predicts(name):
+    cfg = compose(REPO / "conf", [f"model={name}"])
+    model = build_model(cfg["model"], 4, 128, cfg["preprocess"]["mean"], cfg["preprocess"]["std"])
+    assert model.transform.image_mean == cfg["preprocess"]["mean"]
+    images, targets = batch()
+    model.train()
+    losses = model(images, targets)
+    loss = sum(losses.values())
+    assert math.isfinite(loss.item())
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    assert len(out) == 2 and {"boxes", "scores", "labels"} <= set(out[0])
+
+
+def test_batchnorm_recalibration_replaces_the_running_statistics():
+    cfg = compose(REPO / "conf", ["model=ssdlite"])
+    model = build_model(cfg["model"], 4, 128, cfg["preprocess"]["mean"], cfg["preprocess"]["std"])
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    recalibrate_batchnorm(model, [batch(), batch()], max_batches=2)
+    assert not torch.equal(before, bn.running_mean)
+    assert bn.num_batches_tracked.item() == 2 and not model.training
+
+
+def test_unknown_model_and_missing_weights_are_clear_errors(tmp_path):
+    cfg = compose(REPO / "conf")
+    with pytest.raises(CvreproError, match="model.name 'nope'"):
+        build_model({**cfg["model"], "name": "nope"}, 4, 128, [0.5] * 3, [0.5] * 3)
+    with pytest.raises(CvreproError, match="not a local file"):
+        build_model({**cfg["model"], "weights": str(tmp_path / "none.pth")}, 4, 128, [0.5] * 3, [0.5] * 3)
