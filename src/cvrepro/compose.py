@@ -25,6 +25,8 @@ import yaml
 from .io import atomic_write_text
 from .paths import CONF_DIR, DVC_LOCK, PARAMS
 
+MISSING = object()  # a key present on one side only
+
 HEADER = (
     "# Composed by `cvrepro compose` from conf/ (Hydra). Do not edit: change conf/,\n"
     "# or override for one experiment with `dvc exp run -S key=value`.\n"
@@ -70,12 +72,8 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 def changed_keys(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     """(dotted key, old value, new value) for every key whose value differs."""
     a, b = flatten(old), flatten(new)
-    missing = object()
-    return [
-        (k, a.get(k, missing), b.get(k, missing))
-        for k in sorted(set(a) | set(b))
-        if a.get(k, missing) != b.get(k, missing)
-    ]
+    keys = sorted(set(a) | set(b))
+    return [(k, a.get(k, MISSING), b.get(k, MISSING)) for k in keys if a.get(k, MISSING) != b.get(k, MISSING)]
 
 
 def _last_composition_md5(root: Path) -> str | None:
@@ -93,7 +91,7 @@ def _last_composition_md5(root: Path) -> str | None:
 
 
 def _fmt(v: Any) -> str:
-    return "<absent>" if not isinstance(v, (str, int, float, bool, list, type(None))) else repr(v)
+    return "<absent>" if v is MISSING else repr(v)
 
 
 def write_params(

@@ -16,8 +16,8 @@ from ..io import read_json, write_json
 from ..lineage import build_lineage
 from ..paths import (ANNOTATIONS, LABEL_MAP, LINEAGE, MANIFEST, METRICS, MODELS_DIR, PREDICTIONS_GRID,
                      PREPROCESSING, PROCESSED_DIR, PLOTS_DIR, TRAIN_INFO, WEIGHTS, processed_split)
-from ..stages.preprocess import ProcessedSplit
-from ..stages.train import load_predictor
+from .preprocess import ProcessedSplit
+from .train import load_predictor
 from ..visualize import prediction_grid, pr_curves_csv
 
 HEADLINE = ("AP", "AP50", "AP75", "AR100")

@@ -17,7 +17,6 @@ import torch
 from ..engine import TrainSet, make_loader, recalibrate_batchnorm, train_one_epoch
 from ..io import CvreproError, atomic_write_bytes, read_json, sha256_file, write_json
 from ..models import build_model, count_parameters
-from ..params import config_id
 from ..paths import CHECKPOINT, LABEL_MAP, PREPROCESSING, PROCESSED_INFO, TRAIN_INFO, TRAIN_LOG_DIR, WEIGHTS, processed_split
 from .preprocess import ProcessedSplit
 
@@ -64,7 +63,7 @@ def predictor_spec(params: dict, class_map: dict[str, str]) -> dict:
     }
 
 
-def train(params: dict, root: Path = Path("."), log_dir: Path | None = None) -> dict:
+def train(params: dict, root: Path = Path(".")) -> dict:
     cfg = params["train"]
     torch.set_num_threads(int(cfg["threads"]))
     torch.manual_seed(int(cfg["seed"]))
@@ -84,8 +83,13 @@ def train(params: dict, root: Path = Path("."), log_dir: Path | None = None) -> 
 
     from dvclive import Live  # DVC writes dvc.yaml plots itself; DVCLive only logs
 
+    def save_checkpoint(epoch: int) -> None:
+        save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "epoch": epoch, "config": params,
+                    "class_map": class_map}, root / CHECKPOINT)
+
     history = []
-    with Live(dir=str(root / (log_dir or TRAIN_LOG_DIR)), save_dvc_exp=False, dvcyaml=False) as live:
+    with Live(dir=str(root / TRAIN_LOG_DIR), save_dvc_exp=False, dvcyaml=False) as live:
         for epoch in range(int(cfg["epochs"])):
             loader = make_loader(dataset, int(cfg["batch_size"]), int(cfg["seed"]), epoch, int(cfg["num_workers"]))
             losses = train_one_epoch(model, optimizer, scheduler, loader, epoch, cfg.get("max_grad_norm"))
@@ -95,23 +99,21 @@ def train(params: dict, root: Path = Path("."), log_dir: Path | None = None) -> 
             live.log_metric("lr", optimizer.param_groups[0]["lr"])
             live.next_step()
             print(f"epoch {epoch + 1}/{cfg['epochs']}: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
-            # A checkpoint every epoch: a crash loses at most one epoch of work.
-            save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "config": params,
-                        "class_map": class_map}, root / CHECKPOINT)
+            save_checkpoint(epoch + 1)  # every epoch: a crash loses at most one epoch of work
 
     bn_batches = int(params["model"].get("bn_recalibration_batches", 0))
     if bn_batches:
         # fresh batches, as if one epoch more (epoch index = epochs)
         loader = make_loader(dataset, int(cfg["batch_size"]), int(cfg["seed"]), int(cfg["epochs"]), 0)
         recalibrate_batchnorm(model, loader, bn_batches)
-        save_torch({**torch.load(root / CHECKPOINT, weights_only=False), "model": model.state_dict()}, root / CHECKPOINT)
+        save_checkpoint(int(cfg["epochs"]))
 
     save_torch(model.state_dict(), root / WEIGHTS)
     write_json(root / LABEL_MAP, class_map)
     write_json(root / PREPROCESSING, spec)
+    # No config ID here: train does not depend on every param (evaluate's do not
+    # retrain), so the lineage record written by evaluate carries it.
     summary = {
-        "config_id": config_id(params),
         "snapshot_id": info["snapshot_id"],
         "seeds": {"train": int(cfg["seed"]), "split": int(params["split"]["seed"])},
         "threads": int(cfg["threads"]),
