@@ -16,7 +16,7 @@ from cvrepro.stages import evaluate
 from cvrepro.stages.preprocess import ProcessedSplit
 from cvrepro.stages.train import train
 
-from conftest import tiny_params
+from conftest import run, tiny_params
 
 
 def test_preprocess_arrays_match_the_annotations(tiny_data):
@@ -65,6 +65,12 @@ def test_non_finite_loss_stops_the_run(tiny_root):
     with pytest.raises(CvreproError, match="non-finite loss"):
         train(params, tiny_root)
     assert not (tiny_root / WEIGHTS).exists()
+
+
+def test_training_in_a_repository_without_commits_is_a_clear_error(tiny_root):
+    run(["git", "init", "-q"], tiny_root)
+    with pytest.raises(CvreproError, match="no commit yet"):
+        train(tiny_params(), tiny_root)
 
 
 def test_evaluate_writes_metrics_plots_grid_and_lineage(tiny_root):

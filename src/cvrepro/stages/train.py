@@ -16,6 +16,7 @@ import torch
 
 from ..engine import TrainSet, make_loader, recalibrate_batchnorm, train_one_epoch
 from ..io import CvreproError, atomic_write_bytes, read_json, sha256_file, write_json
+from ..lineage import git_state
 from ..models import build_model, count_parameters
 from ..paths import CHECKPOINT, LABEL_MAP, PREPROCESSING, PROCESSED_INFO, TRAIN_INFO, TRAIN_LOG_DIR, WEIGHTS, processed_split
 from .preprocess import ProcessedSplit
@@ -82,6 +83,10 @@ def train(params: dict, root: Path = Path(".")) -> dict:
     )
 
     from dvclive import Live  # DVC writes dvc.yaml plots itself; DVCLive only logs
+
+    if (git := git_state(root))["commit"] is None and git["dirty"] is not None:
+        # DVCLive (and dvc exp) fail obscurely in a git repository without commits.
+        raise CvreproError("this git repository has no commit yet: commit the project before training")
 
     def save_checkpoint(epoch: int) -> None:
         save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
