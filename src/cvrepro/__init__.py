@@ -1,3 +1,10 @@
 """cvrepro: a DVC pipeline template for reproducible computer-vision datasets and models."""
 
 __version__ = "0.1.0"
+
+
+def load_model(version: str, repo: str = ".", remote: str | None = None):
+    """A released model (`vX.Y.Z`) fetched through DVC at its tag; see cvrepro.predictor."""
+    from .predictor import load_model as _load  # torch is imported only when a model is loaded
+
+    return _load(version, repo=repo, remote=remote)

@@ -59,6 +59,37 @@ def cmd_config_id(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release(args: argparse.Namespace) -> int:
+    from . import release
+
+    fn = release.release_dataset if args.kind == "dataset" else release.release_model
+    record = fn(Path(args.root), version=args.version, level=args.bump, notes=args.notes or "", remote=args.remote)
+    if args.json:
+        print(json.dumps(record, sort_keys=True, indent=2))
+    else:
+        print(f"released {record['version']} ({record['bump']}); `git push --follow-tags` to share it")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from . import registry
+
+    rows = registry.entries(Path(args.root))
+    print(json.dumps(rows, sort_keys=True, indent=2) if args.json else registry.format_table(rows))
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from . import datadiff
+
+    root = Path(args.root)
+    if not (args.a.startswith("DS-") or args.a == "workspace") or not (args.b.startswith("DS-") or args.b == "workspace"):
+        raise CvreproError(f"diff compares dataset versions (DS-x.y.z or 'workspace'); got {args.a} and {args.b}")
+    diff = datadiff.dataset_diff(datadiff.load_state(root, args.a), datadiff.load_state(root, args.b))
+    print(json.dumps(diff, sort_keys=True, indent=2) if args.json else datadiff.format_diff(diff))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cvrepro", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -80,6 +111,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config-id", help="print the config ID of params.yaml (experiment name + hash)")
     p.set_defaults(func=cmd_config_id)
+
+    p = sub.add_parser("release", help="release the dataset (DS-x.y.z) or the trained model (vX.Y.Z): "
+                       "record, commit, annotated tag, dvc push")
+    p.add_argument("kind", choices=["dataset", "model"])
+    p.add_argument("--version", help="the version to make (default: computed from what changed)")
+    p.add_argument("--bump", choices=["major", "minor", "patch"], help="bump the newest version by this level")
+    p.add_argument("--notes", help="release notes; required for a larger bump than the change needs")
+    p.add_argument("--remote", help="DVC remote to push to (default: the default remote)")
+    p.add_argument("--root", default=".")
+    p.add_argument("--json", action="store_true", help="print the release record")
+    p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("ls", help="the registry: every dataset and model version with its facts")
+    p.add_argument("--root", default=".")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("diff", help="what changed between two dataset versions (images, labels, classes, splits)")
+    p.add_argument("a", help="DS-x.y.z")
+    p.add_argument("b", nargs="?", default="workspace", help="DS-x.y.z or 'workspace' (default)")
+    p.add_argument("--root", default=".")
+    p.add_argument("--json", action="store_true", help="the full diff, every path")
+    p.set_defaults(func=cmd_diff)
 
     for name, module, func, text in [
         ("snapshot", "snapshot", "run", "validate the annotations and write data/snapshot/manifest.json"),

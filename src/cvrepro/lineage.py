@@ -23,7 +23,7 @@ from typing import Any
 
 from .io import CvreproError, canonical_json, read_json, sha256_file
 from .params import config_id
-from .paths import RELEASES_DIR
+from .paths import DATASET_RELEASES_DIR
 
 SCHEMA = "cvrepro.lineage/1"
 
@@ -106,7 +106,7 @@ def released_dataset_version(root: Path, snapshot_id: str) -> str | None:
     A record that is not valid JSON, or whose version is not ``DS-MAJOR.MINOR.PATCH``, is
     an error: the release registry must stay trustworthy.
     """
-    rel_dir = Path(root) / RELEASES_DIR
+    rel_dir = Path(root) / DATASET_RELEASES_DIR
     if not rel_dir.is_dir():
         return None
     matches: list[tuple[tuple[int, int, int], str]] = []

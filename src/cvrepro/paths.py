@@ -22,7 +22,7 @@ SPLITS = SPLITS_DIR / "splits.json"
 
 PROCESSED_DIR = Path("data/processed")
 PROCESSED_INFO = PROCESSED_DIR / "preprocess.json"  # size, mean/std, class map, layout
-RELEASES_DIR = Path("data/releases")  # DS-x.y.z.json release records
+DATASET_RELEASES_DIR = Path("data/releases")  # DS-x.y.z.json + .md: dataset release records, git-tracked
 
 
 def processed_split(split: str) -> Path:
@@ -43,3 +43,5 @@ LINEAGE = METRICS_DIR / "lineage.json"
 TRAIN_LOG_DIR = METRICS_DIR / "train"  # DVCLive output: per-epoch losses
 PLOTS_DIR = METRICS_DIR / "plots"
 PREDICTIONS_GRID = PLOTS_DIR / "predictions_val.png"
+
+MODEL_RELEASES_DIR = MODELS_DIR / "releases"  # vX.Y.Z.json + .md: model release records, git-tracked

@@ -1,0 +1,116 @@
+"""Thin wrappers over the real `git` and `dvc` command lines, and semantic versions.
+
+Releases drive git and DVC exactly as a user would from the shell, so what a
+release does can be replayed and checked by hand. Failures become CvreproError
+with the command and its message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from .io import CvreproError
+
+BUMPS = ("patch", "minor", "major")  # in increasing order of impact
+_VERSION = re.compile(r"^(DS-|v)(\d+)\.(\d+)\.(\d+)$")
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_DIR") and k != "GIT_WORK_TREE"}
+    env["LC_ALL"] = "C"
+    return env
+
+
+def git(root: Path, *args: str, check: bool = True, input: str | None = None) -> str:
+    """Run git in `root`; return stdout (stripped). CvreproError if it fails and `check`."""
+    try:
+        res = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, env=_env(),
+                             input=input, check=False)
+    except OSError as e:
+        raise CvreproError(f"cannot run git: {e}") from None
+    if check and res.returncode != 0:
+        raise CvreproError(f"git {' '.join(args)} failed: {(res.stderr or res.stdout).strip()}")
+    return res.stdout.strip() if res.returncode == 0 else ""
+
+
+def git_bytes(root: Path, rev: str, path: str) -> bytes | None:
+    """The bytes of a git-tracked `path` at `rev`, or None if it is not there."""
+    res = subprocess.run(["git", "-C", str(root), "show", f"{rev}:{path}"], capture_output=True, env=_env(),
+                         check=False)
+    return res.stdout if res.returncode == 0 else None
+
+
+def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the dvc of this interpreter's environment in `root`."""
+    res = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True,
+                         env=_env(), check=False)
+    if check and res.returncode != 0:
+        raise CvreproError(f"dvc {' '.join(args)} failed: {(res.stderr or res.stdout).strip()}")
+    return res
+
+
+def dirty_paths(root: Path) -> list[str]:
+    """Modified, staged and untracked (not ignored) paths: what a release must not leave out."""
+    out = git(root, "status", "--porcelain", "--untracked-files=normal")
+    return [line[3:] for line in out.splitlines() if line.strip()]
+
+
+def head_commit(root: Path) -> str:
+    commit = git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False)
+    if not commit:
+        raise CvreproError("this git repository has no commit yet: commit the project first")
+    return commit
+
+
+def tag_exists(root: Path, tag: str) -> bool:
+    return bool(git(root, "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}", check=False))
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def parse_version(text: str, prefix: str) -> tuple[int, int, int]:
+    """`DS-1.2.3` (prefix "DS-") or `v1.2.3` (prefix "v") -> (1, 2, 3); also accepts a bare 1.2.3."""
+    if re.fullmatch(r"\d+\.\d+\.\d+", text):
+        text = prefix + text
+    m = _VERSION.match(text)
+    if not m or m.group(1) != prefix:
+        raise CvreproError(f"version '{text}' is not {prefix}MAJOR.MINOR.PATCH")
+    return int(m.group(2)), int(m.group(3)), int(m.group(4))
+
+
+def format_version(prefix: str, v: tuple[int, int, int]) -> str:
+    return f"{prefix}{v[0]}.{v[1]}.{v[2]}"
+
+
+def bump(v: tuple[int, int, int], level: str) -> tuple[int, int, int]:
+    if level == "major":
+        return (v[0] + 1, 0, 0)
+    if level == "minor":
+        return (v[0], v[1] + 1, 0)
+    if level == "patch":
+        return (v[0], v[1], v[2] + 1)
+    raise CvreproError(f"bump '{level}' is not one of {', '.join(BUMPS)}")
+
+
+def bump_level(old: tuple[int, int, int], new: tuple[int, int, int]) -> str | None:
+    """The level a step from `old` to `new` amounts to (None if `new` is not greater)."""
+    if new <= old:
+        return None
+    if new[0] != old[0]:
+        return "major"
+    return "minor" if new[1] != old[1] else "patch"
+
+
+def versions(root: Path, prefix: str) -> list[tuple[tuple[int, int, int], str]]:
+    """Every tag `<prefix>X.Y.Z`, sorted by semantic version."""
+    found = []
+    for tag in git(root, "tag", "--list", f"{prefix}*").splitlines():
+        m = _VERSION.match(tag.strip())
+        if m and m.group(1) == prefix:
+            found.append(((int(m.group(2)), int(m.group(3)), int(m.group(4))), tag.strip()))
+    return sorted(found)
