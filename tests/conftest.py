@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,15 +20,16 @@ from cvrepro.stages import preprocess, snapshot, split
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv running pytest: cvrepro and dvc live here
-TEMPLATE_FILES = ["conf", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore", "src"]
+TEMPLATE_FILES = ["conf", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore", "src",
+                  "data/.gitignore", "data/snapshot/.gitignore", "data/splits/.gitignore", "models/.gitignore"]
 # Tiny but real: the smoke experiment (2 epochs), one thread so timings are stable.
 TINY_OVERRIDES = ["experiment=smoke", "train.batch_size=4", "train.threads=1", "train.warmup_iters=5"]
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
            "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com", **(env or {})}
     res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, **kw)
     if check and res.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
@@ -81,3 +85,61 @@ def tiny_root(tiny_data: Path, tmp_path: Path, monkeypatch) -> Path:
 
 def write_params(root: Path, params: dict) -> None:
     (root / "params.yaml").write_text(dump(params))
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
+def tiny_conf(project: Path, epochs: int | None = None) -> None:
+    """Make the smoke experiment the project's default config (conf/ edits, as a user would)."""
+    edit(project / "conf/config.yaml", "experiment: C-01", "experiment: smoke")
+    edit(project / "conf/train/default.yaml", "batch_size: 8", "batch_size: 4")
+    edit(project / "conf/train/default.yaml", "threads: 2", "threads: 1")
+    if epochs is not None:
+        edit(project / "conf/experiment/smoke.yaml", "epochs: 2", f"epochs: {epochs}")
+    run(["cvrepro", "compose", "--force"], project)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's standalone S3-API server on a free 127.0.0.1 port, for the whole session."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start on {endpoint}")
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def s3_bucket(endpoint: str, name: str) -> str:
+    """A new, empty bucket on the S3 server; returns its s3:// URL."""
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in S3_ENV.items()
+                                                 if k != "AWS_DEFAULT_REGION"},
+                 region_name=S3_ENV["AWS_DEFAULT_REGION"]).create_bucket(Bucket=name)
+    return f"s3://{name}"

@@ -13,15 +13,9 @@ import pytest
 import torch
 import yaml
 
-from conftest import run
+from conftest import edit, run, tiny_conf
 
 pytestmark = pytest.mark.slow
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{path}: '{old}' not found"
-    path.write_text(text.replace(old, new))
 
 
 def stages_run(output: str) -> set[str]:
@@ -35,10 +29,7 @@ def params_of_last_run(root: Path) -> dict:
 @pytest.fixture
 def pipeline(project: Path) -> Path:
     """The template with the smoke experiment as default, tiny data tracked, first repro committed."""
-    edit(project / "conf/config.yaml", "experiment: C-01", "experiment: smoke")
-    edit(project / "conf/train/default.yaml", "batch_size: 8", "batch_size: 4")
-    edit(project / "conf/train/default.yaml", "threads: 2", "threads: 1")
-    run(["cvrepro", "compose", "--force"], project)
+    tiny_conf(project)
     run(["cvrepro", "demo", "--images", "40", "--seed", "1"], project)
     run(["dvc", "add", "data/raw", "data/labels"], project)
     run(["git", "add", "-A"], project)

@@ -64,8 +64,9 @@ def require_up_to_date(root: Path, targets: list[str] | None = None) -> None:
 def _require_remote(root: Path, remote: str | None) -> str:
     if remote:
         return remote
-    name = dvc(root, "remote", "default", check=False).stdout.strip()
-    if not name:
+    res = dvc(root, "remote", "default", check=False)
+    name = res.stdout.strip()
+    if res.returncode != 0 or not name or " " in name:  # dvc prints "No default remote set" on stdout
         raise CvreproError("no default DVC remote: add one (`dvc remote add -d NAME URL`, see README 'Remotes') "
                            "or pass --remote NAME")
     return name
@@ -76,6 +77,10 @@ def choose_version(root: Path, prefix: str, newest: tuple | None, required: str 
     """The new version and its bump level, or a CvreproError saying why not."""
     if version and level:
         raise CvreproError("give either --version or --bump, not both")
+    if version:
+        existing = format_version(prefix, parse_version(version, prefix))
+        if tag_exists(root, existing):
+            raise CvreproError(f"{existing} already exists: released versions are never overwritten")
     if newest is None:
         base = (0, 0, 0)
         new = parse_version(version, prefix) if version else bump(base, level) if level else (0, 1, 0)

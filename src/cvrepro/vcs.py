@@ -34,7 +34,7 @@ def git(root: Path, *args: str, check: bool = True, input: str | None = None) ->
         raise CvreproError(f"cannot run git: {e}") from None
     if check and res.returncode != 0:
         raise CvreproError(f"git {' '.join(args)} failed: {(res.stderr or res.stdout).strip()}")
-    return res.stdout.strip() if res.returncode == 0 else ""
+    return res.stdout.rstrip() if res.returncode == 0 else ""  # rstrip: porcelain lines start with a space
 
 
 def git_bytes(root: Path, rev: str, path: str) -> bytes | None:

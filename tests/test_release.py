@@ -1,0 +1,155 @@
+"""`cvrepro release`: every refusal leaves no commit, no tag and no record; the
+successes make exactly one commit and one annotated tag. Real git, real DVC, a
+local DVC remote in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import copy_template, run, tiny_conf
+
+
+def git_facts(root: Path) -> tuple[str, str, list[str]]:
+    head = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+    tags = run(["git", "tag"], root).stdout.strip()
+    records = sorted(p.name for p in (root / "data/releases").glob("*")) if (root / "data/releases").exists() else []
+    return head, tags, records
+
+
+def commit_all(root: Path, message: str) -> None:
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", message], root)
+
+
+def refused(root: Path, args: list[str], message: str) -> None:
+    before = git_facts(root)
+    res = run(["cvrepro", "release", *args], root, check=False)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert message in res.stderr, res.stderr
+    assert git_facts(root) == before, "a refused release changed the repository"
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory) -> Path:
+    """A project with 30 demo images, the data stages run and DS-0.1.0 released."""
+    base = tmp_path_factory.mktemp("released")
+    root = copy_template(base / "project")
+    tiny_conf(root)
+    run(["dvc", "remote", "add", "--local", "-d", "tmp", str(base / "remote")], root)
+    run(["cvrepro", "demo", "--images", "30", "--seed", "2"], root)
+    run(["dvc", "add", "data/raw", "data/labels"], root)
+    commit_all(root, "demo data")
+    run(["dvc", "repro", "split"], root)
+    commit_all(root, "snapshot and split")
+    out = run(["cvrepro", "release", "dataset", "--notes", "first cut"], root).stdout
+    assert "released DS-0.1.0" in out
+    return root
+
+
+@pytest.fixture
+def project_copy(released: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "project"
+    shutil.copytree(released, dest, symlinks=True)
+    return dest
+
+
+def grow(root: Path, images: int = 34) -> None:
+    run(["cvrepro", "demo", "--images", str(images), "--seed", "2", "--force"], root)
+    run(["dvc", "repro", "split"], root)
+    commit_all(root, f"{images} images")
+
+
+def fix_labels(root: Path) -> None:
+    path = root / "data/labels/annotations.json"
+    coco = json.loads(path.read_text())
+    coco["annotations"][0]["bbox"][0] += 1.0
+    path.write_text(json.dumps(coco, indent=2))
+    run(["dvc", "repro", "split"], root)
+    commit_all(root, "fix one box")
+
+
+def test_first_release_record_tag_and_pushed_data(released: Path):
+    record = json.loads((released / "data/releases/DS-0.1.0.json").read_text())
+    manifest = json.loads((released / "data/snapshot/manifest.json").read_text())
+    assert record["version"] == "DS-0.1.0" and record["snapshot_id"] == manifest["snapshot_id"]
+    assert record["stats"] == manifest["stats"] and record["notes"] == "first cut"
+    assert set(record["inputs"]) == {"data/raw", "data/labels", "data/snapshot/manifest.json", "data/splits/splits.json"}
+    tag_message = run(["git", "tag", "-l", "--format=%(contents)", "DS-0.1.0"], released).stdout
+    assert tag_message.startswith("# DS-0.1.0") and "first cut" in tag_message
+    assert run(["git", "cat-file", "-t", "DS-0.1.0"], released).stdout.strip() == "tag"  # annotated
+    assert run(["git", "status", "--porcelain"], released).stdout == ""
+    status = run(["dvc", "status", "--cloud", "--json", "data/raw.dvc", "data/labels.dvc"], released).stdout
+    assert json.loads(status) == {}, status  # the remote holds every input file
+    ls = run(["cvrepro", "ls"], released).stdout
+    assert ls.startswith("DS-0.1.0") and "30 images" in ls
+
+
+def test_refuses_a_dirty_tree(project_copy: Path):
+    (project_copy / "conf/train/default.yaml").write_text("# edited\n", encoding="utf-8")
+    refused(project_copy, ["dataset"], "the git tree is dirty (conf/train/default.yaml)")
+
+
+def test_refuses_a_pipeline_that_is_not_up_to_date(project_copy: Path):
+    path = project_copy / "data/labels/annotations.json"
+    coco = json.loads(path.read_text())
+    coco["annotations"].pop()
+    path.write_text(json.dumps(coco))
+    run(["dvc", "add", "data/labels"], project_copy)
+    commit_all(project_copy, "labels changed, pipeline not rerun")
+    refused(project_copy, ["dataset"], "the pipeline is not up to date (snapshot")
+
+
+def test_refuses_nothing_changed(project_copy: Path):
+    refused(project_copy, ["dataset"], "nothing changed since DS-0.1.0")
+
+
+def test_refuses_an_existing_or_smaller_version(project_copy: Path):
+    grow(project_copy)
+    refused(project_copy, ["dataset", "--version", "DS-0.1.0"], "DS-0.1.0 already exists")
+    refused(project_copy, ["dataset", "--version", "0.0.9"], "DS-0.0.9 is not greater than the newest release DS-0.1.0")
+    refused(project_copy, ["dataset", "--version", "banana"], "is not DS-MAJOR.MINOR.PATCH")
+
+
+def test_refuses_a_smaller_bump_and_a_larger_one_without_a_reason(project_copy: Path):
+    grow(project_copy)
+    refused(project_copy, ["dataset", "--bump", "patch"], "a patch bump is smaller than this change needs: minor (4 images added)")
+    refused(project_copy, ["dataset", "--bump", "major"], "a major bump is larger than this change needs")
+    out = run(["cvrepro", "release", "dataset", "--bump", "major", "--notes", "new camera site"], project_copy).stdout
+    assert "released DS-1.0.0" in out
+
+
+def test_label_fix_is_a_computed_patch_and_diff_shows_it(project_copy: Path):
+    fix_labels(project_copy)
+    diff = json.loads(run(["cvrepro", "diff", "DS-0.1.0", "--json"], project_copy).stdout)
+    assert diff["required_bump"] == "patch" and diff["labels"]["boxes"]["moved"] == 1
+    record = json.loads(run(["cvrepro", "release", "dataset", "--json"], project_copy).stdout)
+    assert record["version"] == "DS-0.1.1" and record["bump"] == "patch" and record["previous"] == "DS-0.1.0"
+    assert record["changelog"]["labels"]["boxes"] == {"added": 0, "removed": 0, "moved": 1, "relabelled": 0}
+    text = run(["cvrepro", "diff", "DS-0.1.0", "DS-0.1.1"], project_copy).stdout
+    assert text.startswith("DS-0.1.0 -> DS-0.1.1: patch change") and "1 moved" in text
+    assert run(["git", "log", "-1", "--format=%s"], project_copy).stdout.startswith("Release DS-0.1.1: patch")
+
+
+def test_refuses_without_a_remote(project_copy: Path):
+    grow(project_copy)
+    run(["dvc", "remote", "default", "--local", "--unset"], project_copy)
+    run(["dvc", "remote", "remove", "--local", "tmp"], project_copy)
+    run(["dvc", "remote", "default", "--unset"], project_copy)  # the template's shared local default too
+    commit_all(project_copy, "no default remote")
+    refused(project_copy, ["dataset"], "no default DVC remote")
+
+
+def test_model_release_refuses_an_unreleased_snapshot(project_copy: Path):
+    grow(project_copy)
+    run(["dvc", "repro"], project_copy)
+    commit_all(project_copy, "trained on unreleased data")
+    refused(project_copy, ["model"], "which is not a released dataset: run `cvrepro release dataset`")
+
+
+def test_diff_rejects_model_versions(released: Path):
+    res = run(["cvrepro", "diff", "v0.1.0", "v0.2.0"], released, check=False)
+    assert res.returncode == 2 and "dataset versions" in res.stderr
