@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import labels
 from .io import CvreproError
 
 
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config-id", help="print the config ID of params.yaml (experiment name + hash)")
     p.set_defaults(func=cmd_config_id)
+
+    labels.add_commands(sub)
 
     for name, module, func, text in [
         ("snapshot", "snapshot", "run", "validate the annotations and write data/snapshot/manifest.json"),
