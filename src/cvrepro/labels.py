@@ -14,6 +14,7 @@ import copy
 import csv
 import json
 import math
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,7 @@ class _Labels:
     def image(self, value: str) -> tuple[dict | None, str | None]:
         """The image a CSV value names: its file_name, else its numeric id. (image, problem)."""
         by_name = self.image_by_name.get(self.normalize(value))
-        by_id = self.images.get(int(value)) if value.isdigit() else None
+        by_id = self.images.get(_parse_int(value))
         if by_name and by_id and by_name is not by_id:
             return None, (f"{value!r} is the file_name of image id {by_name['id']} and the id of image "
                           f"{by_id.get('file_name')!r}; write the file_name")
@@ -129,7 +130,7 @@ class _Labels:
     def category(self, value: str) -> tuple[dict | None, str | None]:
         """The category a CSV value names: its name, else its numeric id. (category, problem)."""
         by_name = self.category_by_name.get(value)
-        by_id = self.categories.get(int(value)) if value.isdigit() else None
+        by_id = self.categories.get(_parse_int(value))
         if by_name and by_id and by_name is not by_id:
             return None, f"{value!r} is the name of category id {by_name['id']} and the id of {by_id.get('name')!r}"
         if by_name or by_id:
@@ -161,10 +162,8 @@ def _check_header(rows: list[Row], problems: _Problems) -> list[str] | None:
 
 
 def _parse_int(value: str) -> int | None:
-    try:
-        return int(value)
-    except ValueError:
-        return None
+    """Plain ASCII digits only: int() would also take '1_000' and other scripts' digits."""
+    return int(value) if re.fullmatch(r"-?[0-9]+", value) else None
 
 
 def _parse_box(line: int, v: dict[str, str], image: dict | None, problems: _Problems) -> list[float] | None:
