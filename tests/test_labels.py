@@ -225,7 +225,8 @@ def test_a_wrong_header_is_line_1(root: Path, tmp_path: Path, header: str, expec
 def test_columns_in_any_order_blank_lines_and_a_bom(root: Path, tmp_path: Path):
     a = coco_of(root)["annotations"][0]
     csv = tmp_path / "fix.csv"
-    csv.write_text(f"\ufeffaction,image,annotation_id,category,x,y,w,h\n\n,,,,,,,\ndelete,{a['image_id']},{a['id']},,,,,\n")
+    csv.write_text("\ufeffaction,image,annotation_id,category,x,y,w,h\n\n,,,,,,,\n"
+                   f"Delete,{a['image_id']},{a['id']},,,,,\n")  # any column order, any case of action
     assert labels.run(csv, root / ANNOTATIONS)["actions"]["delete"] == 1
     bad = tmp_path / "bad.csv"
     bad.write_text(f"{HEADER}\n\n\nimg_000000.png,{a['id']},frob,,,,,\n")  # line numbers count the blank lines
@@ -314,8 +315,11 @@ def test_a_file_name_that_reads_as_another_images_id_is_refused(tmp_path: Path):
     })
     with pytest.raises(CvreproError) as err:
         labels.run(write_csv(tmp_path / "fix.csv", "2,1,relabel,x,,,,", "1,1,relabel,2,,,,"), ann)
-    assert "fix.csv:2: field 'image': '2' is the file_name of image id 1 and the id of image 'b.png'" in str(err.value)
+    assert ("fix.csv:2: field 'image': '2' is both the file_name of image id 1 and the id of image 'b.png'; "
+            "write './2' for the first") in str(err.value)
     assert "fix.csv:3: field 'category': '2' is the name of category id 1 and the id of 'x'" in str(err.value)
+    summary = labels.run(write_csv(tmp_path / "fix.csv", "./2,1,relabel,x,,,,"), ann)  # the suggested spelling
+    assert summary["images_changed"] == ["2"] and summary["per_class"]["x"]["after"] == 1
 
 
 def test_segmentation_masks_are_not_csv_driven(root: Path, tmp_path: Path):
@@ -381,3 +385,16 @@ def test_help_and_misuse(tmp_path: Path):
     assert "apply" in run(["cvrepro", "labels", "--help"], tmp_path).stdout
     assert "docs/labels.md" in run(["cvrepro", "labels", "apply", "--help"], tmp_path).stdout
     assert run(["cvrepro", "labels"], tmp_path, check=False).returncode == 2
+
+
+def test_unreadable_inputs_are_clear_errors(root: Path, tmp_path: Path):
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(f"{HEADER}\nimg_000000.png,1,relabel,caf\xe9,,,,\n".encode("latin-1"))
+    with pytest.raises(CvreproError, match="latin1.csv: not UTF-8 text"):
+        labels.run(latin1, root / ANNOTATIONS)
+    coco = coco_of(root)
+    coco["annotations"][3]["id"] = coco["annotations"][2]["id"]
+    broken = tmp_path / "broken.json"
+    write_json(broken, coco)
+    with pytest.raises(CvreproError, match=r"broken.json: annotations\[3\]: .*duplicate 'id'"):
+        labels.run(write_csv(tmp_path / "fix.csv", "img_000000.png,1,delete,,,,,"), broken)

@@ -45,9 +45,13 @@ class _Problems:
         self.csv_path = csv_path
         self.items: list[str] = []
 
-    def add(self, line: int, field: str | None, message: str) -> None:
+    def add(self, line: int, fields: str | list[str] | None, message: str) -> None:
+        """fields: the column (or columns) at fault; None when it is the whole row."""
+        names = [fields] if isinstance(fields, str) else fields or []
+        where = f"{self.csv_path}:{line}"
+        if names:
+            where += f": field{'s' if len(names) > 1 else ''} {', '.join(repr(n) for n in names)}"
         if len(self.items) < MAX_PROBLEMS:
-            where = f"{self.csv_path}:{line}" + (f": field{'s' * (', ' in field)} '{field}'" if field else "")
             self.items.append(f"{where}: {message}")
 
     def raise_if_any(self) -> None:
@@ -121,8 +125,9 @@ class _Labels:
         by_name = self.image_by_name.get(self.normalize(value))
         by_id = self.images.get(_parse_int(value))
         if by_name and by_id and by_name is not by_id:
-            return None, (f"{value!r} is the file_name of image id {by_name['id']} and the id of image "
-                          f"{by_id.get('file_name')!r}; write the file_name")
+            return None, (f"{value!r} is both the file_name of image id {by_name['id']} and the id of image "
+                          f"{by_id.get('file_name')!r}; write './{value}' for the first or "
+                          f"{by_id.get('file_name')!r} for the second")
         if by_name or by_id:
             return by_name or by_id, None
         return None, f"no image with file_name or id {value!r}"
@@ -166,7 +171,7 @@ def _parse_int(value: str) -> int | None:
     return int(value) if re.fullmatch(r"-?[0-9]+", value) else None
 
 
-def _parse_box(line: int, v: dict[str, str], image: dict | None, problems: _Problems) -> list[float] | None:
+def _parse_box(line: int, v: dict[str, str], image: dict, problems: _Problems) -> list[float] | None:
     from .stages.snapshot import BOX_TOLERANCE
 
     box = []
@@ -183,19 +188,22 @@ def _parse_box(line: int, v: dict[str, str], image: dict | None, problems: _Prob
     if w <= 0 or h <= 0:
         problems.add(line, "w" if w <= 0 else "h", f"box width and height must be > 0, got w={w:g}, h={h:g}")
         return None
-    if image is not None:
-        width, height, t = image.get("width"), image.get("height"), BOX_TOLERANCE
-        if x < -t or y < -t or x + w > width + t or y + h > height + t:
-            field = "x" if x < -t else "y" if y < -t else "w" if x + w > width + t else "h"
-            problems.add(line, field, f"box [{x:g}, {y:g}, {w:g}, {h:g}] lies outside the image ({width}x{height})")
-            return None
+    width, height, t = image.get("width"), image.get("height"), BOX_TOLERANCE
+    if not all(isinstance(d, (int, float)) and d > 0 for d in (width, height)):
+        problems.add(line, "image", f"image id {image['id']} has no valid 'width'/'height' in the labels file "
+                                    "to check the box against; run `cvrepro snapshot`")
+        return None
+    if x < -t or y < -t or x + w > width + t or y + h > height + t:
+        field = "x" if x < -t else "y" if y < -t else "w" if x + w > width + t else "h"
+        problems.add(line, field, f"box [{x:g}, {y:g}, {w:g}, {h:g}] lies outside the image ({width}x{height})")
+        return None
     return box
 
 
 def _check_row(line: int, v: dict[str, str], labels: _Labels, task: str, touched: dict[int, int],
                problems: _Problems) -> dict | None:
     """One validated edit {line, action, image, annotation, category, bbox}, or None (problems recorded)."""
-    action = v["action"]
+    action = v["action"].lower()  # spreadsheets capitalise
     if action not in ACTIONS:
         problems.add(line, "action", f"unknown action {action!r} (expected {', '.join(ACTIONS)})")
         return None
@@ -206,9 +214,9 @@ def _check_row(line: int, v: dict[str, str], labels: _Labels, task: str, touched
     missing = [c for c in COLUMNS if c in ALLOWED[action] and c not in OPTIONAL.get(action, ()) and not v[c]]
     extra = [c for c in COLUMNS if c not in ALLOWED[action] and v[c]]
     if missing:
-        problems.add(line, "', '".join(missing), f"required for {action}")
+        problems.add(line, missing, f"required for {action}")
     if extra:
-        problems.add(line, "', '".join(extra), f"must be empty for {action}, got {', '.join(repr(v[c]) for c in extra)}")
+        problems.add(line, extra, f"must be empty for {action}, got {', '.join(repr(v[c]) for c in extra)}")
     if missing or extra:
         return None
 
@@ -266,7 +274,7 @@ def _check_move(edit: dict, problems: _Problems) -> dict | None:
         problems.add(line, "action", f"annotation {annotation['id']} has a 'segmentation' outline that moving its "
                                      "box would leave stale; correct it in an annotation tool")
         return None
-    same_box = [float(v) for v in annotation["bbox"]] == edit["bbox"]
+    same_box = annotation["bbox"] == edit["bbox"]  # [10.0, ...] == [10, ...] in Python
     same_category = edit["category"] is None or edit["category"]["id"] == annotation.get("category_id")
     if same_box and same_category:
         problems.add(line, "x", f"the box equals annotation {annotation['id']}'s current box; nothing to move")
@@ -382,7 +390,8 @@ def run(csv_path: Path, annotations: Path = ANNOTATIONS, dry_run: bool = False, 
     new, summary = apply_corrections(coco, rows, csv_path, task=task or infer_task(coco), labels_path=annotations)
     if not dry_run:
         write_json(annotations, new)
-    return {**summary, "dry_run": dry_run, "written": not dry_run, "next_steps": next_steps(annotations, summary["actions"])}
+    steps = next_steps(annotations, summary["actions"])
+    return {**summary, "dry_run": dry_run, "written": not dry_run, "next_steps": steps}
 
 
 # --------------------------------------------------------------------------- command line
