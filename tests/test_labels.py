@@ -214,6 +214,7 @@ def test_every_bad_row_is_reported_together(root: Path, tmp_path: Path):
     ("image,annotation_id,action,category,x,y,w", "missing h"),
     ("image,annotation,action,category,x,y,w,h", "missing annotation_id; unexpected annotation"),
     ("", "empty file"),
+    ("image;annotation_id;action;category;x;y;w;h", "not semicolons"),
 ])
 def test_a_wrong_header_is_line_1(root: Path, tmp_path: Path, header: str, expected: str):
     csv = tmp_path / "fix.csv"

@@ -161,7 +161,8 @@ def _check_header(rows: list[Row], problems: _Problems) -> list[str] | None:
         extra = [c for c in header if c not in COLUMNS or header.count(c) > 1]
         what = "; ".join(filter(None, [f"missing {', '.join(missing)}" if missing else "",
                                        f"unexpected {', '.join(dict.fromkeys(extra))}" if extra else ""]))
-        problems.add(line, None, f"wrong header ({what}); expected {','.join(COLUMNS)}")
+        hint = " (comma-separated, not semicolons)" if len(header) == 1 and ";" in header[0] else ""
+        problems.add(line, None, f"wrong header ({what}); expected {','.join(COLUMNS)}{hint}")
         return None
     return header
 
@@ -358,7 +359,7 @@ def _summary(coco: dict, new: dict, edits: list[dict], labels: _Labels, csv_path
         "corrections": len(edits),
         "actions": {a: sum(e["action"] == a for e in edits) for a in ACTIONS},
         "per_class": per_class,
-        "images_changed": sorted({e["image"].get("file_name") for e in edits}),
+        "images_changed": sorted({str(e["image"].get("file_name")) for e in edits}),
         "added_ids": [e["new_id"] for e in edits if "new_id" in e],
     }
 
