@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import labels
 from .io import CvreproError
 
 
@@ -134,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=".")
     p.add_argument("--json", action="store_true", help="the full diff, every path")
     p.set_defaults(func=cmd_diff)
+
+    labels.add_commands(sub)
 
     for name, module, func, text in [
         ("snapshot", "snapshot", "run", "validate the annotations and write data/snapshot/manifest.json"),
