@@ -12,8 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..io import CvreproError, atomic_write_bytes, atomic_write_text
-from .common import (Dataset, by_stem, categories_from_names, check_mask, contiguous_names, find_images, mask_png,
-                     probe_image, read_mask, stem_key)
+from .common import (
+    Dataset,
+    by_stem,
+    categories_from_names,
+    check_mask,
+    contiguous_names,
+    find_images,
+    mask_png,
+    probe_image,
+    read_mask,
+    stem_key,
+)
 
 
 def _class_names(src: Path) -> list[str]:

@@ -19,7 +19,14 @@ from pathlib import Path
 from ..io import CvreproError, atomic_write_bytes, write_json
 from ..paths import ANNOTATIONS, LABELS_DIR, RAW_DIR
 from . import coco, imagefolder, masks, voc, yolo
-from .common import TASK_OF_FORMAT, Dataset, baked_image_bytes, mask_png, read_local, read_mask
+from .common import (
+    TASK_OF_FORMAT,
+    Dataset,
+    baked_image_bytes,
+    mask_png,
+    read_local,
+    read_mask,
+)
 
 FORMATS = {"coco": coco, "yolo": yolo, "voc": voc, "masks": masks, "imagefolder": imagefolder}
 
@@ -93,7 +100,7 @@ def _swap_in(pairs: list[tuple[Path, Path]], attic: Path) -> None:
 
 def _dvc_add(root: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "dvc", "add", str(RAW_DIR), str(LABELS_DIR)],
-                         cwd=root, capture_output=True, text=True)
+                         cwd=root, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise CvreproError(f"the dataset is in place but `dvc add {RAW_DIR} {LABELS_DIR}` failed "
                            f"(fix it and rerun that command):\n{(res.stderr or res.stdout).strip()}")

@@ -23,7 +23,15 @@ from pathlib import Path
 from PIL import Image
 
 from ..io import CvreproError, atomic_write_bytes, atomic_write_text
-from .common import Dataset, by_stem, categories_from_names, find_images, probe_image, stem_key, tidy
+from .common import (
+    Dataset,
+    by_stem,
+    categories_from_names,
+    find_images,
+    probe_image,
+    stem_key,
+    tidy,
+)
 
 OBJECT_ATTRIBUTES = ("pose", "truncated", "difficult", "occluded")
 

@@ -3,8 +3,8 @@
 The label file of `images/sub/a.jpg` is `labels/sub/a.txt`; no label file (or an empty
 one) means an image without objects. Coordinates are normalised by the image's
 displayed size. Class names come from `SRC/data.yaml` (`names:` list, or dict
-index -> name) or else `SRC/classes.txt` (one per line); YOLO class i becomes
-category id i + 1.
+index -> name), else `SRC/classes.txt` or `SRC/labels/classes.txt` (one per line);
+YOLO class i becomes category id i + 1.
 """
 
 from __future__ import annotations
@@ -15,27 +15,38 @@ import yaml
 
 from ..io import CvreproError, atomic_write_text
 from ..stages.snapshot import BOX_TOLERANCE
-from .common import Dataset, by_stem, categories_from_names, contiguous_names, find_images, probe_image, stem_key, tidy
+from .common import (
+    Dataset,
+    by_stem,
+    categories_from_names,
+    contiguous_names,
+    find_images,
+    probe_image,
+    stem_key,
+    tidy,
+)
+
+CLASSES_IN_LABELS = "classes.txt"  # LabelImg writes the class list beside the label files: not a label file
 
 
 def _class_names(src: Path) -> tuple[list, str]:
     """(names in class-index order, the file they came from)."""
-    data_yaml, classes_txt = src / "data.yaml", src / "classes.txt"
+    data_yaml = src / "data.yaml"
     if data_yaml.is_file():
         try:
             names = (yaml.safe_load(data_yaml.read_text()) or {}).get("names")
         except (yaml.YAMLError, AttributeError) as e:
             raise CvreproError(f"{data_yaml}: not a YAML mapping with 'names' ({e})") from None
         if isinstance(names, dict):
-            if sorted(names) != list(range(len(names))):
+            if set(names) != set(range(len(names))):
                 raise CvreproError(f"{data_yaml}: 'names' keys must be the class indices 0..{len(names) - 1}")
             names = [names[i] for i in range(len(names))]
         if not isinstance(names, list) or not names:
             raise CvreproError(f"{data_yaml}: 'names' must be a non-empty list or a dict index -> name")
         return names, str(data_yaml)
-    if classes_txt.is_file():
-        names = [line.strip() for line in classes_txt.read_text().splitlines() if line.strip()]
-        return names, str(classes_txt)
+    for classes_txt in (src / "classes.txt", src / "labels" / CLASSES_IN_LABELS):
+        if classes_txt.is_file():
+            return [line.strip() for line in classes_txt.read_text().splitlines() if line.strip()], str(classes_txt)
     raise CvreproError(f"{src}: no class names: expected data.yaml (with 'names') or classes.txt")
 
 
@@ -75,8 +86,8 @@ def read(src: Path) -> Dataset:
     categories = categories_from_names(names, names_file)
     files = find_images(image_dir)
     stems = by_stem(files, image_dir)
-    label_files = {stem_key(p.relative_to(label_dir).as_posix()): p
-                   for p in sorted(label_dir.rglob("*.txt"))} if label_dir.is_dir() else {}
+    label_files = {stem_key(p.relative_to(label_dir).as_posix()): p for p in sorted(label_dir.rglob("*.txt"))
+                   if p != label_dir / CLASSES_IN_LABELS} if label_dir.is_dir() else {}
     orphans = sorted(set(label_files) - set(stems))
     if orphans:
         raise CvreproError(f"{label_files[orphans[0]]}: no image of that name under {image_dir}")
