@@ -116,6 +116,7 @@ def imagefolder_source(src: Path) -> None:
     picture(src / "dog/d1.png", 9, 9, seed=11)
     picture(src / "dog/more/d2.jpg", 10, 8, seed=12)
     picture(src / "cat/c1.png", 7, 7, seed=13)
+    picture(src / "cat/.thumbs/c1.png", 3, 3, seed=22)  # hidden: skipped
     (src / "cat/notes.txt").write_text("not an image: skipped")
 
 
@@ -170,6 +171,23 @@ def test_yolo_round_trip(project: Path, tmp_path: Path):
         assert np.allclose([v for _, v in got], [v for _, v in want], atol=1e-6, rtol=0)
     assert (out / "labels/val/empty.txt").read_text() == ""
     assert tree(out / "images") == tree(src / "images")
+    # the export imports again to the same index (data.yaml written with a names list)
+    first = index(project)
+    do_import("yolo", out, project, force=True)
+    assert index(project) == first
+
+
+def test_coco_annotations_option_and_hidden_files(project: Path, tmp_path: Path):
+    picture(tmp_path / "photos/x.png", 8, 8, seed=20)
+    picture(tmp_path / "photos/.ipynb_checkpoints/x.png", 8, 8, seed=21)  # not listed, never looked at
+    coco = {"images": [{"id": 1, "file_name": "x.png"}], "categories": [{"id": 1, "name": "thing"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2]}]}
+    (tmp_path / "photos/instances.json").write_text(json.dumps(coco))
+    with pytest.raises(CvreproError, match="annotations.json: file not found"):
+        do_import("coco", tmp_path / "photos", project)
+    do_import("coco", tmp_path / "photos", project, annotations=tmp_path / "photos/instances.json")
+    assert index(project)["images"] == [{"id": 1, "file_name": "x.png", "width": 8, "height": 8}]
+    assert sorted(tree(project / "data/raw")) == ["x.png"]
 
 
 def voc_objects(path: Path) -> list[tuple]:
@@ -228,7 +246,7 @@ def test_imagefolder_round_trip(project: Path, tmp_path: Path):
     assert all("bbox" not in a for a in imported["annotations"])
 
     export_dataset("imagefolder", out, root=project)
-    src_images = {k: v for k, v in tree(src).items() if not k.endswith(".txt")}
+    src_images = {k: v for k, v in tree(src).items() if not k.endswith(".txt") and "/." not in k}
     assert tree(out) == src_images
 
 

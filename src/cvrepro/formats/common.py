@@ -84,8 +84,14 @@ def is_image_file(path: Path) -> bool:
 
 
 def find_images(folder: Path) -> dict[str, Path]:
-    """Every image under folder (any depth, any case of extension) by posix relpath, sorted."""
-    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if is_image_file(p)}
+    """Every image under folder (any depth, any case of extension) by posix relpath, sorted; hidden files and
+    folders (.DS_Store, .ipynb_checkpoints/) are skipped."""
+    found = {}
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if is_image_file(p) and not any(part.startswith(".") for part in rel.parts):
+            found[rel.as_posix()] = p
+    return found
 
 
 def stem_key(rel: str) -> str:
