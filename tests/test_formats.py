@@ -358,6 +358,9 @@ def test_export_refuses_a_non_empty_dest_and_a_format_of_another_task(project: P
     (tmp_path / "empty").mkdir()
     export_dataset("coco", tmp_path / "empty", root=project)  # an empty folder is fine
     assert (tmp_path / "empty/annotations.json").is_file()
+    export_dataset("voc", tmp_path / "new/voc", root=project)
+    assert (tmp_path / "new/voc").stat().st_mode & 0o777 == (tmp_path / "new").stat().st_mode & 0o777
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["voc"]  # no temporary left
 
 
 # --------------------------------------------------------------------------- real photo folders

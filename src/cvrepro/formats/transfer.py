@@ -192,6 +192,10 @@ def project_dataset(root: Path = Path("."), rev: str | None = None, task: str | 
     if task not in tasks:
         raise CvreproError(f"{where} holds a {' and '.join(sorted(tasks)) or 'empty'} dataset, not {task}")
     images = index["images"]
+    for i, im in enumerate(images):
+        if not isinstance(im, dict) or not isinstance(im.get("id"), int) or not isinstance(im.get("file_name"), str):
+            raise CvreproError(f"{where}: images[{i}] needs an integer 'id' and a string 'file_name' "
+                               "(`cvrepro snapshot` checks the whole index)")
     return Dataset(task, index.get("categories") or [], images,
                    index.get("annotations") or [] if task != "segmentation" else [],
                    {im["id"]: f"{RAW_DIR}/{im['file_name']}" for im in images},
@@ -212,10 +216,12 @@ def export_dataset(fmt: str, dest: Path, root: Path = Path("."), rev: str | None
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.export-", dir=dest.parent))
     try:
-        FORMATS[fmt].write(dataset, work)
+        out = work / "out"  # made by mkdir, not mkdtemp: the usual permissions, not 0700
+        out.mkdir()
+        FORMATS[fmt].write(dataset, out)
         if dest.exists():
             dest.rmdir()  # empty, checked above
-        work.rename(dest)
+        out.rename(dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return _summary(fmt, dataset)
