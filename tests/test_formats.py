@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image, ImageOps
 
-from conftest import run
+from conftest import copy_template, run
 from cvrepro.formats.transfer import export_dataset, import_dataset
 from cvrepro.io import CvreproError
 from cvrepro.stages import snapshot
@@ -463,3 +463,30 @@ def test_import_runs_dvc_add_and_export_rev_reads_a_tagged_version(project: Path
     assert res.returncode == 2 and "error: " in res.stderr and "DS-9.9.9" in res.stderr
     res = run(["cvrepro", "import", "yolo", str(src)], project, check=False)
     assert res.returncode == 2 and "already holds data" in res.stderr
+
+
+def test_demo_dataset_exports_to_every_detection_format_and_imports_back(project: Path, tmp_path: Path):
+    from cvrepro.demo import generate_demo
+
+    generate_demo(project, seed=2, n_images=6)
+    demo = index(project)
+    boxes = {a["id"]: a["bbox"] for a in demo["annotations"]}
+    for fmt in ("coco", "yolo", "voc"):
+        export_dataset(fmt, tmp_path / fmt, root=project)
+        other = copy_template(tmp_path / f"project-{fmt}")
+        do_import(fmt, tmp_path / fmt, other)
+        back = index(other)
+        assert [c["name"] for c in back["categories"]] == ["person", "cart", "shelf"]
+        assert [im["file_name"] for im in back["images"]] == [im["file_name"] for im in demo["images"]]
+        got = [a["bbox"] for a in back["annotations"]]
+        assert np.allclose(got, [boxes[a["id"]] for a in demo["annotations"]], atol=1e-6, rtol=0), fmt
+
+
+def test_cli_help_and_a_bad_source_exits_2_naming_the_file(project: Path, tmp_path: Path):
+    for command in ("import", "export"):
+        assert "--help" not in run(["cvrepro", command, "--help"], project).stderr
+    yolo_source(tmp_path / "src")
+    break_yolo_fields(tmp_path / "src")
+    res = run(["cvrepro", "import", "yolo", str(tmp_path / "src")], project, check=False)
+    assert res.returncode == 2 and res.stderr.startswith("error: ") and "labels/val/b.txt, line 2" in res.stderr
+    assert not (project / "data/raw").exists() and not (project / "data/labels").exists()
