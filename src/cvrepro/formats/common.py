@@ -24,6 +24,7 @@ TASK_OF_FORMAT = {"coco": "detection", "yolo": "detection", "voc": "detection",
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}  # compared lower-cased
 IGNORE_INDEX = 255  # mask pixels labelled "ignore" (dataset.ignore_index)
 EXIF_ORIENTATION = 0x0112
+PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"}
 BOX_DIGITS = 6  # pixel boxes converted from normalised or 1-based coordinates are rounded to 1e-6 px
 
 
@@ -149,6 +150,8 @@ def baked_image_bytes(data: bytes) -> bytes:
         if _orientation(im) == 1:
             return data
         upright = ImageOps.exif_transpose(im)
+    if upright.mode not in PNG_MODES:  # a CMYK or YCbCr JPEG: PNG stores RGB
+        upright = upright.convert("RGB")
     buf = io.BytesIO()
     upright.save(buf, format="PNG")
     return buf.getvalue()
