@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=f"stage: {text}")
         p.add_argument("--json", action="store_true", help="print the stage's result as JSON")
         p.set_defaults(func=_stage(module, func))
+
+    from .formats import add_commands as add_format_commands  # import, export
+
+    add_format_commands(sub)
     return parser
 
 

@@ -1,0 +1,207 @@
+"""The in-memory form every importer produces and every exporter consumes, and the image helpers they share.
+
+A `Dataset` is the project's own index (docs/label-formats.md) before it is written:
+COCO-shaped `images`, `annotations` and `categories`, plus where each image's (and
+mask's) bytes come from, so a converter never holds pixels of the whole dataset.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..io import CvreproError
+
+TASK_OF_FORMAT = {"coco": "detection", "yolo": "detection", "voc": "detection",
+                  "masks": "segmentation", "imagefolder": "classification"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}  # compared lower-cased
+IGNORE_INDEX = 255  # mask pixels labelled "ignore" (dataset.ignore_index)
+EXIF_ORIENTATION = 0x0112
+PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"}
+BOX_DIGITS = 6  # pixel boxes converted from normalised or 1-based coordinates are rounded to 1e-6 px
+
+
+def read_local(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise CvreproError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+@dataclass
+class Dataset:
+    task: str
+    categories: list[dict]  # [{"id", "name", ...}], ids 1..K
+    images: list[dict]  # {"id", "file_name", "width", "height", attributes..., "mask_file" for segmentation}
+    annotations: list[dict] = field(default_factory=list)  # boxes (detection) or one class per image
+    image_source: dict[int, str] = field(default_factory=dict)  # image id -> where its bytes are
+    mask_source: dict[int, str] = field(default_factory=dict)  # image id -> where its mask's bytes are
+    read: Callable[[str], bytes] = read_local
+
+    def index(self) -> dict:
+        """The project's annotations.json."""
+        return {"images": self.images, "annotations": self.annotations, "categories": self.categories}
+
+    def annotations_by_image(self) -> dict[int, list[dict]]:
+        by_image: dict[int, list[dict]] = {im["id"]: [] for im in self.images}
+        for a in self.annotations:
+            by_image.setdefault(a["image_id"], []).append(a)
+        return by_image
+
+    def names(self) -> dict[int, str]:
+        return {c["id"]: c["name"] for c in self.categories}
+
+
+def categories_from_names(names: list[str], where: str) -> list[dict]:
+    """Category ids 1..K in the given order; names must be unique and non-empty."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            raise CvreproError(f"{where}: class {i}: the name must be a non-empty string, got {name!r}")
+        if name in seen:
+            raise CvreproError(f"{where}: class {i}: duplicate class name {name!r} (also class {seen[name]})")
+        seen[name] = i
+    return [{"id": i + 1, "name": name} for i, name in enumerate(names)]
+
+
+def contiguous_names(dataset: Dataset, fmt: str) -> list[str]:
+    """Class names by id for formats that index classes by position (YOLO, mask values): ids must be 1..K."""
+    ids = sorted(dataset.names())
+    if ids != list(range(1, len(ids) + 1)):
+        raise CvreproError(f"format '{fmt}' numbers classes by position, but the category ids are {ids}, "
+                           f"not 1..{len(ids)}")
+    return [dataset.names()[i] for i in ids]
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def find_images(folder: Path) -> dict[str, Path]:
+    """Every image under folder (any depth, any case of extension) by posix relpath, sorted; hidden files and
+    folders (.DS_Store, .ipynb_checkpoints/) are skipped."""
+    found = {}
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if is_image_file(p) and not any(part.startswith(".") for part in rel.parts):
+            found[rel.as_posix()] = p
+    return found
+
+
+def stem_key(rel: str) -> str:
+    """'sub/a.JPG' -> 'sub/a': how labels, XMLs and masks are paired with their image."""
+    return rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
+
+
+def by_stem(images: dict[str, Path], folder: Path) -> dict[str, str]:
+    """stem key -> image relpath; two images with one stem (a.jpg, a.png) would make labels ambiguous."""
+    out: dict[str, str] = {}
+    for rel in images:
+        key = stem_key(rel)
+        if key in out:
+            raise CvreproError(f"{folder / rel}: same name as {folder / out[key]} but for the extension; "
+                               "its labels would be ambiguous")
+        out[key] = rel
+    return out
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # a broken EXIF block: treat as not rotated, as most viewers do
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def probe_image(path: Path, rel: str) -> dict:
+    """{file_name, width, height} of an image as displayed: decodes it fully (unreadable -> error naming it).
+
+    A JPEG with an EXIF orientation other than 1 is displayed rotated, and labelling tools
+    draw boxes in that displayed frame; the import bakes the rotation into a PNG
+    (`baked_image_bytes`), so the file name gets the suffix .png.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            width, height = im.size
+            orientation = _orientation(im)
+    except UnidentifiedImageError:
+        raise CvreproError(f"{path}: unreadable image: not a format PIL can identify") from None
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError ... on broken files
+        raise CvreproError(f"{path}: unreadable or truncated image ({type(e).__name__}: {e})") from None
+    if orientation != 1:
+        rel = stem_key(rel) + ".png"
+        if orientation in (5, 6, 7, 8):  # a quarter turn: displayed width is the stored height
+            width, height = height, width
+    return {"file_name": rel, "width": width, "height": height}
+
+
+def baked_image_bytes(data: bytes) -> bytes:
+    """The image bytes to store: unchanged, unless EXIF orientation rotates it; then the displayed pixels as PNG
+    (lossless, no EXIF), so every reader sees the frame the labels were drawn in."""
+    with Image.open(io.BytesIO(data)) as im:
+        if _orientation(im) == 1:
+            return data
+        upright = ImageOps.exif_transpose(im)
+    if upright.mode not in PNG_MODES:  # a CMYK or YCbCr JPEG: PNG stores RGB
+        upright = upright.convert("RGB")
+    buf = io.BytesIO()
+    upright.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def read_mask(data: bytes, where: str) -> np.ndarray:
+    """A single-channel class-id mask as a uint8 array (mode L, P: palette indices, or 16/32-bit with ids <= 255)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            mode = im.mode
+            array = np.asarray(im)
+    except Exception as e:
+        raise CvreproError(f"{where}: unreadable mask image ({type(e).__name__}: {e})") from None
+    if mode not in ("L", "P", "I", "I;16", "1"):
+        raise CvreproError(f"{where}: mask has mode {mode}; expected one channel of class ids (mode L or P)")
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise CvreproError(f"{where}: mask values must lie in 0..255, found {int(array.min())}..{int(array.max())}")
+    return array.astype(np.uint8)
+
+
+def check_mask(mask: np.ndarray, n_classes: int, size: tuple[int, int], where: str, image: str) -> None:
+    height, width = mask.shape[:2]
+    if (width, height) != size:
+        raise CvreproError(f"{where}: mask is {width}x{height} but its image {image} is {size[0]}x{size[1]}")
+    bad = sorted(set(np.unique(mask).tolist()) - set(range(n_classes + 1)) - {IGNORE_INDEX})
+    if bad:
+        raise CvreproError(f"{where}: mask values {bad[:10]} are not class ids 0..{n_classes} or {IGNORE_INDEX} "
+                           "(ignore)")
+
+
+def mask_png(mask: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def tidy(v: float) -> int | float:
+    """Round away float noise from a conversion; 12.0 -> 12."""
+    v = round(float(v), BOX_DIGITS)
+    return int(v) if v.is_integer() else v
+
+
+def safe_relpath(name: Any) -> str | None:
+    """A posix path that stays inside its folder, or None (absolute, '..', empty)."""
+    if not isinstance(name, str) or not name or name[0] in "/\\" or (len(name) > 1 and name[1] == ":"):
+        return None
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    return None if not parts or ".." in parts else "/".join(parts)

@@ -1,0 +1,227 @@
+"""The import and export drivers: source format <-> the project's data/raw + data/labels.
+
+Import converts into a temporary folder beside data/raw and data/labels, validates
+the result there (the snapshot stage's own checks where it supports the task) and
+only then swaps it in, so a bad source changes nothing; then `dvc add`s both.
+Export reads the workspace, or any git revision through DVC without a checkout,
+and builds the output beside DEST before renaming it into place.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ..io import CvreproError, atomic_write_bytes, write_json
+from ..paths import ANNOTATIONS, LABELS_DIR, RAW_DIR
+from . import coco, imagefolder, masks, voc, yolo
+from .common import (
+    TASK_OF_FORMAT,
+    Dataset,
+    baked_image_bytes,
+    mask_png,
+    read_local,
+    read_mask,
+)
+
+FORMATS = {"coco": coco, "yolo": yolo, "voc": voc, "masks": masks, "imagefolder": imagefolder}
+
+
+def _holds_files(folder: Path) -> bool:
+    return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
+
+
+def _summary(fmt: str, dataset: Dataset) -> dict:
+    return {"format": fmt, "task": dataset.task, "images": len(dataset.images),
+            "annotations": len(dataset.annotations), "classes": [c["name"] for c in dataset.categories]}
+
+
+# --------------------------------------------------------------------------- import
+
+
+def write_project(dataset: Dataset, raw_dir: Path, labels_dir: Path) -> None:
+    """Lay the dataset out as docs/label-formats.md says: images (EXIF rotation baked in), masks, annotations.json."""
+    for im in dataset.images:
+        target = raw_dir / im["file_name"]
+        if target.exists():
+            raise CvreproError(f"{dataset.image_source[im['id']]}: imports as {im['file_name']}, "
+                               "which another image already took (an EXIF-rotated JPEG is stored as .png)")
+        atomic_write_bytes(target, baked_image_bytes(dataset.read(dataset.image_source[im["id"]])))
+        if "mask_file" in im:
+            source = dataset.mask_source[im["id"]]
+            atomic_write_bytes(labels_dir / im["mask_file"], mask_png(read_mask(dataset.read(source), source)))
+    write_json(labels_dir / ANNOTATIONS.name, dataset.index())
+
+
+def _check_task(dataset: Dataset) -> None:
+    """The label layout each task needs (docs/label-formats.md); snapshot checks the rest where it can."""
+    by_image = dataset.annotations_by_image()
+    for im in dataset.images:
+        where = f"image id {im['id']} ({dataset.image_source[im['id']]})"
+        if dataset.task == "classification" and len(by_image[im["id"]]) != 1:
+            raise CvreproError(f"{where}: has {len(by_image[im['id']])} labels; classification needs one")
+        if dataset.task == "segmentation" and "mask_file" not in im:
+            raise CvreproError(f"{where}: has no mask")
+
+
+def _validate(task: str, raw_dir: Path, labels_dir: Path) -> None:
+    from ..stages import snapshot
+
+    if task not in snapshot.TASKS:
+        return  # snapshot does not check this task yet; the reader and _check_task did
+    try:
+        snapshot.build_manifest(raw_dir, labels_dir / ANNOTATIONS.name, task=task)
+    except CvreproError as e:  # name the places the files will have, not the temporary folder
+        message = str(e).replace(str(raw_dir), str(RAW_DIR)).replace(str(labels_dir), str(LABELS_DIR))
+        raise CvreproError(f"the converted dataset fails snapshot validation; {RAW_DIR} and {LABELS_DIR} "
+                           f"are unchanged:\n{message}") from None
+
+
+def _swap_in(pairs: list[tuple[Path, Path]], attic: Path) -> None:
+    """Move each target aside into attic, then each new folder in; on failure undo every rename."""
+    done: list[tuple[Path, Path]] = []  # (from, to) of each rename made
+    try:
+        for i, (new, target) in enumerate(pairs):
+            if target.exists():
+                target.rename(attic / f"old-{i}")
+                done.append((target, attic / f"old-{i}"))
+        for new, target in pairs:
+            new.rename(target)
+            done.append((new, target))
+    except OSError as e:
+        for origin, moved in reversed(done):
+            moved.rename(origin)
+        raise CvreproError(f"could not move the imported dataset into place: {e}") from None
+
+
+def _dvc_add(root: Path) -> None:
+    res = subprocess.run([sys.executable, "-m", "dvc", "add", str(RAW_DIR), str(LABELS_DIR)],
+                         cwd=root, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise CvreproError(f"the dataset is in place but `dvc add {RAW_DIR} {LABELS_DIR}` failed "
+                           f"(fix it and rerun that command):\n{(res.stderr or res.stdout).strip()}")
+
+
+def import_dataset(fmt: str, src: Path, root: Path = Path("."), force: bool = False, dvc_add: bool = True,
+                   annotations: Path | None = None) -> dict:
+    """Convert SRC (in format fmt) into root/data/raw + root/data/labels; return a summary."""
+    root, src = Path(root), Path(src)
+    raw_dir, labels_dir = root / RAW_DIR, root / LABELS_DIR
+    if not src.exists():
+        raise CvreproError(f"{src}: not found")
+    if dvc_add and not (root / ".dvc").is_dir():
+        raise CvreproError(f"{root.resolve()}: not a DVC project (no .dvc/); run `dvc init` or pass --no-dvc-add")
+    if not force:
+        for folder in (raw_dir, labels_dir):
+            if _holds_files(folder):
+                raise CvreproError(f"{folder} already holds data; refusing to replace it (use --force)")
+    if annotations is not None and fmt != "coco":
+        raise CvreproError("--annotations applies to the coco format only")
+    dataset = coco.read(src, annotations) if fmt == "coco" else FORMATS[fmt].read(src)
+    if not dataset.images:
+        raise CvreproError(f"{src}: no images found (see docs/import-export.md for the {fmt} layout)")
+    _check_task(dataset)
+
+    (root / "data").mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".import-", dir=root / "data"))
+    try:
+        new_raw, new_labels = work / "raw", work / "labels"
+        write_project(dataset, new_raw, new_labels)
+        _validate(dataset.task, new_raw, new_labels)
+        _swap_in([(new_raw, raw_dir), (new_labels, labels_dir)], work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if dvc_add:
+        _dvc_add(root)
+    return _summary(fmt, dataset)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def tasks_of(index: dict) -> set[str]:
+    """Which tasks an index serves: boxes -> detection, a mask on every image -> segmentation,
+    labels without boxes -> classification (the demo index serves detection and segmentation)."""
+    images, anns = index.get("images") or [], index.get("annotations") or []
+    tasks = set()
+    if images and all("mask_file" in im for im in images):
+        tasks.add("segmentation")
+    if any("bbox" in a for a in anns) or (not anns and "segmentation" not in tasks):
+        tasks.add("detection")
+    if anns and not any("bbox" in a for a in anns):
+        tasks.add("classification")
+    return tasks
+
+
+def _project_reader(root: Path, rev: str | None):
+    if rev is None:
+        return lambda path: read_local(str(root / path))
+    from dvc.api import DVCFileSystem
+
+    try:
+        fs = DVCFileSystem(repo=str(root), rev=rev)
+    except Exception as e:  # unknown revision, not a repository, ...
+        raise CvreproError(f"cannot open revision {rev!r} of {root.resolve()}: {e}") from None
+
+    def read(path: str) -> bytes:
+        try:
+            return fs.read_bytes(path)
+        except Exception as e:  # missing file, data not in the cache nor a remote
+            raise CvreproError(f"{path} at revision {rev!r}: cannot read ({type(e).__name__}: {e})") from None
+
+    return read
+
+
+def project_dataset(root: Path = Path("."), rev: str | None = None, task: str | None = None) -> Dataset:
+    """The project's dataset (workspace, or git revision `rev` read through DVC) as a Dataset of `task`
+    (default: the first the index serves, in the order detection, segmentation, classification)."""
+    read = _project_reader(Path(root), rev)
+    where = f"{ANNOTATIONS}" + (f" at revision {rev!r}" if rev else "")
+    try:
+        index = json.loads(read(str(ANNOTATIONS)))
+    except json.JSONDecodeError as e:
+        raise CvreproError(f"{where}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    if not isinstance(index, dict) or not isinstance(index.get("images"), list):
+        raise CvreproError(f"{where}: expected a JSON object with 'images'")
+    tasks = tasks_of(index)
+    task = task or next((t for t in ("detection", "segmentation", "classification") if t in tasks), "detection")
+    if task not in tasks:
+        raise CvreproError(f"{where} holds a {' and '.join(sorted(tasks)) or 'empty'} dataset, not {task}")
+    images = index["images"]
+    for i, im in enumerate(images):
+        if not isinstance(im, dict) or not isinstance(im.get("id"), int) or not isinstance(im.get("file_name"), str):
+            raise CvreproError(f"{where}: images[{i}] needs an integer 'id' and a string 'file_name' "
+                               "(`cvrepro snapshot` checks the whole index)")
+    return Dataset(task, index.get("categories") or [], images,
+                   index.get("annotations") or [] if task != "segmentation" else [],
+                   {im["id"]: f"{RAW_DIR}/{im['file_name']}" for im in images},
+                   {im["id"]: f"{LABELS_DIR}/{im['mask_file']}" for im in images if "mask_file" in im},
+                   read)
+
+
+def export_dataset(fmt: str, dest: Path, root: Path = Path("."), rev: str | None = None) -> dict:
+    """Write the project's dataset (or that of git revision `rev`) to DEST in format fmt; return a summary."""
+    dest = Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise CvreproError(f"{dest}: exists and is not an empty directory; refusing to write into it")
+    task = TASK_OF_FORMAT[fmt]
+    try:
+        dataset = project_dataset(root, rev, task)
+    except CvreproError as e:
+        raise CvreproError(f"export --format {fmt}: {e}") from None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.export-", dir=dest.parent))
+    try:
+        out = work / "out"  # made by mkdir, not mkdtemp: the usual permissions, not 0700
+        out.mkdir()
+        FORMATS[fmt].write(dataset, out)
+        if dest.exists():
+            dest.rmdir()  # empty, checked above
+        out.rename(dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return _summary(fmt, dataset)
