@@ -328,7 +328,7 @@ def test_malformed_source_names_the_file_and_changes_nothing(project: Path, tmp_
         do_import(fmt, src, project, force=True)  # even --force loses nothing on bad input
     assert expected in str(err.value)
     assert tree(project / "data/raw") == raw and tree(project / "data/labels") == labels
-    assert sorted(p.name for p in (project / "data").iterdir()) == ["labels", "raw"]  # no temporary left
+    assert not [p.name for p in (project / "data").iterdir() if p.name.startswith(".import")]  # no temporary left
 
 
 def test_refuses_to_replace_data_without_force(project: Path, tmp_path: Path):
@@ -435,7 +435,7 @@ def test_import_runs_dvc_add_and_export_rev_reads_a_tagged_version(project: Path
     # the pipeline has not run in this fresh project; the two tracked folders are clean
     status = run(["dvc", "status", "data/raw.dvc", "data/labels.dvc"], project).stdout
     assert "Data and pipelines are up to date" in status, status
-    assert (project / "data/.gitignore").read_text().split() == ["/raw", "/labels"]
+    assert {"/raw", "/labels"} <= set((project / "data/.gitignore").read_text().split())
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "dataset 0.1.0"], project)
     run(["git", "tag", "-a", "DS-0.1.0", "-m", "first labels"], project)
