@@ -375,7 +375,8 @@ def release_model(root: Path = Path("."), version: str | None = None, level: str
         "split_counts": read_json(root / SPLITS).get("counts", {}),
         "lineage": {"run_id": lineage.get("run_id"), "time_utc": lineage.get("time_utc"),
                     "commit_at_run": lineage.get("code", {}).get("commit"),
-                    "dirty_at_run": lineage.get("code", {}).get("dirty"), "environment": lineage.get("environment")},
+                    "dirty_at_run": lineage.get("code", {}).get("dirty"), "environment": lineage.get("environment"),
+                    "artifacts": lineage.get("artifacts")},  # sha256 of weights, processed data, manifest
         "notes": notes,
     }
     required, reason = model_bump(previous, record)
