@@ -143,3 +143,24 @@ def s3_bucket(endpoint: str, name: str) -> str:
                                                  if k != "AWS_DEFAULT_REGION"},
                  region_name=S3_ENV["AWS_DEFAULT_REGION"]).create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+def commit_all(root: Path, message: str, env: dict | None = None) -> None:
+    run(["git", "add", "-A"], root, env=env)
+    run(["git", "commit", "-qm", message], root, env=env)
+
+
+def released_project(root: Path, images: int = 30, seed: int = 2, epochs: int | None = None,
+                     env: dict | None = None) -> Path:
+    """The template at `root` with the tiny config, a local DVC remote beside it,
+    `images` demo images tracked, the data stages run and DS-0.1.0 released."""
+    copy_template(root)
+    tiny_conf(root, epochs=epochs)
+    run(["dvc", "remote", "add", "--local", "-d", "tmp", str(root.parent / f"{root.name}.remote")], root)
+    run(["cvrepro", "demo", "--images", str(images), "--seed", str(seed)], root)
+    run(["dvc", "add", "data/raw", "data/labels"], root)
+    commit_all(root, "demo data", env)
+    run(["dvc", "repro", "split"], root, env=env)
+    commit_all(root, "snapshot and split", env)
+    run(["cvrepro", "release", "dataset", "--notes", "first cut"], root, env=env)
+    return root

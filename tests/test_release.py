@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_template, run, tiny_conf
+from conftest import commit_all, released_project, run
 
 
 def git_facts(root: Path) -> tuple[str, str, list[str]]:
@@ -18,11 +18,6 @@ def git_facts(root: Path) -> tuple[str, str, list[str]]:
     tags = run(["git", "tag"], root).stdout.strip()
     records = sorted(p.name for p in (root / "data/releases").glob("*")) if (root / "data/releases").exists() else []
     return head, tags, records
-
-
-def commit_all(root: Path, message: str) -> None:
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", message], root)
 
 
 def refused(root: Path, args: list[str], message: str) -> None:
@@ -36,18 +31,7 @@ def refused(root: Path, args: list[str], message: str) -> None:
 @pytest.fixture(scope="module")
 def released(tmp_path_factory) -> Path:
     """A project with 30 demo images, the data stages run and DS-0.1.0 released."""
-    base = tmp_path_factory.mktemp("released")
-    root = copy_template(base / "project")
-    tiny_conf(root)
-    run(["dvc", "remote", "add", "--local", "-d", "tmp", str(base / "remote")], root)
-    run(["cvrepro", "demo", "--images", "30", "--seed", "2"], root)
-    run(["dvc", "add", "data/raw", "data/labels"], root)
-    commit_all(root, "demo data")
-    run(["dvc", "repro", "split"], root)
-    commit_all(root, "snapshot and split")
-    out = run(["cvrepro", "release", "dataset", "--notes", "first cut"], root).stdout
-    assert "released DS-0.1.0" in out
-    return root
+    return released_project(tmp_path_factory.mktemp("released") / "project")
 
 
 @pytest.fixture

@@ -84,11 +84,26 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from . import datadiff
 
     root = Path(args.root)
+    if args.a.startswith("v") and args.b.startswith("v"):
+        from .triage import format_triage, triage
+
+        result = triage(root, args.a, args.b)
+        print(json.dumps(result, sort_keys=True, indent=2) if args.json else format_triage(result))
+        return 0
     if not (args.a.startswith("DS-") or args.a == "workspace") or not (args.b.startswith("DS-") or args.b == "workspace"):
-        raise CvreproError(f"diff compares dataset versions (DS-x.y.z or 'workspace'); got {args.a} and {args.b}")
+        raise CvreproError(f"diff compares two dataset versions (DS-x.y.z, or 'workspace') or two model releases "
+                           f"(vX.Y.Z); got {args.a} and {args.b}")
     diff = datadiff.dataset_diff(datadiff.load_state(root, args.a), datadiff.load_state(root, args.b))
     print(json.dumps(diff, sort_keys=True, indent=2) if args.json else datadiff.format_diff(diff))
     return 0
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from .preflight import format_rows, preflight
+
+    rows = preflight(Path(args.root), version=args.version)
+    print(json.dumps(rows, indent=2) if args.json else format_rows(rows))
+    return 0 if all(r["ok"] for r in rows) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,14 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the release record")
     p.set_defaults(func=cmd_release)
 
+    p = sub.add_parser("preflight", help="check that code, data and config are pinned (exit 1 if not)")
+    p.add_argument("--version", help="the model version to be produced, checked to be free")
+    p.add_argument("--root", default=".")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_preflight)
+
     p = sub.add_parser("ls", help="the registry: every dataset and model version with its facts")
     p.add_argument("--root", default=".")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ls)
 
-    p = sub.add_parser("diff", help="what changed between two dataset versions (images, labels, classes, splits)")
-    p.add_argument("a", help="DS-x.y.z")
-    p.add_argument("b", nargs="?", default="workspace", help="DS-x.y.z or 'workspace' (default)")
+    p = sub.add_parser("diff", help="DS-A DS-B: images, labels, classes, splits; vA vB: code, data, params "
+                       "and metrics (regressions first)")
+    p.add_argument("a", help="DS-x.y.z or vX.Y.Z")
+    p.add_argument("b", nargs="?", default="workspace", help="DS-x.y.z or 'workspace' (default), or vX.Y.Z")
     p.add_argument("--root", default=".")
     p.add_argument("--json", action="store_true", help="the full diff, every path")
     p.set_defaults(func=cmd_diff)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from . import datadiff, registry
+from . import datadiff, preflight, registry
 from .io import CvreproError, atomic_write_text, read_json, sha256_file, write_json
 from .params import config_id, load_params
 from .paths import (DVC_LOCK, LABEL_MAP, LINEAGE, MANIFEST, METRICS, PARAMS, PREPROCESSING, SPLITS,
@@ -174,6 +174,8 @@ def release_dataset(root: Path = Path("."), version: str | None = None, level: s
                     notes: str = "", remote: str | None = None) -> dict:
     root = Path(root)
     head = require_clean_tree(root)
+    preflight.require(preflight.preflight(root, checks=("code clean", "data pinned", "params composed", "seeds set")),
+                      "release a dataset")
     require_up_to_date(root, DATA_STAGES)
     remote = _require_remote(root, remote)
     current = datadiff.load_state(root)
@@ -337,6 +339,7 @@ def release_model(root: Path = Path("."), version: str | None = None, level: str
                   notes: str = "", remote: str | None = None) -> dict:
     root = Path(root)
     head = require_clean_tree(root)
+    preflight.require(preflight.preflight(root, version=version), "release a model")
     require_up_to_date(root)
     remote = _require_remote(root, remote)
     manifest = read_json(root / MANIFEST)

@@ -101,5 +101,6 @@ def run(params: dict, root: Path = Path(".")) -> dict:
         # Stage outputs that dvc repro is rewriting right now do not make the *code* dirty.
         git_exclude=["dvc.lock", "metrics", "models/train.json"],
     )
+    lineage["preflight"] = lineage.get("extra", {}).get("train", {}).get("preflight")  # warn policy: failures live here
     write_json(root / LINEAGE, lineage)
     return metrics

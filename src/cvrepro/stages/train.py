@@ -65,7 +65,10 @@ def predictor_spec(params: dict, class_map: dict[str, str]) -> dict:
 
 
 def train(params: dict, root: Path = Path(".")) -> dict:
+    from ..preflight import for_training
+
     cfg = params["train"]
+    checks = for_training(params, root)  # strict: refuses here, before any work; warn: recorded below
     torch.set_num_threads(int(cfg["threads"]))
     torch.manual_seed(int(cfg["seed"]))
     info = read_json(root / PROCESSED_INFO)
@@ -127,6 +130,7 @@ def train(params: dict, root: Path = Path(".")) -> dict:
         "train_images": len(split),
         "final_losses": history[-1] if history else {},
         "weights_sha256": sha256_file(root / WEIGHTS),
+        "preflight": checks,
     }
     write_json(root / TRAIN_INFO, summary)
     return summary
