@@ -32,24 +32,25 @@ def _metric_rows(old: dict, new: dict) -> list[dict]:
     """One row per comparable scalar: where (split / class / slice), metric, old, new, delta."""
     rows = []
 
-    def add(where: str, o: dict, n: dict) -> None:
+    def add(kind: str, where: str, o: dict, n: dict) -> None:
         for k, v in n.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(o.get(k), (int, float)) \
                     and k != "images":
-                rows.append({"where": where, "metric": k, "old": o[k], "new": v, "delta": round(v - o[k], 6)})
+                rows.append({"kind": kind, "where": where, "metric": k, "old": o[k], "new": v,
+                             "delta": round(v - o[k], 6)})
 
     for split, n in new.items():
         o = old.get(split)
         if not isinstance(n, dict) or not isinstance(o, dict):
             continue
-        add(split, o, n)
+        add("overall", split, o, n)
         for key, groups in n.items():
             if not isinstance(groups, dict) or not isinstance(o.get(key), dict):
                 continue
-            label = "class" if key == "per_class" else key
+            kind, label = ("class", "class") if key == "per_class" else ("slice", key)
             for name, values in groups.items():
                 if isinstance(values, dict) and isinstance(o[key].get(name), dict):
-                    add(f"{split} {label}={name}", o[key][name], values)
+                    add(kind, f"{split} {label}={name}", o[key][name], values)
     return rows
 
 
@@ -70,6 +71,8 @@ def triage(root: Path, a: str, b: str) -> dict:
     rows = _metric_rows(ra["metrics"], rb["metrics"])
     regressions = sorted((r for r in rows if r["delta"] < 0), key=lambda r: r["delta"])
     improvements = sorted((r for r in rows if r["delta"] > 0), key=lambda r: -r["delta"])
+    # The largest regression of each kind: overall, per class, per slice (e.g. night images).
+    largest = {kind: next((r for r in regressions if r["kind"] == kind), None) for kind in ("overall", "class", "slice")}
     factors = [name for name, on in (("code", code["changed"]), ("data", data["changed"]), ("params", bool(hyper)))
                if on]
     return {
@@ -81,6 +84,7 @@ def triage(root: Path, a: str, b: str) -> dict:
         "params": params,
         "architecture_changed": ra["architecture"]["fingerprint"] != rb["architecture"]["fingerprint"],
         "regressions": regressions,
+        "largest_regression": largest,
         "improvements": improvements,
         "unchanged": len(rows) - len(regressions) - len(improvements),
     }
@@ -105,7 +109,13 @@ def format_triage(t: dict, top: int = 10) -> str:
     if t["architecture_changed"]:
         out.append("architecture: changed")
     out.append(f"regressions ({len(t['regressions'])}, largest first):")
-    out += [_row(r) for r in t["regressions"][:top]] or ["  none"]
+    for kind in ("overall", "slice", "class"):
+        rows = [r for r in t["regressions"] if r["kind"] == kind]
+        if rows:
+            out.append(f" by {kind}:")
+            out += [_row(r) for r in rows[:top]]
+    if not t["regressions"]:
+        out.append("  none")
     out.append(f"improvements ({len(t['improvements'])}):")
     out += [_row(r) for r in t["improvements"][:top]] or ["  none"]
     return "\n".join(out)
