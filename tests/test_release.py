@@ -131,7 +131,7 @@ def test_model_release_refuses_an_unreleased_snapshot(project_copy: Path):
     grow(project_copy)
     run(["dvc", "repro"], project_copy)
     commit_all(project_copy, "trained on unreleased data")
-    refused(project_copy, ["model"], "which is not a released dataset: run `cvrepro release dataset`")
+    refused(project_copy, ["model"], "is not a released DS version; newest release is DS-0.1.0")
 
 
 def test_diff_rejects_model_versions(released: Path):
