@@ -56,7 +56,7 @@ def test_growing_n_appends_and_keeps_first_images(demo_root, tmp_path):
     small, big = _hashes(root), _hashes(tmp_path)
     images = [k for k in small if k.endswith(".png")]
     assert all(big[k] == small[k] for k in images)
-    assert len([k for k in big if k.endswith(".png")]) == N + 6
+    assert len([k for k in big if k.startswith("data/raw/img_")]) == N + 6
     # the labels of the first N images are unchanged too
     a, b = _coco(root), _coco(tmp_path)
     assert b["images"][:N] == a["images"]
@@ -121,7 +121,8 @@ def test_object_patches_are_tight(cat):
 
 def test_refuses_to_overwrite_without_force(tmp_path):
     generate_demo(tmp_path, seed=0, n_images=3)
-    with pytest.raises(CvreproError, match=r"data/raw already holds 3 files.*--force"):
+    # 3 scenes + 3 classification images
+    with pytest.raises(CvreproError, match=r"data/raw already holds 6 files.*--force"):
         generate_demo(tmp_path, seed=0, n_images=3)
     shutil.rmtree(tmp_path / paths.RAW_DIR)
     with pytest.raises(CvreproError, match="annotations.json already exists"):
