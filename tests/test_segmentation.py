@@ -193,6 +193,9 @@ def test_train_and_evaluate_write_metrics_grid_and_lineage(seg_root):
     params = seg_params()
     summary = train(params, seg_root)
     assert train(params, seg_root)["weights_sha256"] == summary["weights_sha256"]  # deterministic
+    stale = seg_root / "metrics/plots/pr_val.csv"  # left by a detection run in the same folder
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("recall,person\n")
     metrics = evaluate.run(params, seg_root)
     assert metrics == read_json(seg_root / METRICS)
     for name in ("val", "test"):
@@ -204,7 +207,7 @@ def test_train_and_evaluate_write_metrics_grid_and_lineage(seg_root):
             seg_root / "data/splits/splits.json")["counts"][name]
     assert metrics["latency_ms"] > 0
     assert Image.open(seg_root / PREDICTIONS_GRID).format == "PNG"
-    assert not (seg_root / "metrics/plots/pr_val.csv").exists()
+    assert not stale.exists()
     lineage = read_json(seg_root / LINEAGE)
     assert lineage["params"]["task"] == "segmentation"
     assert lineage["artifacts"]["models/model.pt"] == sha256_file(seg_root / WEIGHTS)

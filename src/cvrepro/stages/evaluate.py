@@ -24,6 +24,7 @@ from .train import load_predictor
 from ..visualize import prediction_grid, pr_curves_csv
 
 HEADLINE = ("AP", "AP50", "AP75", "AR100")
+TASK_PLOTS = (PLOTS_DIR / "pr_val.csv", evaluate_tasks.CONFUSION_VAL)  # detection's, classification's
 
 
 def known_labels_only(preds: list[dict], class_names: dict[int, str]) -> list[dict]:
@@ -78,6 +79,8 @@ def run(params: dict, root: Path = Path(".")) -> dict:
     class_names = {int(k): v for k, v in label_map.items()}
     task = spec.get("task", "detection")
     manifest = read_json(root / MANIFEST)
+    for stale in TASK_PLOTS:  # a plot left by another task's run would pass for this one's (dvc repro clears them too)
+        (root / stale).unlink(missing_ok=True)
     metrics: dict = {}
     if task != "detection":
         for split in cfg["splits"]:
