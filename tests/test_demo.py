@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 from itertools import combinations
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def test_same_seed_gives_byte_identical_files(demo_root, tmp_path):
     root, _ = demo_root
     generate_demo(tmp_path, seed=0, n_images=N)
     assert _hashes(tmp_path) == _hashes(root)
-    assert len(_hashes(root)) == N + 1  # N images + annotations, no stray temporary files
+    # N scenes + N masks + N classification images + 2 index files, no stray temporary files
+    assert len(_hashes(root)) == 3 * N + 2
 
 
 def test_different_seed_gives_different_bytes(demo_root, tmp_path):
@@ -54,7 +56,7 @@ def test_growing_n_appends_and_keeps_first_images(demo_root, tmp_path):
     small, big = _hashes(root), _hashes(tmp_path)
     images = [k for k in small if k.endswith(".png")]
     assert all(big[k] == small[k] for k in images)
-    assert len([k for k in big if k.endswith(".png")]) == N + 6
+    assert len([k for k in big if k.startswith("data/raw/img_")]) == N + 6
     # the labels of the first N images are unchanged too
     a, b = _coco(root), _coco(tmp_path)
     assert b["images"][:N] == a["images"]
@@ -119,17 +121,18 @@ def test_object_patches_are_tight(cat):
 
 def test_refuses_to_overwrite_without_force(tmp_path):
     generate_demo(tmp_path, seed=0, n_images=3)
-    with pytest.raises(CvreproError, match=r"data/raw already holds 3 files.*--force"):
+    # 3 scenes + 3 classification images
+    with pytest.raises(CvreproError, match=r"data/raw already holds 6 files.*--force"):
         generate_demo(tmp_path, seed=0, n_images=3)
-    for p in (tmp_path / paths.RAW_DIR).iterdir():
-        p.unlink()
+    shutil.rmtree(tmp_path / paths.RAW_DIR)
     with pytest.raises(CvreproError, match="annotations.json already exists"):
         generate_demo(tmp_path, seed=0, n_images=3)
     # force clears both, so no image of the earlier, larger run survives
     generate_demo(tmp_path, seed=1, n_images=5, force=True)
     generate_demo(tmp_path, seed=1, n_images=2, force=True)
-    names = sorted(p.name for p in (tmp_path / paths.RAW_DIR).iterdir())
+    names = sorted(p.name for p in (tmp_path / paths.RAW_DIR).iterdir() if p.is_file())
     assert names == ["img_000000.png", "img_000001.png"]
+    assert len(list((tmp_path / paths.RAW_DIR / "classification").iterdir())) == 2
     assert len(_coco(tmp_path)["images"]) == 2
 
 

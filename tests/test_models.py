@@ -6,15 +6,18 @@ import math
 
 import pytest
 import torch
+import yaml
 
 from cvrepro.compose import compose
 from cvrepro.engine import recalibrate_batchnorm
 from cvrepro.io import CvreproError
-from cvrepro.models import build_model
+from cvrepro.models import BUILDERS, build_model
 
 from conftest import REPO
 
-MODELS = sorted(p.stem for p in (REPO / "conf/model").glob("*.yaml"))
+# the detectors; segmentation and classification models: tests/test_task_models.py
+MODELS = sorted(p.stem for p in (REPO / "conf/model").glob("*.yaml")
+                if yaml.safe_load(p.read_text())["name"] in BUILDERS)
 
 
 def batch(n: int = 2):

@@ -423,8 +423,8 @@ def test_failed_run_leaves_previous_manifest_untouched(root: Path):
 
 
 def test_unsupported_task_is_refused(root: Path):
-    with pytest.raises(CvreproError, match="task 'segmentation' is not supported"):
-        run({"task": "segmentation", "dataset": {}}, root)
+    with pytest.raises(CvreproError, match="task 'keypoints' is not supported"):
+        run({"task": "keypoints", "dataset": {}}, root)
     assert not (root / MANIFEST).exists()
 
 

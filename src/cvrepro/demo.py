@@ -1,4 +1,10 @@
-"""The demo dataset: a small, deterministic, synthetic detection set to run the pipeline on.
+"""The demo dataset: a small, deterministic, synthetic set to run the pipeline on, for every task.
+
+One run lays down, under data/raw and data/labels:
+  detection + segmentation: scenes `img_*.png` with boxes in `annotations.json` and, on each
+    image entry, a `mask_file` (`masks/img_*.png`: class id per pixel, 0 background);
+  classification: single-object images `classification/cls_*.png` indexed by
+    `classification.json` (one label per image, no box).
 
 Three classes drawn as clearly different shapes and colours on textured backgrounds,
 so a tiny detector trained from scratch learns them in a few epochs:
@@ -36,6 +42,11 @@ MAX_OBJECTS = 4
 MAX_OVERLAP = 0.3  # intersection over the smaller box: keeps IoU < 0.3 and no object hidden
 PLACEMENT_TRIES = 40
 GOLDEN = 0.6180339887498949
+ANNOTATIONS_NAME = paths.ANNOTATIONS.name  # detection + segmentation index, under data/labels
+MASKS_DIR = "masks"  # segmentation masks, under data/labels
+CLASSIFICATION_DIR = "classification"  # classification images, under data/raw
+CLASSIFICATION_NAME = "classification.json"  # classification index, under data/labels
+CLASSIFICATION_SIZE = 64  # px, square
 
 
 def _jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: int) -> tuple[int, ...]:
@@ -120,8 +131,12 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Image.Imag
 
 
 def _render(rng: np.random.Generator, width: int, height: int, night: bool):
-    """One image: returns (uint8 HxWx3 array, [(category_id, [x, y, w, h]), ...])."""
+    """One image: returns (uint8 HxWx3 array, [(category_id, [x, y, w, h]), ...], uint8 HxW class mask).
+
+    The mask comes from the pasted patches' alpha and draws no random numbers, so the
+    pictures are the same as before masks existed."""
     img = _background(rng, width, height)
+    mask = Image.new("L", (width, height), 0)
     max_side = min(MAX_SIDE, width - 2, height - 2)
     objects: list[tuple[int, list[int]]] = []
     for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
@@ -133,16 +148,33 @@ def _render(rng: np.random.Generator, width: int, height: int, night: bool):
             box = [x, y, patch.width, patch.height]
             if all(_overlap(box, other) < MAX_OVERLAP for _, other in objects):
                 img.paste(patch, (x, y), patch)
+                mask.paste(cat, (x, y, x + patch.width, y + patch.height), patch.getchannel("A"))
                 objects.append((cat, box))
                 break  # an object that never fits is dropped; the first always fits
     pixels = np.asarray(img, dtype=np.float32)
+    return _finish(pixels, rng, night), objects, np.asarray(mask)
+
+
+def _finish(pixels: np.ndarray, rng: np.random.Generator, night: bool) -> np.ndarray:
+    """Night dimming and sensor noise, then back to uint8."""
     if night:
         pixels = pixels * rng.uniform(0.35, 0.5) * np.array([0.85, 0.9, 1.0], dtype=np.float32)  # dim, bluish
         sigma = rng.uniform(7, 11)
     else:
         sigma = rng.uniform(2, 4)
     pixels += np.float32(sigma) * rng.standard_normal(pixels.shape, dtype=np.float32)
-    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8), objects
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+def _render_single(rng: np.random.Generator, size: int, night: bool) -> tuple[np.ndarray, int]:
+    """One classification image: a single object of a random class on a background."""
+    img = _background(rng, size, size)
+    cat = int(rng.integers(1, 4))
+    patch = _object_patch(cat, rng, min(MAX_SIDE, size - 2))
+    x = int(rng.integers(0, size - patch.width + 1))
+    y = int(rng.integers(0, size - patch.height + 1))
+    img.paste(patch, (x, y), patch)
+    return _finish(np.asarray(img, dtype=np.float32), rng, night), cat
 
 
 def _png_bytes(pixels: np.ndarray) -> bytes:
@@ -151,60 +183,75 @@ def _png_bytes(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _night_flags(seed: int, n: int, night_fraction: float) -> list[bool]:
+def _night_flags(seed: int, n: int, night_fraction: float, stream: int = 0) -> list[bool]:
     # Golden-ratio sequence: every prefix of the dataset holds close to exactly night_fraction
     # night images, and image i's flag does not depend on N.
-    offset = np.random.default_rng([seed, 2**31]).random()
+    offset = np.random.default_rng([seed, 2**31 + stream]).random()
     return [(offset + i * GOLDEN) % 1.0 < night_fraction for i in range(n)]
 
 
-def _clear_or_refuse(raw: Path, ann: Path, force: bool) -> None:
+def _clear_or_refuse(raw: Path, labels: Path, force: bool) -> None:
     existing = [p for p in raw.rglob("*") if p.is_file()] if raw.is_dir() else []
+    ours = [labels / ANNOTATIONS_NAME, labels / CLASSIFICATION_NAME, labels / MASKS_DIR]
     if not force:
         if existing:
             raise CvreproError(f"{paths.RAW_DIR} already holds {len(existing)} files; "
                                "refusing to overwrite them (use --force)")
-        if ann.exists():
-            raise CvreproError(f"{paths.ANNOTATIONS} already exists; refusing to overwrite it (use --force)")
+        for p in ours:
+            if p.exists():
+                raise CvreproError(f"{paths.LABELS_DIR / p.name} already exists; refusing to overwrite it (use --force)")
         return
     if raw.is_dir():
         shutil.rmtree(raw)
-    ann.unlink(missing_ok=True)
+    for p in ours:
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def generate_demo(root: Path, seed: int = 0, n_images: int = 800, width: int = 160, height: int = 120,
-                  night_fraction: float = 0.3, force: bool = False) -> dict:
-    """Write the demo images to data/raw and COCO annotations to data/labels; return stats."""
+                  night_fraction: float = 0.3, force: bool = False, n_classification: int | None = None,
+                  classification_size: int = CLASSIFICATION_SIZE) -> dict:
+    """Write the demo images to data/raw and labels to data/labels (see the module doc); return stats.
+
+    n_classification: single-object images for the classification variant (default: n_images).
+    """
+    n_classification = n_images if n_classification is None else n_classification
     if seed < 0:
         raise CvreproError(f"seed must be >= 0, got {seed}")
-    if n_images < 1:
+    if n_images < 1 or n_classification < 0:
         raise CvreproError(f"the number of images must be >= 1, got {n_images}")
-    if width < 32 or height < 32:
+    if width < 32 or height < 32 or classification_size < 32:
         raise CvreproError(f"images must be at least 32x32 pixels, got {width}x{height}")
     if not 0.0 <= night_fraction <= 1.0:
         raise CvreproError(f"night_fraction must lie in [0, 1], got {night_fraction}")
     root = Path(root)
-    raw, ann = root / paths.RAW_DIR, root / paths.ANNOTATIONS
-    _clear_or_refuse(raw, ann, force)
+    raw, labels = root / paths.RAW_DIR, root / paths.LABELS_DIR
+    _clear_or_refuse(raw, labels, force)
     raw.mkdir(parents=True, exist_ok=True)
 
     images, annotations = [], []
     nights = _night_flags(seed, n_images, night_fraction)
     for i in tqdm(range(n_images), desc="demo images", unit="img", file=sys.stderr, disable=None):
         night = nights[i]
-        pixels, objects = _render(np.random.default_rng([seed, i]), width, height, night)
+        pixels, objects, mask = _render(np.random.default_rng([seed, i]), width, height, night)
         name = f"img_{i:06d}.png"
         atomic_write_bytes(raw / name, _png_bytes(pixels))
+        atomic_write_bytes(labels / MASKS_DIR / name, _png_bytes(mask))
         images.append({"id": i + 1, "file_name": name, "width": width, "height": height,
-                       "time_of_day": "night" if night else "day"})
+                       "time_of_day": "night" if night else "day", "mask_file": f"{MASKS_DIR}/{name}"})
         for cat, (x, y, w, h) in objects:
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": cat,
                                 "bbox": [round(float(v), 2) for v in (x, y, w, h)],
                                 "area": round(float(w * h), 2), "iscrowd": 0})
 
-    info = {"description": "cvrepro synthetic demo detection dataset", "generator": "cvrepro demo",
-            "seed": seed, "version": GENERATOR_VERSION, "night_fraction": night_fraction}
-    write_json(ann, {"info": info, "images": images, "annotations": annotations, "categories": CATEGORIES})
+    info = {"description": "cvrepro synthetic demo dataset: detection boxes and segmentation masks",
+            "generator": "cvrepro demo", "seed": seed, "version": GENERATOR_VERSION, "night_fraction": night_fraction}
+    write_json(labels / ANNOTATIONS_NAME, {"info": info, "images": images, "annotations": annotations,
+                                           "categories": CATEGORIES})
+    classification = _generate_classification(raw, labels, seed, n_classification, classification_size,
+                                              night_fraction)
 
     names = {c["id"]: c["name"] for c in CATEGORIES}
     per_class = {name: 0 for name in names.values()}
@@ -212,4 +259,25 @@ def generate_demo(root: Path, seed: int = 0, n_images: int = 800, width: int = 1
         per_class[names[a["category_id"]]] += 1
     night_count = sum(im["time_of_day"] == "night" for im in images)
     return {"images": n_images, "objects": len(annotations), "per_class": per_class,
-            "time_of_day": {"day": n_images - night_count, "night": night_count}}
+            "time_of_day": {"day": n_images - night_count, "night": night_count},
+            "classification": classification}
+
+
+def _generate_classification(raw: Path, labels: Path, seed: int, n: int, size: int, night_fraction: float) -> dict:
+    """The classification variant: one object per image, indexed by classification.json."""
+    images, annotations = [], []
+    nights = _night_flags(seed, n, night_fraction, stream=1)
+    for i in tqdm(range(n), desc="demo classification", unit="img", file=sys.stderr, disable=None):
+        # stream 1 keeps these draws apart from scene i's ([seed, i]); image i depends only on (seed, i)
+        pixels, cat = _render_single(np.random.default_rng([seed, i, 1]), size, nights[i])
+        name = f"{CLASSIFICATION_DIR}/cls_{i:06d}.png"
+        atomic_write_bytes(raw / name, _png_bytes(pixels))
+        images.append({"id": i + 1, "file_name": name, "width": size, "height": size,
+                       "time_of_day": "night" if nights[i] else "day"})
+        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": cat})
+    info = {"description": "cvrepro synthetic demo classification dataset: one object per image",
+            "generator": "cvrepro demo", "seed": seed, "version": GENERATOR_VERSION, "night_fraction": night_fraction}
+    write_json(labels / CLASSIFICATION_NAME, {"info": info, "images": images, "annotations": annotations,
+                                              "categories": CATEGORIES})
+    per_class = {c["name"]: sum(a["category_id"] == c["id"] for a in annotations) for c in CATEGORIES}
+    return {"images": n, "per_class": per_class}

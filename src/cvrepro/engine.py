@@ -40,6 +40,30 @@ class TrainSet(Dataset):
         return image, {"boxes": boxes, "labels": torch.as_tensor(labels, dtype=torch.int64)}
 
 
+class MaskTrainSet(TrainSet):
+    """Segmentation samples: the image and its class mask, flipped together."""
+
+    def __getitem__(self, i: int):
+        image = to_tensor(self.split.images[i])
+        mask = torch.from_numpy(np.array(self.split.masks[i], dtype=np.int64))
+        if np.random.default_rng([self.seed, self.epoch, i]).random() < self.hflip:
+            image, mask = image.flip(-1), mask.flip(-1)
+        return image, {"mask": mask}
+
+
+class LabelTrainSet(TrainSet):
+    """Classification samples: the image (seeded flip) and its category id."""
+
+    def __getitem__(self, i: int):
+        image = to_tensor(self.split.images[i])
+        if np.random.default_rng([self.seed, self.epoch, i]).random() < self.hflip:
+            image = image.flip(-1)
+        return image, {"label": torch.tensor(int(self.split.labels[i]))}
+
+
+TRAIN_SETS = {"detection": TrainSet, "segmentation": MaskTrainSet, "classification": LabelTrainSet}
+
+
 def collate(batch):
     return tuple(zip(*batch))
 
@@ -119,3 +143,13 @@ def predict(model, images: np.ndarray, batch_size: int = 16, desc: str = "predic
         for det in model(batch):
             out.append({k: v.numpy() for k, v in det.items()})
     return out
+
+
+@torch.no_grad()
+def predict_batches(model, images: np.ndarray, batch_size: int = 16, desc: str = "predict"):
+    """(index of the first image, list of per-image outputs as numpy) for each batch: streams,
+    so dense outputs (segmentation scores) of a large split never sit in memory at once."""
+    model.eval()
+    for a in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False, disable=None):
+        batch = [to_tensor(im) for im in images[a : a + batch_size]]
+        yield a, [{k: v.numpy() for k, v in out.items()} for out in model(batch)]

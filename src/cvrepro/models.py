@@ -1,8 +1,14 @@
-"""Detectors, chosen by `model.name` in params.yaml. All are torchvision detection
-models: in train mode `model(images, targets)` returns a dict of losses, in eval
-mode a list of {boxes, scores, labels}. Labels are the dataset's category ids.
-Nothing is downloaded: stock architectures start from scratch unless
-`model.weights` names a local state-dict file.
+"""Models, chosen by `model.name` in params.yaml, one family per task.
+
+Every model keeps torchvision's detection calling convention, so one engine trains
+them all: in train mode `model(images, targets)` returns a dict of losses, in eval
+mode a list of per-image dicts.
+  detection: torchvision detectors; targets {boxes, labels}; outputs {boxes, scores, labels}
+  segmentation: targets {mask}; outputs {scores [K,S,S] softmax, mask [S,S]}
+  classification: targets {label}; outputs {scores [K] softmax, label}
+Labels are the dataset's category ids (0 = background in segmentation). Nothing is
+downloaded: stock architectures start from scratch unless `model.weights` names a
+local state-dict file.
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
+import torch.nn.functional as F
+from torchvision.models import resnet18
 from torchvision.models.detection import FCOS, fcos_resnet50_fpn, ssdlite320_mobilenet_v3_large
+from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FeaturePyramidNetwork
 
@@ -80,11 +89,130 @@ BUILDERS = {
 }
 
 
-def build_model(model_cfg: dict, num_classes: int, size: int, mean: list[float], std: list[float]) -> nn.Module:
-    """A detector for `num_classes` labels (category ids 1..num_classes-1; 0 is background)."""
+class UNet(nn.Module):
+    """A small U-Net: two 3x3 conv-BN-ReLU per level, max-pool down, bilinear up + skip concat."""
+
+    def __init__(self, widths: list[int], num_classes: int):
+        super().__init__()
+        self.down = nn.ModuleList()
+        cin = 3
+        for w in widths:
+            self.down.append(nn.Sequential(_conv_bn(cin, w, 1), _conv_bn(w, w, 1)))
+            cin = w
+        self.up = nn.ModuleList(
+            nn.Sequential(_conv_bn(widths[i + 1] + widths[i], widths[i], 1), _conv_bn(widths[i], widths[i], 1))
+            for i in reversed(range(len(widths) - 1))
+        )
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return self.head(x)
+
+
+class SmallCNN(nn.Module):
+    """A plain classifier: stride-2 conv-BN-ReLU stages, global average pool, linear."""
+
+    def __init__(self, widths: list[int], num_classes: int):
+        super().__init__()
+        layers, cin = [], 3
+        for w in widths:
+            layers += [_conv_bn(cin, w, 2), _conv_bn(w, w, 1)]
+            cin = w
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+class DenseTask(nn.Module):
+    """Wraps a plain network (segmentation or classification) in the detection calling convention.
+
+    Normalises uint8/255 inputs with mean/std like torchvision's detection transform, masks the
+    logits of ids that are no class (gaps in the class map; 0 in classification) and computes
+    cross-entropy, ignoring `ignore_index` pixels in segmentation."""
+
+    def __init__(self, net: nn.Module, task: str, valid_ids: list[int], mean: list[float], std: list[float],
+                 ignore_index: int = 255):
+        super().__init__()
+        self.net, self.task, self.ignore_index = net, task, ignore_index
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.valid_ids = list(valid_ids)
+
+    def logits(self, images: list[torch.Tensor]) -> torch.Tensor:
+        x = (torch.stack(list(images)) - self.mean) / self.std
+        out = self.net(x)
+        if isinstance(out, dict):  # torchvision segmentation models return {"out": ...}
+            out = out["out"]
+        if out.dim() == 4 and out.shape[-2:] != x.shape[-2:]:
+            out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        invalid = torch.ones(out.shape[1], dtype=torch.bool)
+        invalid[self.valid_ids] = False
+        shape = (1, -1) + (1,) * (out.dim() - 2)
+        return out.masked_fill(invalid.view(shape), float("-inf")) if invalid.any() else out
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
+        logits = self.logits(images)
+        if self.training:
+            if targets is None:
+                raise CvreproError("training needs targets")
+            key = "mask" if self.task == "segmentation" else "label"
+            target = torch.stack([t[key] for t in targets]).long()
+            finite = logits.masked_fill(torch.isinf(logits), -1e4)  # -inf * 0 in the CE gradient gives NaN
+            return {"ce": F.cross_entropy(finite, target, ignore_index=self.ignore_index)}
+        scores = logits.softmax(dim=1)
+        key = "mask" if self.task == "segmentation" else "label"
+        return [{"scores": s, key: s.argmax(dim=0)} for s in scores]
+
+
+def _torchvision_segmentation(builder):
+    # aux_loss off: one loss, the same for every segmentation model
+    return lambda cfg, k: builder(weights=None, weights_backbone=None, num_classes=k, aux_loss=None)
+
+
+SEGMENTATION_BUILDERS = {
+    "unet_small": lambda cfg, k: UNet(cfg["widths"], k),
+    "lraspp_mobilenet_v3_large": lambda cfg, k: lraspp_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=k
+    ),
+    "deeplabv3_mobilenet_v3_large": _torchvision_segmentation(deeplabv3_mobilenet_v3_large),
+}
+CLASSIFICATION_BUILDERS = {
+    "cnn_small": lambda cfg, k: SmallCNN(cfg["widths"], k),
+    "resnet18": lambda cfg, k: resnet18(weights=None, num_classes=k),
+}
+TASK_BUILDERS = {"detection": BUILDERS, "segmentation": SEGMENTATION_BUILDERS,
+                 "classification": CLASSIFICATION_BUILDERS}
+
+
+def build_model(model_cfg: dict, num_classes: int, size: int, mean: list[float], std: list[float],
+                task: str = "detection", class_ids: list[int] | None = None, ignore_index: int = 255) -> nn.Module:
+    """A model of `task` for `num_classes` outputs (category ids 1..num_classes-1; 0 is background).
+
+    class_ids: the category ids that are classes (segmentation adds 0); the others are never predicted."""
     name = model_cfg["name"]
-    if name not in BUILDERS:
-        raise CvreproError(f"params.yaml: model.name '{name}' is unknown; choose one of {sorted(BUILDERS)}")
+    builders = TASK_BUILDERS.get(task)
+    if builders is None:
+        raise CvreproError(f"params.yaml: task '{task}' is unknown; choose one of {sorted(TASK_BUILDERS)}")
+    if name not in builders:
+        other = [t for t, b in TASK_BUILDERS.items() if name in b]
+        hint = f" ('{name}' is a {other[0]} model)" if other else ""
+        raise CvreproError(f"params.yaml: model.name '{name}' is not a {task} model{hint}; "
+                           f"choose one of {sorted(builders)}")
+    if task != "detection":
+        valid = sorted(set(class_ids if class_ids is not None else range(1, num_classes))
+                       | ({0} if task == "segmentation" else set()))
+        model = DenseTask(builders[name](model_cfg, num_classes), task, valid, mean, std, ignore_index)
+        _load_weights(model.net, model_cfg)
+        return model
     model = BUILDERS[name](model_cfg, num_classes, size)
     # Pre/post-processing from params, set the same way on every architecture
     # (torchvision's builders take them under different names, or not at all).
@@ -93,13 +221,17 @@ def build_model(model_cfg: dict, num_classes: int, size: int, mean: list[float],
     model.score_thresh = float(model_cfg.get("score_thresh", 0.05))
     model.nms_thresh = float(model_cfg.get("nms_thresh", 0.6))
     model.detections_per_img = int(model_cfg.get("detections_per_img", 100))
+    _load_weights(model, model_cfg)
+    return model
+
+
+def _load_weights(model: nn.Module, model_cfg: dict) -> None:
     weights = model_cfg.get("weights")
     if weights:
         path = Path(weights)
         if not path.is_file():
             raise CvreproError(f"params.yaml: model.weights '{weights}' is not a local file (nothing is downloaded)")
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model
 
 
 def count_parameters(model: nn.Module) -> int:

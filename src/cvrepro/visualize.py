@@ -209,3 +209,109 @@ def pr_curves_csv(pr_curve: dict[str, list[float]], out_path: Path) -> None:
             row.append("" if v is None else f"{float(v):.4f}")
         w.writerow(row)
     atomic_write_bytes(out_path, buf.getvalue().encode("utf-8"))
+
+
+# --------------------------------------------------------------------------- segmentation and classification
+
+MASK_ALPHA = 0.55  # class colour over the image; background stays the image itself
+IGNORE_COLOUR = (40, 40, 40)
+
+
+def _save_png(img: Image.Image, out_path: Path) -> None:
+    buf = _stdio.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(out_path, buf.getvalue())
+
+
+def _class_colours(class_names: dict[int, str]) -> dict[int, tuple[int, int, int]]:
+    return {cid: class_colour(i) for i, cid in enumerate(sorted(int(k) for k in class_names))}
+
+
+def _overlay(a: np.ndarray, mask: np.ndarray, colours: dict[int, tuple[int, int, int]], ignore_index: int) -> np.ndarray:
+    lut = np.zeros((256, 3), dtype=np.float32)
+    alpha = np.zeros(256, dtype=np.float32)
+    for cid, colour in colours.items():
+        lut[cid], alpha[cid] = colour, MASK_ALPHA
+    lut[ignore_index], alpha[ignore_index] = IGNORE_COLOUR, 1.0
+    m = np.asarray(mask, dtype=np.uint8)
+    w = alpha[m][..., None]
+    return np.rint(a * (1 - w) + lut[m] * w).astype(np.uint8)
+
+
+def _panel_grid(cells: list[list[tuple[str, np.ndarray]]], out_path: Path, cols: int,
+                legend: list[tuple[str, tuple[int, int, int]]] = ()) -> None:
+    """cells: per image, a list of (title, HxWx3 uint8) panels side by side; a legend row on top."""
+    font = _font()
+    s = scale_for(*cells[0][0][1].shape[:2])
+    ph, pw = (max(p.shape[i] for c in cells for _, p in c) * s for i in (0, 1))
+    per = len(cells[0])
+    cell_w, cell_h = per * pw + (per - 1) * GAP, TITLE_H + ph
+    n = len(cells)
+    ncols, nrows = min(cols, n), math.ceil(n / cols)
+    top = TITLE_H + PAD if legend else 0
+    grid = Image.new("RGB", (ncols * cell_w + (ncols + 1) * PAD, top + nrows * cell_h + (nrows + 1) * PAD), BACKGROUND)
+    draw = ImageDraw.Draw(grid)
+    x = PAD
+    for name, colour in legend:
+        tw, _ = _text_size(draw, name, font)
+        draw.rectangle([x, PAD, x + tw + 5, PAD + TITLE_H - 1], fill=colour)
+        draw.text((x + 3, PAD + 2), name, fill=_ink_for(colour), font=font)
+        x += tw + 5 + GAP * 2
+    for i, panels in enumerate(cells):
+        r, c = divmod(i, cols)
+        x0, y0 = PAD + c * (cell_w + PAD), top + PAD + r * (cell_h + PAD)
+        for j, (title, a) in enumerate(panels):
+            px = x0 + j * (pw + GAP)
+            draw.rectangle([px, y0, px + pw - 1, y0 + TITLE_H - 1], fill=TITLE_BG)
+            draw.text((px + 3, y0 + 2), title, fill=TITLE_FG, font=font)
+            panel = Image.fromarray(a, "RGB")
+            grid.paste(panel.resize((a.shape[1] * s, a.shape[0] * s), Image.Resampling.NEAREST), (px, y0 + TITLE_H))
+    _save_png(grid, out_path)
+
+
+def mask_grid(images: list[np.ndarray], gt_masks: list[np.ndarray], pred_masks: list[np.ndarray],
+              class_names: dict[int, str], out_path: Path, ignore_index: int = 255, cols: int = 2) -> None:
+    """Write a PNG grid: per image, the image | ground-truth mask | predicted mask (class colours over
+    the image, background left clear, ignored pixels dark), with a colour legend on top."""
+    n = len(images)
+    if n == 0:
+        raise CvreproError("mask_grid: no images to draw")
+    if len(gt_masks) != n or len(pred_masks) != n:
+        raise CvreproError(f"mask_grid: {n} images but {len(gt_masks)} ground truths and {len(pred_masks)} predictions")
+    colours = _class_colours({k: v for k, v in class_names.items() if int(k) != 0})
+    cells = []
+    for i, (img, gt, pred) in enumerate(zip(images, gt_masks, pred_masks)):
+        a = _as_rgb(img, i)
+        if gt.shape != a.shape[:2] or pred.shape != a.shape[:2]:
+            raise CvreproError(f"mask_grid: image {i} is {a.shape[:2]} but its masks are {gt.shape} and {pred.shape}")
+        cells.append([("image", a), ("ground truth", _overlay(a, gt, colours, ignore_index)),
+                      ("prediction", _overlay(a, pred, colours, ignore_index))])
+    legend = [(class_names[k], c) for k, c in colours.items()] + [("ignore", IGNORE_COLOUR)]
+    _panel_grid(cells, out_path, cols, legend)
+
+
+def label_grid(images: list[np.ndarray], actual: list[int], predicted: list[int], scores: list[float],
+               class_names: dict[int, str], out_path: Path, cols: int = 6) -> None:
+    """Write a PNG grid of classified images titled 'actual -> predicted score', wrong ones framed red."""
+    n = len(images)
+    if n == 0:
+        raise CvreproError("label_grid: no images to draw")
+    if not len(actual) == len(predicted) == len(scores) == n:
+        raise CvreproError(f"label_grid: {n} images but {len(actual)} labels and {len(predicted)} predictions")
+    cells = []
+    for i, (img, a, p, s) in enumerate(zip(images, actual, predicted, scores)):
+        rgb = _as_rgb(img, i).copy()
+        if a != p:  # a red frame marks a mistake
+            rgb[:2], rgb[-2:], rgb[:, :2], rgb[:, -2:] = (230, 25, 75), (230, 25, 75), (230, 25, 75), (230, 25, 75)
+        name = lambda c: class_names.get(int(c), str(int(c)))  # noqa: E731
+        cells.append([(f"{name(a)} -> {name(p)} {float(s):.2f}", rgb)])
+    _panel_grid(cells, out_path, cols)
+
+
+def confusion_csv(rows: list[tuple[int, str, str]], out_path: Path) -> None:
+    """Write ``image_id,actual,predicted`` (one row per image, class names) for DVC's confusion template."""
+    buf = _stdio.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image_id", "actual", "predicted"])
+    w.writerows(rows)
+    atomic_write_bytes(out_path, buf.getvalue().encode("utf-8"))

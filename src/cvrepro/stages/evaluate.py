@@ -1,6 +1,7 @@
 """evaluate: COCO box metrics (pycocotools) on val and test, per class and per
 slice (e.g. time_of_day), latency, a precision-recall plot, a grid of predictions
-over val images, and the run's lineage record."""
+over val images, and the run's lineage record. Segmentation and classification
+metrics come from evaluate_tasks; latency and the lineage record are shared."""
 
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ from ..coco_eval import coco_metrics, slice_ids
 from ..engine import predict, to_tensor
 from ..io import read_json, write_json
 from ..lineage import build_lineage
-from ..paths import (ANNOTATIONS, LABEL_MAP, LINEAGE, MANIFEST, METRICS, MODELS_DIR, PREDICTIONS_GRID,
+from ..paths import (LABEL_MAP, LINEAGE, MANIFEST, METRICS, MODELS_DIR, PREDICTIONS_GRID,
                      PREPROCESSING, PROCESSED_DIR, PLOTS_DIR, TRAIN_INFO, WEIGHTS, processed_split)
+from . import evaluate_tasks
 from .preprocess import ProcessedSplit
+from .snapshot import annotations_file
 from .train import load_predictor
 from ..visualize import prediction_grid, pr_curves_csv
 
 HEADLINE = ("AP", "AP50", "AP75", "AR100")
+TASK_PLOTS = (PLOTS_DIR / "pr_val.csv", evaluate_tasks.CONFUSION_VAL)  # detection's, classification's
 
 
 def known_labels_only(preds: list[dict], class_names: dict[int, str]) -> list[dict]:
@@ -71,12 +75,23 @@ def latency_ms(model, images: np.ndarray, n: int) -> float | None:
 def run(params: dict, root: Path = Path(".")) -> dict:
     cfg = params["evaluate"]
     torch.set_num_threads(int(params["train"]["threads"]))
-    model, _spec, label_map = load_predictor(root / MODELS_DIR)
-    coco = read_json(root / ANNOTATIONS)
+    model, spec, label_map = load_predictor(root / MODELS_DIR)
     class_names = {int(k): v for k, v in label_map.items()}
-    slices = {cfg["slice_key"]: slice_ids(coco, cfg["slice_key"])} if cfg.get("slice_key") else {}
-
+    task = spec.get("task", "detection")
+    manifest = read_json(root / MANIFEST)
+    for stale in TASK_PLOTS:  # a plot left by another task's run would pass for this one's (dvc repro clears them too)
+        (root / stale).unlink(missing_ok=True)
     metrics: dict = {}
+    if task != "detection":
+        for split in cfg["splits"]:
+            data = ProcessedSplit(root / processed_split(split))
+            metrics[split] = evaluate_tasks.run_split(task, split, model, data, manifest, class_names, spec, cfg, root)
+            if split == "val":
+                metrics["latency_ms"] = latency_ms(model, data.images, int(cfg["latency_images"]))
+        return _finish(params, root, manifest, metrics)
+
+    coco = read_json(root / annotations_file(params))
+    slices = {cfg["slice_key"]: slice_ids(coco, cfg["slice_key"])} if cfg.get("slice_key") else {}
     for split in cfg["splits"]:
         data = ProcessedSplit(root / processed_split(split))
         preds = known_labels_only(predict(model, data.images, desc=f"predict {split}"), class_names)
@@ -90,9 +105,12 @@ def run(params: dict, root: Path = Path(".")) -> dict:
                             preds[:n], class_names, root / PREDICTIONS_GRID,
                             score_threshold=float(cfg["grid_score_threshold"]))
             metrics["latency_ms"] = latency_ms(model, data.images, int(cfg["latency_images"]))
-    write_json(root / METRICS, metrics)
+    return _finish(params, root, manifest, metrics)
 
-    manifest = read_json(root / MANIFEST)
+
+def _finish(params: dict, root: Path, manifest: dict, metrics: dict) -> dict:
+    """Write metrics.json and the run's lineage record."""
+    write_json(root / METRICS, metrics)
     lineage = build_lineage(
         root, params, manifest, metrics,
         artifacts=[WEIGHTS, LABEL_MAP, PREPROCESSING, PROCESSED_DIR, MANIFEST],

@@ -38,11 +38,13 @@ from ..io import CvreproError, canonical_json, read_json, sha256_bytes, write_js
 from ..paths import ANNOTATIONS, MANIFEST, RAW_DIR
 
 SCHEMA = "cvrepro.manifest/1"
-TASKS = ("detection",)  # segmentation and classification are named by the design, not built yet
+TASKS = ("detection", "segmentation", "classification")  # label layouts: docs/label-formats.md
 MAX_PROBLEMS = 20
 BOX_TOLERANCE = 0.5  # px: annotation tools round box edges; half a pixel over the border is not an error
 # Keys the COCO format defines for an image; every other key is a user attribute.
 STANDARD_IMAGE_KEYS = {"id", "file_name", "width", "height", "license", "flickr_url", "coco_url", "date_captured"}
+LABEL_IMAGE_KEYS = {"mask_file"}  # labels kept on the image entry (segmentation): not attributes either
+MASK_MODES = ("L", "P")  # single-channel 8-bit; a palette PNG's indices are the class ids
 # Below this many images a process pool costs more to start than it saves.
 POOL_MIN_IMAGES = 500
 
@@ -78,6 +80,9 @@ class _Problems:
         more = f" (stopped after the first {self.limit})" if self.full else ""
         lines = "\n".join(f"  {m}" for m in self.items)
         raise CvreproError(f"{len(self.items)} problems in the dataset{more}; no manifest written:\n{lines}")
+
+
+_MISSING = object()  # an image entry without a mask_file key
 
 
 def _is_int(v: Any) -> bool:
@@ -206,12 +211,15 @@ def _with_progress(results: Iterable[tuple], total: int) -> Iterator[tuple]:
 # --------------------------------------------------------------------------- annotations
 
 
-def _load_coco(ann_path: Path, problems: _Problems) -> tuple[list, list, list]:
+def _load_coco(ann_path: Path, problems: _Problems, task: str = "detection") -> tuple[list, list, list]:
     coco = read_json(ann_path)  # raises CvreproError naming the file on bad JSON
     if not isinstance(coco, dict):
         raise CvreproError(f"{ann_path}: expected a JSON object with images, annotations and categories")
     lists = []
     for key in ("images", "annotations", "categories"):
+        if key == "annotations" and task == "segmentation" and key not in coco:
+            lists.append([])  # segmentation labels live in each image's mask_file
+            continue
         if not isinstance(coco.get(key), list):
             what = "missing required key" if key not in coco else "expected a list for key"
             problems.add(f"{ann_path}: {what} '{key}'")
@@ -299,8 +307,9 @@ def _parse_images(images: list, ann_path: Path, problems: _Problems) -> dict[int
         if path in by_path:
             problems.add(f"{where}: duplicate file_name {name!r} (also image id {by_path[path]})")
             continue
-        attributes = {k: v for k, v in e.items() if k not in STANDARD_IMAGE_KEYS}
-        by_id[iid] = {"id": iid, "path": path, "width": e["width"], "height": e["height"], "attributes": attributes}
+        attributes = {k: v for k, v in e.items() if k not in STANDARD_IMAGE_KEYS | LABEL_IMAGE_KEYS}
+        by_id[iid] = {"id": iid, "path": path, "width": e["width"], "height": e["height"], "attributes": attributes,
+                      "mask_file": e.get("mask_file", _MISSING)}
         by_path[path] = iid
     return by_id
 
@@ -369,6 +378,119 @@ def _parse_annotations(
     for anns in by_image.values():
         anns.sort(key=lambda a: a["id"])
     return by_image
+
+
+def _parse_classification(
+    annotations: list,
+    images: dict[int, dict],
+    class_map: dict[int, str],
+    ann_path: Path,
+    problems: _Problems,
+    rejected: set,
+) -> dict[int, list[dict]]:
+    """image id → [{id, category_id}]: exactly one image-level label per image (no bbox needed)."""
+    by_image: dict[int, list[dict]] = defaultdict(list)
+    seen: set[int] = set()
+    for i, a in _entries(annotations, "annotations", ("id", "image_id", "category_id"), ann_path, problems):
+        aid = a["id"]
+        where = f"{ann_path}: annotations[{i}] (annotation id {aid})"
+        if not _is_int(aid):
+            problems.add(f"{ann_path}: annotations[{i}]: 'id' must be an integer, got {aid!r}")
+            continue
+        if aid in seen:
+            problems.add(f"{where}: duplicate annotation id {aid}")
+            continue
+        seen.add(aid)
+        if (a["image_id"], "image") in rejected or (a["category_id"], "category") in rejected:
+            continue
+        image = images.get(a["image_id"]) if _is_int(a["image_id"]) else None
+        if image is None:
+            problems.add(f"{where}: 'image_id' {a['image_id']!r} is not an image in 'images'")
+            continue
+        if not _is_int(a["category_id"]) or a["category_id"] not in class_map:
+            problems.add(f"{where}, image id {image['id']}: 'category_id' {a['category_id']!r} is not in 'categories'")
+            continue
+        by_image[image["id"]].append({"id": aid, "category_id": a["category_id"]})
+    for iid in sorted(images):
+        labels = by_image.get(iid, [])
+        if len(labels) != 1:
+            ids = ", ".join(str(a["id"]) for a in labels) or "none"
+            problems.add(f"{ann_path}: image id {iid} ({images[iid]['path']}): a classification image needs exactly "
+                         f"one label in 'annotations', found {len(labels)} (annotation ids: {ids})")
+    return by_image
+
+
+# --------------------------------------------------------------------------- segmentation masks
+
+
+def mask_labels_hash(mask: Any) -> str:
+    """The segmentation label hash: sha256 of the decoded pixels (uint8, row-major), so re-encoding
+    a PNG is not a label change."""
+    import numpy as np
+
+    return sha256_bytes(np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
+
+
+def read_mask(path: Path) -> Any:
+    """A mask PNG as a uint8 HxW array of class ids; CvreproError naming the file if it is not one."""
+    import numpy as np
+
+    try:
+        with Image.open(path) as im:
+            if im.mode not in MASK_MODES:
+                raise CvreproError(f"{path}: mask must be a single-channel 8-bit PNG (mode L or P), got mode {im.mode}")
+            return np.asarray(im, dtype=np.uint8)
+    except FileNotFoundError:
+        raise CvreproError(f"{path}: mask file not found") from None
+    except CvreproError:
+        raise
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken files
+        raise CvreproError(f"{path}: unreadable or truncated mask ({type(e).__name__}: {e})") from None
+
+
+def _check_masks(files: list[dict], labels_dir: Path, ann_path: Path, class_map: dict[int, str],
+                 ignore_index: int, problems: _Problems) -> None:
+    """Read every image's mask: present, inside data/labels, 8-bit, the image's size, known values.
+
+    Sets f["mask_file"], f["labels_hash"] and f["pixels"] (class id → pixel count) on the good ones."""
+    import numpy as np
+
+    allowed = set(class_map) | {0, ignore_index}
+    containment = _Containment(labels_dir)
+    for f in files:
+        if problems.full:
+            return
+        where = f"{ann_path}: image id {f['id']} ({f['path']})"
+        name = f["mask_file"]
+        if name is _MISSING:
+            problems.add(f"{where}: missing 'mask_file' (segmentation needs a mask per image)")
+            continue
+        rel = _normalize_file_name(name) if isinstance(name, str) else None
+        if rel is None:
+            problems.add(f"{where}: 'mask_file' {name!r} must be a path inside {labels_dir}")
+            continue
+        if not containment.inside(rel):
+            problems.add(f"{where}: 'mask_file' {name!r} resolves outside {labels_dir} (symlink)")
+            continue
+        path = labels_dir / rel
+        try:
+            mask = read_mask(path)
+        except CvreproError as e:
+            problems.add(f"{e} (mask_file of image id {f['id']} in {ann_path})")
+            continue
+        if mask.shape != (f["height"], f["width"]):
+            problems.add(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but image id {f['id']} ({f['path']}) "
+                         f"is {f['width']}x{f['height']}")
+            continue
+        values, counts = np.unique(mask, return_counts=True)
+        unknown = sorted(int(v) for v in values if int(v) not in allowed)
+        if unknown:
+            problems.add(f"{path}: mask of image id {f['id']} holds values {unknown} that are neither a category id "
+                         f"in {ann_path} nor 0 (background) or {ignore_index} (ignore)")
+            continue
+        f["mask_file"] = rel
+        f["labels_hash"] = mask_labels_hash(mask)
+        f["pixels"] = {int(v): int(c) for v, c in zip(values, counts)}
 
 
 # --------------------------------------------------------------------------- files on disk
@@ -445,20 +567,29 @@ def _attribute_key(value: Any) -> str:
     return value if isinstance(value, str) else canonical_json(value)
 
 
-def _stats(files: list[dict], class_map: dict[int, str]) -> dict:
+def _stats(files: list[dict], class_map: dict[int, str], task: str = "detection", ignore_index: int = 255) -> dict:
+    """Counts per task. detection: boxes per class; classification: images per class;
+    segmentation: images containing each class (per_class) and pixels per class (pixels_per_class)."""
     per_class = Counter({name: 0 for name in class_map.values()})
     attributes: dict[str, Counter] = defaultdict(Counter)
     for f in files:
         per_class.update(class_map[a["category_id"]] for a in f["annotations"])
         for key, value in f["attributes"].items():
             attributes[key][_attribute_key(value)] += 1
-    return {
+    stats = {
         "images": len(files),
         "objects": sum(len(f["annotations"]) for f in files),
         "per_class": dict(per_class),
         "attributes": {k: dict(v) for k, v in attributes.items()},
         "images_without_objects": sum(1 for f in files if not f["annotations"]),
     }
+    if task == "segmentation":
+        names = {0: "background", **class_map, ignore_index: "ignore"}
+        pixels = Counter({name: 0 for name in names.values()})
+        for f in files:
+            pixels.update({names[k]: v for k, v in f["pixels"].items()})
+        stats["pixels_per_class"] = dict(pixels)
+    return stats
 
 
 def _snapshot_id(task: str, class_map: dict[str, str], files: list[dict]) -> str:
@@ -473,7 +604,13 @@ def _snapshot_id(task: str, class_map: dict[str, str], files: list[dict]) -> str
     return "sha256:" + sha256_bytes(canonical_json(content).encode("utf-8"))
 
 
-def _file_entry(f: dict, annotations: list[dict]) -> dict:
+def _file_entry(f: dict, annotations: list[dict], task: str = "detection") -> dict:
+    if task == "segmentation":
+        return {**_file_entry(f, annotations), "labels_hash": f["labels_hash"], "mask_file": f["mask_file"]}
+    if task == "classification":
+        (label,) = annotations
+        return {**_file_entry(f, annotations), "category_id": label["category_id"],
+                "labels_hash": sha256_bytes(canonical_json(label).encode("utf-8"))}
     return {
         "path": f["path"],
         "image_id": f["id"],
@@ -494,6 +631,7 @@ def build_manifest(
     task: str = "detection",
     dvc_listing: dict[str, str] | None = None,
     workers: int | None = None,
+    ignore_index: int = 255,
 ) -> dict:
     """Check images and labels; return the manifest. Raises CvreproError listing the problems found.
 
@@ -510,31 +648,62 @@ def build_manifest(
 
     # Labels first (cheap), then every image on disk (the slow part), unless labels already gave MAX_PROBLEMS.
     problems = _Problems()
-    images_raw, annotations_raw, categories_raw = _load_coco(ann_path, problems)
+    images_raw, annotations_raw, categories_raw = _load_coco(ann_path, problems, task)
     class_map = _parse_categories(categories_raw, ann_path, problems)
     images = _parse_images(images_raw, ann_path, problems)
     rejected = {(i, "image") for i in _rejected_ids(images_raw, images)}
     rejected |= {(i, "category") for i in _rejected_ids(categories_raw, class_map)}
-    by_image = _parse_annotations(annotations_raw, images, class_map, ann_path, problems, rejected)
+    if task == "detection":
+        by_image = _parse_annotations(annotations_raw, images, class_map, ann_path, problems, rejected)
+    elif task == "classification":
+        by_image = _parse_classification(annotations_raw, images, class_map, ann_path, problems, rejected)
+    else:
+        by_image = {}  # segmentation: the mask is the label; boxes in the same file are not used
     files: list[dict] = []
     if not problems.full:
         listing = _usable_listing(raw_dir, dvc_listing)
         files = _check_files(raw_dir, ann_path, images, listing, workers or _default_workers(), problems)
+    if task == "segmentation" and not problems.full:
+        _check_masks(files, ann_path.parent, ann_path, class_map, ignore_index, problems)
     problems.raise_if_any()
 
     for f in files:
-        f["annotations"] = by_image.get(f["id"], [])
+        if task == "segmentation":  # one "object" per class present, so per_class counts images holding it
+            f["annotations"] = [{"category_id": k} for k in sorted(f["pixels"]) if k in class_map]
+        else:
+            f["annotations"] = by_image.get(f["id"], [])
     class_map_json = {str(k): v for k, v in class_map.items()}
-    entries = [_file_entry(f, f["annotations"]) for f in files]
+    entries = [_file_entry(f, f["annotations"], task) for f in files]
     return {
         "schema": SCHEMA,
         "task": task,
         "snapshot_id": _snapshot_id(task, class_map_json, entries),
         "class_map": class_map_json,
         "files": entries,
-        "stats": _stats(files, class_map),
+        "stats": _stats(files, class_map, task, ignore_index),
         "notes": notes,
     }
+
+
+def task_of(params: dict) -> str:
+    """params.yaml keeps `task` top-level (detection, segmentation or classification)."""
+    return params.get("task") or (params.get("dataset") or {}).get("task") or "detection"
+
+
+def annotations_file(params: dict) -> Path:
+    """The index file under data/labels named by `dataset.annotations` (default annotations.json)."""
+    name = (params.get("dataset") or {}).get("annotations") or ANNOTATIONS.name
+    rel = _normalize_file_name(str(name))
+    if rel is None:
+        raise CvreproError(f"params.yaml: dataset.annotations {name!r} must be a file name inside {ANNOTATIONS.parent}")
+    return ANNOTATIONS.parent / rel
+
+
+def ignore_index_of(params: dict) -> int:
+    value = (params.get("dataset") or {}).get("ignore_index", 255)
+    if not _is_int(value) or not 0 < value <= 255:
+        raise CvreproError(f"params.yaml: dataset.ignore_index must be an integer in 1..255, got {value!r}")
+    return value
 
 
 def run(params: dict, root: Path = Path(".")) -> dict:
@@ -546,10 +715,11 @@ def run(params: dict, root: Path = Path(".")) -> dict:
     dataset = params.get("dataset") or {}
     manifest = build_manifest(
         root / RAW_DIR,
-        root / ANNOTATIONS,
+        root / annotations_file(params),
         notes=dataset.get("notes", "") or "",
-        task=params.get("task") or dataset.get("task") or "detection",  # params.yaml keeps `task` top-level
+        task=task_of(params),
         dvc_listing=dvc_listing(root),
+        ignore_index=ignore_index_of(params),
     )
     write_json(root / MANIFEST, manifest)
     return manifest

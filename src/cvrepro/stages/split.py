@@ -3,11 +3,21 @@
 An image's split depends only on (seed, its identity): its path, or the value of
 `group_key` so that a whole group (video, store, patient) lands in one split.
 Adding images therefore never moves an existing image to another split.
+
+Stratification: an exact per-class stratified split would have to move images when
+new ones arrive (it ranks the images of a class), which the rule above forbids. So
+every task keeps the per-image hash, which is stratified in expectation: each class's
+images fall into the splits by the same independent uniform draws, so a class of n
+images gets n x ratio +- sqrt(n x ratio x (1 - ratio)) of them in each split. For
+classification the output records the images per class in every split
+(`class_counts`) and warns when a class is missing from a split that should hold images.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
+from collections import Counter
 from pathlib import Path
 
 from ..io import CvreproError, read_json, write_json
@@ -61,5 +71,22 @@ def run(params: dict, root: Path = Path(".")) -> dict:
         "counts": {n: len(v) for n, v in members.items()},
         "splits": members,
     }
+    if manifest.get("task") == "classification":
+        result["class_counts"] = class_counts(manifest, members)
+        for name, counts in result["class_counts"].items():
+            empty = [c for c, n in counts.items() if n == 0]
+            if empty and cfg["ratios"][name] > 0:
+                print(f"warning: split {name} holds no image of class {', '.join(empty)}", file=sys.stderr)
     write_json(root / SPLITS, result)
     return result
+
+
+def class_counts(manifest: dict, members: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """Images per class name in each split (classification manifests carry each image's category_id)."""
+    class_of = {f["path"]: manifest["class_map"][str(f["category_id"])] for f in manifest["files"]}
+    out = {}
+    for name, paths in members.items():
+        counts = Counter({c: 0 for c in manifest["class_map"].values()})
+        counts.update(class_of[p] for p in paths)
+        out[name] = dict(counts)
+    return out

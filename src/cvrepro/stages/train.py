@@ -1,4 +1,5 @@
-"""train: fit the detector chosen by `model.name` on the processed train split.
+"""train: fit the model chosen by `model.name` (a detector, segmenter or classifier,
+per `task`) on the processed train split.
 
 Deterministic on the CPU: the same inputs, seed and `train.threads` give
 bit-identical weights. Writes the weights (state_dict), a checkpoint (model,
@@ -14,12 +15,19 @@ from pathlib import Path
 
 import torch
 
-from ..engine import TrainSet, make_loader, recalibrate_batchnorm, train_one_epoch
+from ..engine import TRAIN_SETS, make_loader, recalibrate_batchnorm, train_one_epoch
 from ..io import CvreproError, atomic_write_bytes, read_json, sha256_file, write_json
 from ..lineage import git_state
 from ..models import build_model, count_parameters
 from ..paths import CHECKPOINT, LABEL_MAP, PREPROCESSING, PROCESSED_INFO, TRAIN_INFO, TRAIN_LOG_DIR, WEIGHTS, processed_split
 from .preprocess import ProcessedSplit
+from .snapshot import ignore_index_of, task_of
+
+OUTPUTS = {
+    "segmentation": {"mask": "[S,S] category id per input pixel (0 background); resize to the original image "
+                             "(scores bilinear, then argmax)", "scores": "[K,S,S] softmax over ids 0..K-1"},
+    "classification": {"label": "category id; see label_map.json", "scores": "[K] softmax over ids 0..K-1"},
+}
 
 
 class WarmupCosine:
@@ -53,6 +61,17 @@ def make_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
 def predictor_spec(params: dict, class_map: dict[str, str]) -> dict:
     """Everything a predictor needs besides the weights, bundled with the artifact."""
     pre = params["preprocess"]
+    task = task_of(params)
+    if task != "detection":  # the detection spec keeps its earlier bytes
+        return {
+            "task": task,
+            "model": params["model"],
+            "num_classes": max(int(k) for k in class_map) + 1,
+            "ignore_index": ignore_index_of(params),
+            "input": {"size": pre["size"], "resize": "stretch to size x size, bilinear", "color": "RGB",
+                      "scale": "uint8 / 255", "mean": pre["mean"], "std": pre["std"]},
+            "output": OUTPUTS[task],
+        }
     return {
         "model": params["model"],
         "num_classes": max(int(k) for k in class_map) + 1,
@@ -62,6 +81,14 @@ def predictor_spec(params: dict, class_map: dict[str, str]) -> dict:
                    "labels": "category ids; see label_map.json", "score_thresh": params["model"].get("score_thresh"),
                    "nms_thresh": params["model"].get("nms_thresh")},
     }
+
+
+def _build(spec: dict, size: int, class_map: dict[str, str], mean: list[float] | None = None,
+           std: list[float] | None = None) -> torch.nn.Module:
+    inp = spec["input"]
+    return build_model(spec["model"], spec["num_classes"], size, mean or inp["mean"], std or inp["std"],
+                       task=spec.get("task", "detection"), class_ids=[int(k) for k in class_map],
+                       ignore_index=spec.get("ignore_index", 255))
 
 
 def train(params: dict, root: Path = Path(".")) -> dict:
@@ -74,11 +101,15 @@ def train(params: dict, root: Path = Path(".")) -> dict:
     info = read_json(root / PROCESSED_INFO)
     class_map = info["class_map"]
     spec = predictor_spec(params, class_map)
-    model = build_model(params["model"], spec["num_classes"], info["size"], info["mean"], info["std"])
+    task = task_of(params)
+    if info.get("task", "detection") != task:
+        raise CvreproError(f"{PROCESSED_INFO}: data was preprocessed for task '{info.get('task', 'detection')}' "
+                           f"but params.yaml says task '{task}'; run the pipeline from snapshot (dvc repro)")
+    model = _build(spec, info["size"], class_map, info["mean"], info["std"])
     split = ProcessedSplit(root / processed_split("train"))
     if len(split) == 0:
         raise CvreproError(f"{processed_split('train')}: the train split is empty")
-    dataset = TrainSet(split, int(cfg["seed"]), float(cfg["hflip"]))
+    dataset = TRAIN_SETS[task](split, int(cfg["seed"]), float(cfg["hflip"]))
     optimizer = make_optimizer(cfg, model)
     steps_per_epoch = math.ceil(len(split) / cfg["batch_size"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -141,8 +172,7 @@ def load_predictor(models_dir: Path):
     models_dir = Path(models_dir)
     spec = read_json(models_dir / PREPROCESSING.name)
     label_map = read_json(models_dir / LABEL_MAP.name)
-    inp = spec["input"]
-    model = build_model(spec["model"], spec["num_classes"], inp["size"], inp["mean"], inp["std"])
+    model = _build(spec, spec["input"]["size"], label_map)
     model.load_state_dict(torch.load(models_dir / WEIGHTS.name, map_location="cpu", weights_only=True))
     model.eval()
     return model, spec, label_map

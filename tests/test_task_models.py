@@ -1,0 +1,77 @@
+"""The task switch in conf/: every task composes with each of its models, and every
+segmentation and classification model builds, takes a training step and predicts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import yaml
+
+from cvrepro.compose import compose
+from cvrepro.engine import recalibrate_batchnorm
+from cvrepro.io import CvreproError
+from cvrepro.models import TASK_BUILDERS, build_model
+
+from conftest import REPO
+
+MODEL_FILES = {p.stem: yaml.safe_load(p.read_text())["name"] for p in (REPO / "conf/model").glob("*.yaml")}
+TASK_MODELS = [(task, option) for task, builders in TASK_BUILDERS.items()
+               for option, name in sorted(MODEL_FILES.items()) if name in builders]
+DEFAULTS = {"detection": ("fcos_tiny", "annotations.json"), "segmentation": ("unet_small", "annotations.json"),
+            "classification": ("cnn_small", "classification.json")}
+
+
+def test_every_model_config_belongs_to_a_task():
+    assert {option for _, option in TASK_MODELS} == set(MODEL_FILES)
+
+
+@pytest.mark.parametrize("task", sorted(DEFAULTS))
+def test_the_task_switch_picks_its_model_and_dataset(task):
+    cfg = compose(REPO / "conf", [f"task={task}"])
+    assert cfg["task"] == task
+    assert (cfg["model"]["name"], cfg["dataset"]["annotations"]) == DEFAULTS[task]
+    # an experiment still applies on top of the task (smoke shortens training)
+    assert compose(REPO / "conf", [f"task={task}", "experiment=smoke"])["train"]["epochs"] == 2
+
+
+@pytest.mark.parametrize("task, option", [t for t in TASK_MODELS if t[0] != "detection"])
+def test_model_trains_a_step_and_predicts(task, option):
+    cfg = compose(REPO / "conf", [f"task={task}", f"model={option}"])
+    assert cfg["model"]["name"] == MODEL_FILES[option]
+    size = 64
+    model = build_model(cfg["model"], 4, size, cfg["preprocess"]["mean"], cfg["preprocess"]["std"],
+                        task=task, class_ids=[1, 2, 3])
+    torch.manual_seed(0)
+    images = [torch.rand(3, size, size) for _ in range(2)]
+    if task == "segmentation":
+        targets = [{"mask": torch.randint(0, 4, (size, size))} for _ in range(2)]
+        targets[0]["mask"][:4] = 255  # ignored pixels
+    else:
+        targets = [{"label": torch.tensor(1)}, {"label": torch.tensor(3)}]
+    model.train()
+    losses = model(images, targets)
+    loss = sum(losses.values())
+    assert math.isfinite(loss.item())
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    if cfg["model"].get("bn_recalibration_batches"):
+        recalibrate_batchnorm(model, [(images, targets)], 1)
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    assert len(out) == 2
+    if task == "segmentation":
+        assert out[0]["scores"].shape == (4, size, size) and out[0]["mask"].shape == (size, size)
+    else:
+        assert out[0]["scores"].shape == (4,)
+        assert out[0]["scores"][0] == 0 and int(out[0]["label"]) in (1, 2, 3)  # id 0 is no class here
+    assert torch.allclose(out[0]["scores"].sum(0), torch.tensor(1.0))
+
+
+def test_a_model_of_another_task_is_a_clear_error():
+    cfg = compose(REPO / "conf", ["task=classification"])
+    with pytest.raises(CvreproError, match=r"'unet_small' is not a classification model \('unet_small' is a segmentation"):
+        build_model({"name": "unet_small", "widths": [8]}, 4, 64, cfg["preprocess"]["mean"],
+                    cfg["preprocess"]["std"], task="classification")
