@@ -162,6 +162,16 @@ def test_train_and_evaluate_write_metrics_confusion_grid_and_lineage(cls_root):
     assert lineage["params"]["task"] == "classification"
     assert lineage["artifacts"]["models/model.pt"] == sha256_file(cls_root / WEIGHTS)
 
+    # The predictor a release gives (cvrepro.load_model) agrees with evaluate on a val image.
+    from cvrepro.predictor import Predictor
+    from cvrepro.stages.train import load_predictor
+
+    predictor = Predictor(*load_predictor(cls_root / "models"), version="local", record={})
+    manifest = read_json(cls_root / "data/snapshot/manifest.json")
+    path = next(f["path"] for f in manifest["files"] if f["image_id"] == int(rows[0]["image_id"]))
+    out = predictor(cls_root / "data/raw" / path)
+    assert out["class_name"] == rows[0]["predicted"] and sum(out["scores"].values()) == pytest.approx(1, abs=1e-4)
+
 
 def test_classification_scores_from_a_confusion_matrix():
     actual = [1, 1, 1, 2, 2, 3]

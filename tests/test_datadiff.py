@@ -128,3 +128,42 @@ def test_versions_parse_bump_and_levels():
     assert vcs.bump((1, 2, 3), "patch") == (1, 2, 4)
     assert vcs.bump_level((1, 2, 3), (1, 2, 3)) is None and vcs.bump_level((1, 2, 3), (1, 3, 0)) == "minor"
     assert vcs.bump_level((1, 2, 3), (2, 0, 0)) == "major" and vcs.bump_level((1, 2, 3), (1, 2, 9)) == "patch"
+
+
+def task_state(root: Path, label: str, task: str, ann: str = "annotations.json") -> DatasetState:
+    path = root / "data/labels" / ann
+    manifest = build_manifest(root / "data/raw", path, task=task)
+    return DatasetState(label, manifest, json.loads(path.read_text()), None, root, None)
+
+
+def test_segmentation_mask_edits_are_a_patch_with_the_changed_pixel_fraction(demo, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    edited = tmp_path / "edited"
+    shutil.copytree(demo, edited)
+    mask_path = edited / "data/labels/masks/img_000002.png"
+    mask = np.array(Image.open(mask_path))
+    assert mask.max() > 0
+    mask[mask == mask.max()] = 0  # a reviewer erases one object class from the mask
+    Image.fromarray(mask).save(mask_path)
+    before = np.array(Image.open(demo / "data/labels/masks/img_000002.png"))
+    d = dataset_diff(task_state(demo, "old", "segmentation"), task_state(edited, "new", "segmentation"))
+    assert d["required_bump"] == "patch", d["reason"]
+    assert d["labels"]["masks_changed"] == [{"path": "img_000002.png",
+                                            "changed_pixels": round(float((before != mask).mean()), 6)}]
+    assert "1 images with changed masks" in format_diff(d)
+
+
+def test_classification_relabels_are_a_patch(demo, tmp_path):
+    edited = tmp_path / "edited"
+    shutil.copytree(demo, edited)
+    path = edited / "data/labels/classification.json"
+    coco = json.loads(path.read_text())
+    ann = coco["annotations"][0]
+    ann["category_id"] = 1 if ann["category_id"] != 1 else 2
+    path.write_text(json.dumps(coco))
+    d = dataset_diff(task_state(demo, "old", "classification", "classification.json"),
+                     task_state(edited, "new", "classification", "classification.json"))
+    assert d["required_bump"] == "patch"
+    assert d["labels"]["boxes"]["relabelled"] == 1 and len(d["labels"]["images_relabelled"]) == 1

@@ -213,6 +213,15 @@ def test_train_and_evaluate_write_metrics_grid_and_lineage(seg_root):
     assert lineage["artifacts"]["models/model.pt"] == sha256_file(seg_root / WEIGHTS)
     assert lineage["metrics"]["val"]["mIoU"] == metrics["val"]["mIoU"]
 
+    # The predictor a release gives (cvrepro.load_model) returns a mask at the image's own size.
+    from cvrepro.predictor import Predictor
+    from cvrepro.stages.train import load_predictor
+
+    predictor = Predictor(*load_predictor(seg_root / "models"), version="local", record={})
+    out = predictor(seg_root / RAW_DIR / "img_000000.png")
+    assert out["mask"].shape == mask(seg_root).shape and set(np.unique(out["mask"])) <= {0, 1, 2, 3}
+    assert out["class_names"] == {0: "background", 1: "person", 2: "cart", 3: "shelf"}
+
 
 def test_a_detector_is_refused_for_segmentation(seg_root):
     with pytest.raises(CvreproError, match="model.name 'fcos_tiny' is not a segmentation model"):

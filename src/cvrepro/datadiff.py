@@ -10,7 +10,8 @@ Bump rules (DESIGN.md, "Versions and tags"):
 - minor: images added, removed or changed in content; new labels on images
   (boxes added); images moved to another split;
 - patch: only edits of existing labels on the same images (boxes moved,
-  relabelled or deleted; attributes corrected).
+  relabelled or deleted; classification images relabelled; segmentation masks
+  edited, reported as the fraction of changed pixels; attributes corrected).
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .io import CvreproError, read_json
-from .paths import ANNOTATIONS, MANIFEST, SPLITS
+from .paths import LABELS_DIR, MANIFEST, PARAMS, SPLITS
+from .vcs import git_bytes
 
 MATCH_IOU = 0.5  # boxes on the same image overlapping at least this much are one object
 LIST_LIMIT = 1000  # per list in a release record; `cvrepro diff` recomputes the full lists
@@ -34,6 +38,16 @@ class DatasetState:
     manifest: dict
     annotations: dict  # the COCO-shaped labels file
     splits: dict | None
+    root: Path | None = None  # where to read masks from (segmentation), at `rev`
+    rev: str | None = None
+
+    def read_bytes(self, path: Path) -> bytes:
+        if self.rev is None:
+            return (self.root / path).read_bytes()
+        from dvc.api import DVCFileSystem
+
+        with DVCFileSystem(str(self.root), rev=self.rev).open(path.as_posix(), "rb") as f:
+            return f.read()
 
 
 def _read_at(root: Path, rev: str, path: Path) -> Any:
@@ -49,17 +63,44 @@ def _read_at(root: Path, rev: str, path: Path) -> Any:
         raise CvreproError(f"{path} at {rev}: cannot read it through DVC ({type(e).__name__}: {e})") from None
 
 
+def _annotations_file(params_text: bytes | None) -> Path:
+    """The labels index named by that revision's params.yaml (`dataset.annotations`)."""
+    from .stages.snapshot import annotations_file
+
+    params = yaml.safe_load(params_text) if params_text else None
+    return annotations_file(params if isinstance(params, dict) else {})
+
+
 def load_state(root: Path, rev: str | None = None) -> DatasetState:
     """The dataset at `rev` (git revision, e.g. a DS tag) or, with None, in the work tree."""
     root = Path(root)
     if rev is None or rev == "workspace":
         splits = read_json(root / SPLITS) if (root / SPLITS).exists() else None
-        return DatasetState("workspace", read_json(root / MANIFEST), read_json(root / ANNOTATIONS), splits)
+        ann = _annotations_file((root / PARAMS).read_bytes() if (root / PARAMS).exists() else None)
+        return DatasetState("workspace", read_json(root / MANIFEST), read_json(root / ann), splits, root, None)
     try:
         splits = _read_at(root, rev, SPLITS)
     except CvreproError:
         splits = None  # a snapshot released before its split was run
-    return DatasetState(rev, _read_at(root, rev, MANIFEST), _read_at(root, rev, ANNOTATIONS), splits)
+    ann = _annotations_file(git_bytes(root, rev, PARAMS.as_posix()))
+    return DatasetState(rev, _read_at(root, rev, MANIFEST), _read_at(root, rev, ann), splits, root, rev)
+
+
+def changed_pixels(old: DatasetState, new: DatasetState, old_entry: dict, new_entry: dict) -> float | None:
+    """Fraction of pixels whose class differs between the two masks of one image (segmentation)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    try:
+        masks = [np.asarray(Image.open(io.BytesIO(st.read_bytes(LABELS_DIR / e["mask_file"]))))
+                 for st, e in ((old, old_entry), (new, new_entry))]
+    except Exception:  # a mask that cannot be read at that revision: report the change without a fraction
+        return None
+    if masks[0].shape != masks[1].shape:
+        return 1.0
+    return round(float((masks[0] != masks[1]).mean()), 6)
 
 
 # --------------------------------------------------------------------------- boxes
@@ -147,8 +188,12 @@ def dataset_diff(old: DatasetState, new: DatasetState) -> dict:
     boxes = Counter()
     relabelled_images: list[str] = []
     label_changes: list[dict] = []
+    masks_changed: list[dict] = []
     for p in common:
         if ofiles[p].get("labels_hash") == nfiles[p].get("labels_hash"):
+            continue
+        if "mask_file" in nfiles[p] and "mask_file" in ofiles[p]:  # segmentation: labels are pixels
+            masks_changed.append({"path": p, "changed_pixels": changed_pixels(old, new, ofiles[p], nfiles[p])})
             continue
         pairs, gone, new_anns = match_labels(olabels[p], nlabels[p])
         change = {"path": p, "added": len(new_anns), "removed": len(gone), "moved": 0, "relabelled": 0}
@@ -181,7 +226,7 @@ def dataset_diff(old: DatasetState, new: DatasetState) -> dict:
             (f"{len(modified)} changed in content", modified),
             (f"{added_on_existing} new labels on existing images", added_on_existing),
             (f"{len(split_moves)} images changed split", split_moves)] if on)
-    elif label_changes or attrs_changed:
+    elif label_changes or attrs_changed or masks_changed:
         required, reason = "patch", "only edits of existing labels on the same images"
     else:
         required, reason = None, "nothing changed"
@@ -195,6 +240,7 @@ def dataset_diff(old: DatasetState, new: DatasetState) -> dict:
         "images": {"added": added, "removed": removed, "modified": modified, "attributes_changed": attrs_changed},
         "labels": {"boxes": {k: boxes[k] for k in ("added", "removed", "moved", "relabelled")},
                    "images_relabelled": relabelled_images, "changes": label_changes,
+                   "masks_changed": masks_changed,
                    "class_names": {str(k): v for k, v in sorted(names.items())}},
         "per_class_delta": per_class,
         "split_changes": split_moves,
@@ -219,6 +265,11 @@ def summary_lines(diff: dict) -> list[str]:
              f"(content hash), {len(im['attributes_changed'])} with changed attributes"]
     lines.append(f"- labels: {lb['added']} added, {lb['removed']} removed, {lb['moved']} moved, "
                  f"{lb['relabelled']} relabelled (on {len(diff['labels']['changes'])} existing images)")
+    masks = diff["labels"].get("masks_changed") or []
+    if masks:
+        fractions = [m["changed_pixels"] for m in masks if m["changed_pixels"] is not None]
+        mean = f", on average {sum(fractions) / len(fractions):.2%} of their pixels" if fractions else ""
+        lines.append(f"- masks: {len(masks)} images with changed masks{mean}")
     deltas = ", ".join(f"{c} {d:+d}" for c, d in diff["per_class_delta"].items() if d)
     lines.append(f"- per-class count deltas: {deltas or 'none'}")
     lines.append(f"- images that changed split: {len(diff['split_changes'])}")

@@ -21,10 +21,16 @@ _FILES = (WEIGHTS, LABEL_MAP, PREPROCESSING)
 
 
 class Predictor:
-    """Boxes with class names for one image (a path, a PIL image or an HxWx3 uint8 array)."""
+    """A release's model for one image (a path, a PIL image or an HxWx3 uint8 array).
+
+    detection: a list of {box (xyxy, original pixels), score, label, class_name};
+    segmentation: {mask (HxW class ids at the original size, 0 = background), class_names};
+    classification: {label, class_name, score, scores (class name -> probability)}.
+    """
 
     def __init__(self, model, spec: dict, label_map: dict, version: str, record: dict):
         self.model, self.spec, self.version, self.record = model, spec, version, record
+        self.task = spec.get("task", "detection")
         self.class_names = {int(k): v for k, v in label_map.items()}
 
     def preprocess(self, image):
@@ -41,7 +47,7 @@ class Predictor:
         resized = np.asarray(image.resize((size, size), Image.BILINEAR)).transpose(2, 0, 1)
         return resized, (size / image.width, size / image.height)
 
-    def __call__(self, image, score_threshold: float = 0.3) -> list[dict]:
+    def __call__(self, image, score_threshold: float = 0.3):
         import torch
 
         from .engine import to_tensor
@@ -49,6 +55,17 @@ class Predictor:
         pixels, (sx, sy) = self.preprocess(image)
         with torch.no_grad():
             det = self.model([to_tensor(pixels)])[0]
+        if self.task == "segmentation":
+            size = (round(pixels.shape[1] / sy), round(pixels.shape[2] / sx))  # original (height, width)
+            scores = torch.nn.functional.interpolate(det["scores"][None], size=size, mode="bilinear",
+                                                     align_corners=False)[0]
+            return {"mask": scores.argmax(0).numpy().astype(np.uint8),
+                    "class_names": {0: "background", **self.class_names}}
+        if self.task == "classification":
+            probs = det["scores"].tolist()
+            label = int(det["label"])
+            return {"label": label, "class_name": self.class_names.get(label, str(label)), "score": probs[label],
+                    "scores": {name: probs[i] for i, name in self.class_names.items() if i < len(probs)}}
         out = []
         for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
             if score < score_threshold or int(label) not in self.class_names:

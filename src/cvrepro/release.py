@@ -284,10 +284,11 @@ def caveats(record: dict) -> list[str]:
         out.append(f"The test split has only {images['test']} images: differences under a few points are noise.")
     per_class = test.get("per_class") or {}
     if headline and per_class:
-        scores = {c: m.get(headline) for c, m in per_class.items() if isinstance(m.get(headline), (int, float))}
+        key = {"mIoU": "IoU", "accuracy": "recall"}.get(headline, headline)  # the per-class form of the headline
+        scores = {c: m.get(key) for c, m in per_class.items() if isinstance(m.get(key), (int, float))}
         if scores:
             worst = min(scores, key=scores.get)
-            out.append(f"Weakest class on test: {worst} ({headline} {scores[worst]:.3f}).")
+            out.append(f"Weakest class on test: {worst} ({key} {scores[worst]:.3f}).")
     for key, groups in test.items():
         if key != "per_class" and isinstance(groups, dict) and headline:
             vals = {g: v.get(headline) for g, v in groups.items() if isinstance(v, dict) and isinstance(v.get(headline), (int, float))}
