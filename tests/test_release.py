@@ -134,6 +134,8 @@ def test_model_release_refuses_an_unreleased_snapshot(project_copy: Path):
     refused(project_copy, ["model"], "is not a released DS version; newest release is DS-0.1.0")
 
 
-def test_diff_rejects_model_versions(released: Path):
+def test_diff_rejects_a_mixed_pair_and_unknown_model_versions(released: Path):
+    res = run(["cvrepro", "diff", "DS-0.1.0", "v0.2.0"], released, check=False)
+    assert res.returncode == 2 and "two dataset versions" in res.stderr and "two model releases" in res.stderr
     res = run(["cvrepro", "diff", "v0.1.0", "v0.2.0"], released, check=False)
-    assert res.returncode == 2 and "dataset versions" in res.stderr
+    assert res.returncode == 2 and "models/releases/v0.1.0.json: not found at tag v0.1.0" in res.stderr
