@@ -42,7 +42,8 @@ def _fetch(root: Path, version: str, rel: Path, target: Path, remote: str | None
                 open(target, "wb") as out:
             shutil.copyfileobj(src, out, 1 << 20)
     except Exception as e:  # DVC's errors vary (no remote, missing in cache and remote, ...)
-        raise CvreproError(f"{rel} at {version}: cannot fetch it through DVC ({type(e).__name__}: {e})") from None
+        raise CvreproError(f"{rel} at {version}: cannot fetch it through DVC ({type(e).__name__}: {e}); DVC calls a "
+                           "file missing also when the remote's copy fails its md5 check; models/ left unchanged") from None
 
 
 def rollback(root: Path, version: str, reason: str = "", remote: str | None = None) -> dict:
