@@ -121,8 +121,13 @@ def test_reproduce_names_a_tampered_artifact_in_the_remote(released: Path, tmp_p
     assert "pulled models/model.pt" in verdict["failed"] and "pulled models/label_map.json" not in verdict["failed"]
     assert "dvc repro -f" not in [c["check"] for c in verdict["checks"]], "retrained on a tampered pull"
     assert "repro:" not in progress
-    text = run(["cvrepro", "reproduce", "v0.1.0"], root, check=False)
+    assert_no_worktree_left(root)
+    text = run(["cvrepro", "reproduce", "v0.1.0", "--keep"], root, check=False)
     assert text.returncode == 1 and "NOT reproduced; failed: dvc pull, pulled models/model.pt" in text.stdout
+    kept = text.stdout.split("worktree kept at ")[1].split()[0]
+    assert (Path(kept) / "dvc.lock").is_file()  # left for inspection, as asked
+    run(["git", "worktree", "remove", "--force", kept], root)
+    shutil.rmtree(Path(kept).parent)
     assert_no_worktree_left(root)
 
 

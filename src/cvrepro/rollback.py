@@ -11,8 +11,8 @@ alone. The rollback is recorded as one more entry in the append-only
 `models/releases/rollbacks.json` (git-tracked: commit it to share the fact).
 Because dvc.lock still describes the pipeline's own newest model, `dvc status`
 reports the train stage's outputs as modified until you decide: `dvc checkout
-models` returns to the pipeline's model, `dvc repro` retrains (and so replaces the
-rolled-back files), and checking out the release's tag makes it whole again.
+--force train` returns to the pipeline's model, `dvc repro` retrains (and so
+replaces the rolled-back files); see docs/safety.md.
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ def rollback(root: Path, version: str, reason: str = "", remote: str | None = No
     root = Path(root)
     parse_version(version, "v")
     record = record_at(root, version)
+    log = read_json(root / ROLLBACKS) if (root / ROLLBACKS).exists() else []  # read first: a bad log stops us early
+    if not isinstance(log, list):
+        raise CvreproError(f"{ROLLBACKS}: expected a JSON list of rollback entries")
     (root / MODELS_DIR).mkdir(exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".rollback-", dir=root / MODELS_DIR))  # same filesystem: rename works
     try:
@@ -72,9 +75,6 @@ def rollback(root: Path, version: str, reason: str = "", remote: str | None = No
     entry = {"time_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "to_version": version,
              "from_weights_sha256": before, "to_weights_sha256": record["artifacts"][str(WEIGHTS)],
              "reason": reason}
-    log = read_json(root / ROLLBACKS) if (root / ROLLBACKS).exists() else []
-    if not isinstance(log, list):
-        raise CvreproError(f"{ROLLBACKS}: expected a JSON list of rollback entries")
     write_json(root / ROLLBACKS, log + [entry])
     return entry
 
@@ -88,7 +88,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
           f"were {(entry['from_weights_sha256'] or 'absent')[:16]}); entry added to {ROLLBACKS}\n"
           f"commit it: git add {ROLLBACKS} && git commit -m 'Roll back to {entry['to_version']}'\n"
           "dvc.lock is unchanged, so `dvc status` shows the train outputs as modified until you choose: "
-          "`dvc checkout train` undoes the rollback, `dvc repro` retrains over it (see docs/safety.md)")
+          "`dvc checkout --force train` undoes the rollback, `dvc repro` retrains over it (see docs/safety.md)")
     return 0
 
 
