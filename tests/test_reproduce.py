@@ -3,7 +3,8 @@ real DVC with a local remote in a temporary directory, real (tiny) training.
 
 One module-scoped project holds DS-0.1.0, v0.1.0 and v0.2.0 (train.seed changed,
 a computed minor bump); tests that change the repository, its cache or the remote
-work on copies of it (`clone`)."""
+work on copies of it (`clone`). Building it trains twice, so every test that uses
+it is marked slow."""
 
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ def assert_no_worktree_left(root: Path) -> None:
 # --------------------------------------------------------------------------- reproduce
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # uses the trained, released project
 def test_reproduce_rebuilds_the_release_bit_for_bit(released: Path):
     code, verdict, progress = reproduce(released, "v0.1.0")
     assert code == 0 and verdict["ok"] and verdict["failed"] == [], verdict["failed"]
@@ -113,6 +114,7 @@ def test_reproduce_rebuilds_the_release_bit_for_bit(released: Path):
     assert run(["git", "status", "--porcelain"], released).stdout == ""
 
 
+@pytest.mark.slow  # uses the trained, released project
 def test_reproduce_names_a_tampered_artifact_in_the_remote(released: Path, tmp_path: Path):
     root = clone(released, tmp_path)
     tamper(tmp_path / "remote", root, "v0.1.0", "models/model.pt")
@@ -131,7 +133,7 @@ def test_reproduce_names_a_tampered_artifact_in_the_remote(released: Path, tmp_p
     assert_no_worktree_left(root)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # uses the trained, released project
 def test_reproduce_names_a_metric_beyond_tolerance(released: Path, tmp_path: Path):
     # The pipeline cannot release metrics it did not compute, so the mismatch is made the way
     # a bad record would arise: a hand-edited copy of v0.1.0's record, committed on top of
@@ -153,6 +155,7 @@ def test_reproduce_names_a_metric_beyond_tolerance(released: Path, tmp_path: Pat
     assert_no_worktree_left(root)
 
 
+@pytest.mark.slow  # uses the trained, released project
 def test_reproduce_refuses_an_unknown_version(released: Path):
     res = run(["cvrepro", "reproduce", "v9.9.9"], released, check=False)
     assert res.returncode == 2 and "not found at tag v9.9.9" in res.stderr
@@ -172,6 +175,7 @@ def test_metric_comparison_skips_timing_and_needs_every_metric():
 # --------------------------------------------------------------------------- rollback
 
 
+@pytest.mark.slow  # uses the trained, released project
 def test_rollback_restores_the_older_release_and_logs_it(released: Path, tmp_path: Path):
     root = clone(released, tmp_path)
     v1, v2 = record(root, "v0.1.0"), record(root, "v0.2.0")
@@ -202,6 +206,7 @@ def refused(root: Path, args: list[str], message: str) -> None:
     assert not list((root / "models").glob(".rollback-*")), "staging folder left behind"
 
 
+@pytest.mark.slow  # uses the trained, released project
 def test_rollback_refuses_a_tampered_remote_copy(released: Path, tmp_path: Path):
     root = clone(released, tmp_path)
     shutil.rmtree(root / ".dvc/cache")  # as on a fresh machine: the files must come from the remote
@@ -211,13 +216,19 @@ def test_rollback_refuses_a_tampered_remote_copy(released: Path, tmp_path: Path)
     refused(root, ["v0.1.0"], "models/model.pt at v0.1.0: ")
 
 
+@pytest.mark.slow  # uses the trained, released project
 def test_rollback_refuses_a_tampered_cache_copy(released: Path, tmp_path: Path):
     root = clone(released, tmp_path)
     tamper(root / ".dvc/cache", root, "v0.1.0", "models/model.pt")  # DVC reads its cache unchecked
     refused(root, ["v0.1.0"], "models/model.pt at v0.1.0: sha256 ")
 
 
+@pytest.mark.slow  # uses the trained, released project
 def test_rollback_refuses_an_unknown_version(released: Path, tmp_path: Path):
     root = clone(released, tmp_path)
     refused(root, ["v9.9.9"], "not found at tag v9.9.9")
     refused(root, ["banana"], "version 'banana' is not vMAJOR.MINOR.PATCH")
+    (root / "models/releases/rollbacks.json").write_text("{}")
+    before = model_files(root)
+    res = run(["cvrepro", "rollback", "v0.1.0"], root, check=False)
+    assert res.returncode == 2 and "rollbacks.json: expected a JSON list" in res.stderr and model_files(root) == before
