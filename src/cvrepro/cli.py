@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import labels
+from . import labels, reproduce, rollback
 from .io import CvreproError
 
 
@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_diff)
 
     labels.add_commands(sub)
+    reproduce.add_commands(sub)
+    rollback.add_commands(sub)
 
     for name, module, func, text in [
         ("snapshot", "snapshot", "run", "validate the annotations and write data/snapshot/manifest.json"),
