@@ -137,7 +137,8 @@ def reproduce(root: Path, version: str, remote: str | None = None, keep: bool = 
         checks += _pulled_checks(wt, record)  # also after a failed pull: names each file that did not arrive intact
         if all(c["ok"] for c in checks):
             progress("repro: dvc repro -f (the whole pipeline, from scratch)")
-            res = dvc(wt, "repro", "-f", check=False)
+            # The stages run the tag's own code (src/ at the tag), not whatever is installed now.
+            res = dvc(wt, "repro", "-f", check=False, env={"PYTHONPATH": str(wt / "src")})
             checks.append(_check("dvc repro -f", "ok", "ok" if res.returncode == 0 else f"failed: {_tail(res)}"))
             if res.returncode == 0:
                 progress("compare: rebuilt outputs against the release record")

@@ -44,10 +44,10 @@ def git_bytes(root: Path, rev: str, path: str) -> bytes | None:
     return res.stdout if res.returncode == 0 else None
 
 
-def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the dvc of this interpreter's environment in `root`."""
+def dvc(root: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the dvc of this interpreter's environment in `root` (`env`: extra variables)."""
     res = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True,
-                         env=_env(), check=False)
+                         env={**_env(), **(env or {})}, check=False)
     if check and res.returncode != 0:
         raise CvreproError(f"dvc {' '.join(args)} failed: {(res.stderr or res.stdout).strip()}")
     return res
