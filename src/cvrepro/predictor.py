@@ -79,17 +79,18 @@ class Predictor:
 
 
 def fetch_release_files(version: str, repo: str | Path = ".", remote: str | None = None,
-                        dest: Path | None = None) -> tuple[Path, dict]:
-    """Download a model release's artifacts into `dest` and verify them; returns (dest, record)."""
+                        dest: Path | None = None, files: tuple[Path, ...] = _FILES) -> tuple[Path, dict]:
+    """Download a model release's `files` into `dest`, each checked against the release
+    record's sha256 (a file without one is refused); returns (dest, record)."""
     import dvc.api
 
-    from .registry import record_at
+    from .registry import record_at, record_path
 
     repo = Path(repo)
     record = record_at(repo, version)
     dest = Path(dest or tempfile.mkdtemp(prefix=f"cvrepro-{version}-"))
     dest.mkdir(parents=True, exist_ok=True)
-    for rel in _FILES:
+    for rel in files:
         target = dest / rel.name
         try:
             with dvc.api.open(rel.as_posix(), repo=str(repo), rev=version, remote=remote, mode="rb") as src, \
@@ -97,11 +98,15 @@ def fetch_release_files(version: str, repo: str | Path = ".", remote: str | None
                 while block := src.read(1 << 20):
                     out.write(block)
         except Exception as e:  # DVC's errors vary (no remote, missing in cache and remote, ...)
-            raise CvreproError(f"{rel} at {version}: cannot fetch it through DVC ({type(e).__name__}: {e})") from None
+            raise CvreproError(f"{rel} at {version}: cannot fetch it through DVC ({type(e).__name__}: {e}); "
+                               "DVC also calls a file missing when the remote's copy fails its md5 check") from None
         want = record.get("artifacts", {}).get(str(rel))
-        if want and sha256_file(target) != want:
-            raise CvreproError(f"{rel} at {version}: sha256 {sha256_file(target)} differs from the release "
-                               f"record's {want}: the stored artifact was altered")
+        if not want:
+            raise CvreproError(f"{record_path(version)} at {version}: artifacts has no sha256 for {rel}")
+        got = sha256_file(target)
+        if got != want:
+            raise CvreproError(f"{rel} at {version}: sha256 {got} differs from the release record's {want}: "
+                               "the stored copy was altered")
     return dest, record
 
 

@@ -27,23 +27,12 @@ from pathlib import Path
 
 from .io import CvreproError, read_json, sha256_file, write_json
 from .paths import MODEL_RELEASES_DIR, MODELS_DIR, WEIGHTS
-from .registry import record_at, record_path
+from .predictor import fetch_release_files
+from .registry import record_at
 from .release import MODEL_ARTIFACTS
 from .vcs import parse_version
 
 ROLLBACKS = MODEL_RELEASES_DIR / "rollbacks.json"  # append-only list of rollback entries
-
-
-def _fetch(root: Path, version: str, rel: Path, target: Path, remote: str | None) -> None:
-    import dvc.api
-
-    try:
-        with dvc.api.open(rel.as_posix(), repo=str(root), rev=version, remote=remote, mode="rb") as src, \
-                open(target, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-    except Exception as e:  # DVC's errors vary (no remote, missing in cache and remote, ...)
-        raise CvreproError(f"{rel} at {version}: cannot fetch it through DVC ({type(e).__name__}: {e}); DVC calls a "
-                           "file missing also when the remote's copy fails its md5 check; models/ left unchanged") from None
 
 
 def rollback(root: Path, version: str, reason: str = "", remote: str | None = None) -> dict:
@@ -57,15 +46,10 @@ def rollback(root: Path, version: str, reason: str = "", remote: str | None = No
     (root / MODELS_DIR).mkdir(exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".rollback-", dir=root / MODELS_DIR))  # same filesystem: rename works
     try:
-        for rel in MODEL_ARTIFACTS:
-            want = record.get("artifacts", {}).get(str(rel))
-            if not want:
-                raise CvreproError(f"{record_path(version)} at {version}: artifacts has no sha256 for {rel}")
-            _fetch(root, version, rel, staging / rel.name, remote)
-            got = sha256_file(staging / rel.name)
-            if got != want:
-                raise CvreproError(f"{rel} at {version}: sha256 {got} differs from the release record's {want}: "
-                                   "the stored copy was altered; models/ left unchanged")
+        try:
+            fetch_release_files(version, root, remote, staging, files=tuple(MODEL_ARTIFACTS))
+        except CvreproError as e:
+            raise CvreproError(f"{e}; models/ left unchanged") from None
         weights = root / WEIGHTS
         before = sha256_file(weights) if weights.is_file() else None
         for rel in MODEL_ARTIFACTS:
