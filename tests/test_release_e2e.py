@@ -110,8 +110,11 @@ def test_versions_and_computed_bumps(scenario):
                                              "train.batch_size": [4, 8]}
     notes = (scenario["origin"] / "models/releases/v0.2.0.md").read_text()
     assert "## Caveats" in notes and "DS-0.2.1" in notes and r["v0.2.0"]["config_id"] in notes
-    res = run(["cvrepro", "release", "model"], scenario["origin"], check=False, env=S3_ENV)
+    origin = scenario["origin"]
+    before = (sh(origin, "git", "rev-parse", "HEAD"), sh(origin, "git", "tag"))
+    res = run(["cvrepro", "release", "model"], origin, check=False, env=S3_ENV)
     assert res.returncode == 2 and "nothing changed since v0.2.0" in res.stderr
+    assert (sh(origin, "git", "rev-parse", "HEAD"), sh(origin, "git", "tag")) == before
 
 
 def test_fresh_clone_restores_model_weights_from_s3(scenario):
