@@ -378,10 +378,11 @@ def infer_task(coco: Any) -> str:
 def next_steps(labels_path: Path, actions: dict[str, int]) -> list[str]:
     labels_dir = Path(labels_path).parent.as_posix()
     bump = "MINOR (annotations added)" if actions.get("add") else "PATCH (label fixes on the same images)"
-    steps = [(f"dvc add {labels_dir}", f"record the corrected labels; commit {labels_dir}.dvc"),
-             ("dvc repro snapshot", "a new manifest and snapshot_id (plain `dvc repro` also retrains)"),
+    steps = [(f"dvc add {labels_dir}", "record the corrected labels"),
+             ("dvc repro split", "a new manifest, snapshot_id and split (plain `dvc repro` also retrains)"),
+             (f"git commit {labels_dir}.dvc dvc.lock", "a release needs a clean, up-to-date tree"),
              ("cvrepro release dataset", f"a {bump} version")]
-    return [f"{command:<26}# {why}" for command, why in steps]
+    return [f"{command:<38}# {why}" for command, why in steps]
 
 
 def run(csv_path: Path, annotations: Path = ANNOTATIONS, dry_run: bool = False, task: str | None = None) -> dict:
