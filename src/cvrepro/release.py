@@ -111,7 +111,7 @@ def choose_version(root: Path, prefix: str, newest: tuple | None, required: str 
 
 def _publish(root: Path, tag: str, record: dict, notes_md: str, message: str, remote: str, head: str) -> None:
     """Push the data, then write, commit and tag the record; undo the commit if tagging fails."""
-    dvc(root, "push", "-r", remote)
+    dvc(root, "push", "-r", remote, stream=True)  # DVC's own progress bar: large datasets take a while
     json_path = root / registry.record_path(tag)
     md_path = json_path.with_suffix(".md")
     write_json(json_path, record)

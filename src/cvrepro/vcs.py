@@ -44,12 +44,15 @@ def git_bytes(root: Path, rev: str, path: str) -> bytes | None:
     return res.stdout if res.returncode == 0 else None
 
 
-def dvc(root: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run the dvc of this interpreter's environment in `root` (`env`: extra variables)."""
-    res = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True,
-                         env={**_env(), **(env or {})}, check=False)
+def dvc(root: Path, *args: str, check: bool = True, env: dict[str, str] | None = None,
+        stream: bool = False) -> subprocess.CompletedProcess:
+    """Run the dvc of this interpreter's environment in `root` (`env`: extra variables).
+    `stream`: DVC writes to the terminal (its progress bars for long transfers) instead of being captured."""
+    res = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=not stream, text=True,
+                         env={**_env(), **(env or {})}, check=False, stdout=sys.stderr if stream else None)
     if check and res.returncode != 0:
-        raise CvreproError(f"dvc {' '.join(args)} failed: {(res.stderr or res.stdout).strip()}")
+        said = (res.stderr or res.stdout or "").strip() if not stream else "see DVC's message above"
+        raise CvreproError(f"dvc {' '.join(args)} failed (exit {res.returncode}): {said}")
     return res
 
 
