@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cvrepro", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="lay down the generated demo detection dataset in data/raw and data/labels")
+    p = sub.add_parser("demo", help="lay down the generated demo dataset in data/raw and data/labels: scenes with "
+                       "boxes and masks, and a classification variant")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images", type=int, default=800)
     p.add_argument("--root", default=".", help="project root (default: current directory)")
@@ -166,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("snapshot", "snapshot", "run", "validate the annotations and write data/snapshot/manifest.json"),
         ("split", "split", "run", "assign images to train/val/test by seeded hash"),
         ("preprocess", "preprocess", "run", "resize images into per-split arrays"),
-        ("train", "train", "train", "train the detector chosen in params.yaml"),
-        ("evaluate", "evaluate", "run", "COCO metrics, plots, prediction grid and the lineage record"),
+        ("train", "train", "train", "train the model chosen in params.yaml (detector, segmenter or classifier)"),
+        ("evaluate", "evaluate", "run", "metrics per task, plots, prediction grid and the lineage record"),
     ]:
         p = sub.add_parser(name, help=f"stage: {text}")
         p.add_argument("--json", action="store_true", help="print the stage's result as JSON")
