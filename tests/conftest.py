@@ -59,28 +59,46 @@ def project(tmp_path: Path) -> Path:
     return copy_template(tmp_path / "project")
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
-    """A 40-image demo dataset taken through snapshot, split and preprocess (no DVC)."""
-    root = tmp_path_factory.mktemp("tiny")
-    generate_demo(root, seed=3, n_images=40)
-    params = tiny_params()
+def prepared_data(root: Path, params: dict, **demo: int) -> Path:
+    """The demo (`generate_demo(root, seed=3, **demo)`) taken through snapshot, split and preprocess (no DVC)."""
+    generate_demo(root, seed=3, **demo)
     snapshot.run(params, root)
     split.run(params, root)
     preprocess.run(params, root)
     return root
 
 
-@pytest.fixture
-def tiny_root(tiny_data: Path, tmp_path: Path, monkeypatch) -> Path:
-    """A private copy of the tiny dataset, for tests that write models and metrics.
+def assert_trains_a_step(model, images, targets) -> None:
+    """One training step: a finite loss whose gradients reach the parameters."""
+    import math
+
+    model.train()
+    loss = sum(model(images, targets).values())
+    assert math.isfinite(loss.item())
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def run_copy(data: Path, tmp_path: Path, monkeypatch) -> Path:
+    """A private copy of prepared data, for tests that write models and metrics.
 
     The test runs inside it, as DVC runs stages from the project root (DVCLive
     looks for the DVC repo of the working directory)."""
     root = tmp_path / "run"
-    shutil.copytree(tiny_data, root)
+    shutil.copytree(data, root)
     monkeypatch.chdir(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A 40-image detection demo, prepared."""
+    return prepared_data(tmp_path_factory.mktemp("tiny"), tiny_params(), n_images=40)
+
+
+@pytest.fixture
+def tiny_root(tiny_data: Path, tmp_path: Path, monkeypatch) -> Path:
+    return run_copy(tiny_data, tmp_path, monkeypatch)
 
 
 def write_params(root: Path, params: dict) -> None:
@@ -164,3 +182,17 @@ def released_project(root: Path, images: int = 30, seed: int = 2, epochs: int | 
     commit_all(root, "snapshot and split", env)
     run(["cvrepro", "release", "dataset", "--notes", "first cut"], root, env=env)
     return root
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory) -> Path:
+    """One released project per test module (30 images, DS-0.1.0): read it, don't change it."""
+    return released_project(tmp_path_factory.mktemp("released") / "project")
+
+
+@pytest.fixture
+def released_copy(released: Path, tmp_path: Path) -> Path:
+    """A private copy of `released` (its DVC remote is shared) for a test that changes it."""
+    dest = tmp_path / "project"
+    shutil.copytree(released, dest, symlinks=True)
+    return dest

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +14,12 @@ from PIL import Image
 from cvrepro.demo import generate_demo
 from cvrepro.io import CvreproError, canonical_json, read_json, sha256_bytes, sha256_file
 from cvrepro.paths import LABELS_DIR, LINEAGE, METRICS, PREDICTIONS_GRID, RAW_DIR, WEIGHTS, processed_split
-from cvrepro.stages import evaluate, preprocess, snapshot, split
+from cvrepro.stages import evaluate, snapshot
 from cvrepro.stages.preprocess import ProcessedSplit
 from cvrepro.stages.train import train
 from cvrepro.task_eval import classification_scores, confusion
 
-from conftest import tiny_params
+from conftest import prepared_data, run_copy, tiny_params
 
 INDEX = LABELS_DIR / "classification.json"
 
@@ -31,22 +30,13 @@ def cls_params(*more: str) -> dict:
 
 @pytest.fixture(scope="module")
 def cls_data(tmp_path_factory) -> Path:
-    """2 scenes and 60 single-object images taken through snapshot, split and preprocess."""
-    root = tmp_path_factory.mktemp("cls")
-    generate_demo(root, seed=3, n_images=2, n_classification=60)
-    params = cls_params()
-    snapshot.run(params, root)
-    split.run(params, root)
-    preprocess.run(params, root)
-    return root
+    """2 scenes and 60 single-object images, prepared."""
+    return prepared_data(tmp_path_factory.mktemp("cls"), cls_params(), n_images=2, n_classification=60)
 
 
 @pytest.fixture
 def cls_root(cls_data: Path, tmp_path: Path, monkeypatch) -> Path:
-    root = tmp_path / "run"
-    shutil.copytree(cls_data, root)
-    monkeypatch.chdir(root)
-    return root
+    return run_copy(cls_data, tmp_path, monkeypatch)
 
 
 @pytest.fixture

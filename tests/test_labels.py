@@ -70,7 +70,7 @@ def test_each_action_applies_and_the_snapshot_still_validates(root: Path, tmp_pa
     before = hashes(root)
     a, b, c, other, images = pick(coco)
     relabel_to = other_category(coco, a["category_id"])
-    w, h = other["width"], other["height"]
+    w = other["width"]
     csv = write_csv(
         tmp_path / "fix.csv",
         f"{images[a['image_id']]['file_name']},{a['id']},relabel,{relabel_to['name']},,,,",

@@ -4,24 +4,11 @@ and the train stage's policies (strict refuses, warn records, `dvc exp run` reco
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import commit_all, edit, released_project, run
-
-
-@pytest.fixture(scope="module")
-def released(tmp_path_factory) -> Path:
-    return released_project(tmp_path_factory.mktemp("preflight") / "project")
-
-
-@pytest.fixture
-def project(released: Path, tmp_path: Path) -> Path:
-    dest = tmp_path / "project"
-    shutil.copytree(released, dest, symlinks=True)
-    return dest
+from conftest import commit_all, edit, run
 
 
 def preflight(root: Path, *args: str) -> tuple[int, dict[str, dict]]:
@@ -45,78 +32,78 @@ def test_passes_on_a_clean_released_state(released: Path):
     assert text.splitlines()[0].startswith("pass  code clean")
 
 
-def test_refuses_uncommitted_code(project: Path):
-    with (project / "src/cvrepro/stages/train.py").open("a") as f:
+def test_refuses_uncommitted_code(released_copy: Path):
+    with (released_copy / "src/cvrepro/stages/train.py").open("a") as f:
         f.write("# a local hack\n")
-    only_failure(project, "code clean", "src/cvrepro/stages/train.py")
+    only_failure(released_copy, "code clean", "src/cvrepro/stages/train.py")
 
 
-def test_refuses_untracked_config(project: Path):
-    (project / "conf/model/mine.yaml").write_text("name: fcos_tiny\n")
-    only_failure(project, "code clean", "conf/model/mine.yaml")
+def test_refuses_untracked_config(released_copy: Path):
+    (released_copy / "conf/model/mine.yaml").write_text("name: fcos_tiny\n")
+    only_failure(released_copy, "code clean", "conf/model/mine.yaml")
 
 
-def test_refuses_data_that_differs_from_its_dvc_file(project: Path):
-    path = project / "data/labels/annotations.json"
+def test_refuses_data_that_differs_from_its_dvc_file(released_copy: Path):
+    path = released_copy / "data/labels/annotations.json"
     path.write_text(path.read_text().replace('"person"', '"human"'))
-    only_failure(project, "data pinned", "the workspace differs from data/labels.dvc")
+    only_failure(released_copy, "data pinned", "the workspace differs from data/labels.dvc")
 
 
-def test_refuses_an_uncommitted_dvc_file(project: Path):
-    path = project / "data/labels/annotations.json"
+def test_refuses_an_uncommitted_dvc_file(released_copy: Path):
+    path = released_copy / "data/labels/annotations.json"
     path.write_text(path.read_text().replace('"person"', '"human"'))
-    run(["dvc", "add", "data/labels"], project)
-    code, rows = preflight(project)
+    run(["dvc", "add", "data/labels"], released_copy)
+    code, rows = preflight(released_copy)
     assert code == 1 and not rows["data pinned"]["ok"]
     assert rows["data pinned"]["detail"] == "data/labels.dvc not committed"
 
 
-def test_refuses_an_unreleased_snapshot(project: Path):
-    coco = json.loads((project / "data/labels/annotations.json").read_text())
+def test_refuses_an_unreleased_snapshot(released_copy: Path):
+    coco = json.loads((released_copy / "data/labels/annotations.json").read_text())
     coco["annotations"][0]["bbox"][0] += 1
-    (project / "data/labels/annotations.json").write_text(json.dumps(coco))
-    run(["dvc", "repro", "split"], project)
-    commit_all(project, "one box moved")
-    only_failure(project, "dataset released", "is not a released DS version; newest release is DS-0.1.0")
+    (released_copy / "data/labels/annotations.json").write_text(json.dumps(coco))
+    run(["dvc", "repro", "split"], released_copy)
+    commit_all(released_copy, "one box moved")
+    only_failure(released_copy, "dataset released", "is not a released DS version; newest release is DS-0.1.0")
 
 
-def test_refuses_params_that_differ_from_conf(project: Path):
-    edit(project / "params.yaml", "lr: 0.01", "lr: 0.5")
-    commit_all(project, "hand-edited params.yaml")
-    only_failure(project, "params composed", "params.yaml differs from composing conf/ at train.lr")
+def test_refuses_params_that_differ_from_conf(released_copy: Path):
+    edit(released_copy / "params.yaml", "lr: 0.01", "lr: 0.5")
+    commit_all(released_copy, "hand-edited params.yaml")
+    only_failure(released_copy, "params composed", "params.yaml differs from composing conf/ at train.lr")
 
 
-def test_refuses_an_unset_seed(project: Path):
-    edit(project / "conf/train/default.yaml", "seed: 0", "seed: null")
-    run(["cvrepro", "compose", "--force"], project)
-    commit_all(project, "no seed")
-    only_failure(project, "seeds set", "train.seed not an integer")
+def test_refuses_an_unset_seed(released_copy: Path):
+    edit(released_copy / "conf/train/default.yaml", "seed: 0", "seed: null")
+    run(["cvrepro", "compose", "--force"], released_copy)
+    commit_all(released_copy, "no seed")
+    only_failure(released_copy, "seeds set", "train.seed not an integer")
 
 
-def test_refuses_a_taken_model_version(project: Path):
-    run(["git", "tag", "-a", "v0.3.0", "-m", "taken"], project)
-    only_failure(project, "model version free", "v0.3.0 already exists", "--version", "0.3.0")
-    only_failure(project, "model version free", "v0.2.0 is not greater than the newest release v0.3.0",
+def test_refuses_a_taken_model_version(released_copy: Path):
+    run(["git", "tag", "-a", "v0.3.0", "-m", "taken"], released_copy)
+    only_failure(released_copy, "model version free", "v0.3.0 already exists", "--version", "0.3.0")
+    only_failure(released_copy, "model version free", "v0.2.0 is not greater than the newest release v0.3.0",
                  "--version", "v0.2.0")
 
 
 @pytest.mark.slow
-def test_train_policies_strict_refuses_warn_records_exp_run_records(project: Path):
-    path = project / "data/labels/annotations.json"
+def test_train_policies_strict_refuses_warn_records_exp_run_records(released_copy: Path):
+    path = released_copy / "data/labels/annotations.json"
     coco = json.loads(path.read_text())
     coco["annotations"][0]["bbox"][0] += 1
     path.write_text(json.dumps(coco))
-    edit(project / "conf/train/default.yaml", "preflight: warn", "preflight: strict")
-    run(["cvrepro", "compose", "--force"], project)
-    commit_all(project, "unreleased labels, strict policy")  # data/labels.dvc is re-committed by repro
-    res = run(["dvc", "repro"], project, check=False)
+    edit(released_copy / "conf/train/default.yaml", "preflight: warn", "preflight: strict")
+    run(["cvrepro", "compose", "--force"], released_copy)
+    commit_all(released_copy, "unreleased labels, strict policy")  # data/labels.dvc is re-committed by repro
+    res = run(["dvc", "repro"], released_copy, check=False)
     assert res.returncode != 0 and "preflight refuses to train (train.preflight: strict)" in res.stdout + res.stderr
-    assert not (project / "models/model.pt").exists()
+    assert not (released_copy / "models/model.pt").exists()
 
     # Inside `dvc exp run` failures are recorded, not refused.
-    run(["dvc", "exp", "run"], project)
-    run(["dvc", "exp", "apply", run(["dvc", "exp", "ls", "--name-only"], project).stdout.split()[-1]], project)
-    lineage = json.loads((project / "metrics/lineage.json").read_text())
+    run(["dvc", "exp", "run"], released_copy)
+    run(["dvc", "exp", "apply", run(["dvc", "exp", "ls", "--name-only"], released_copy).stdout.split()[-1]], released_copy)
+    lineage = json.loads((released_copy / "metrics/lineage.json").read_text())
     assert lineage["preflight"]["policy"] == "strict" and lineage["preflight"]["effective"] == "warn"
     failed = [r["check"] for r in lineage["preflight"]["checks"] if not r["ok"]]
     assert "dataset released" in failed and not lineage["preflight"]["passed"]

@@ -5,12 +5,10 @@ local DVC remote in a temporary directory."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import pytest
 
-from conftest import commit_all, released_project, run
+from conftest import commit_all, run
 
 
 def git_facts(root: Path) -> tuple[str, str, list[str]]:
@@ -26,19 +24,6 @@ def refused(root: Path, args: list[str], message: str) -> None:
     assert res.returncode == 2, res.stdout + res.stderr
     assert message in res.stderr, res.stderr
     assert git_facts(root) == before, "a refused release changed the repository"
-
-
-@pytest.fixture(scope="module")
-def released(tmp_path_factory) -> Path:
-    """A project with 30 demo images, the data stages run and DS-0.1.0 released."""
-    return released_project(tmp_path_factory.mktemp("released") / "project")
-
-
-@pytest.fixture
-def project_copy(released: Path, tmp_path: Path) -> Path:
-    dest = tmp_path / "project"
-    shutil.copytree(released, dest, symlinks=True)
-    return dest
 
 
 def grow(root: Path, images: int = 34) -> None:
@@ -72,66 +57,66 @@ def test_first_release_record_tag_and_pushed_data(released: Path):
     assert ls.startswith("DS-0.1.0") and "30 images" in ls
 
 
-def test_refuses_a_dirty_tree(project_copy: Path):
-    (project_copy / "conf/train/default.yaml").write_text("# edited\n", encoding="utf-8")
-    refused(project_copy, ["dataset"], "the git tree is dirty (conf/train/default.yaml)")
+def test_refuses_a_dirty_tree(released_copy: Path):
+    (released_copy / "conf/train/default.yaml").write_text("# edited\n", encoding="utf-8")
+    refused(released_copy, ["dataset"], "the git tree is dirty (conf/train/default.yaml)")
 
 
-def test_refuses_a_pipeline_that_is_not_up_to_date(project_copy: Path):
-    path = project_copy / "data/labels/annotations.json"
+def test_refuses_a_pipeline_that_is_not_up_to_date(released_copy: Path):
+    path = released_copy / "data/labels/annotations.json"
     coco = json.loads(path.read_text())
     coco["annotations"].pop()
     path.write_text(json.dumps(coco))
-    run(["dvc", "add", "data/labels"], project_copy)
-    commit_all(project_copy, "labels changed, pipeline not rerun")
-    refused(project_copy, ["dataset"], "the pipeline is not up to date (snapshot")
+    run(["dvc", "add", "data/labels"], released_copy)
+    commit_all(released_copy, "labels changed, pipeline not rerun")
+    refused(released_copy, ["dataset"], "the pipeline is not up to date (snapshot")
 
 
-def test_refuses_nothing_changed(project_copy: Path):
-    refused(project_copy, ["dataset"], "nothing changed since DS-0.1.0")
+def test_refuses_nothing_changed(released_copy: Path):
+    refused(released_copy, ["dataset"], "nothing changed since DS-0.1.0")
 
 
-def test_refuses_an_existing_or_smaller_version(project_copy: Path):
-    grow(project_copy)
-    refused(project_copy, ["dataset", "--version", "DS-0.1.0"], "DS-0.1.0 already exists")
-    refused(project_copy, ["dataset", "--version", "0.0.9"], "DS-0.0.9 is not greater than the newest release DS-0.1.0")
-    refused(project_copy, ["dataset", "--version", "banana"], "is not DS-MAJOR.MINOR.PATCH")
+def test_refuses_an_existing_or_smaller_version(released_copy: Path):
+    grow(released_copy)
+    refused(released_copy, ["dataset", "--version", "DS-0.1.0"], "DS-0.1.0 already exists")
+    refused(released_copy, ["dataset", "--version", "0.0.9"], "DS-0.0.9 is not greater than the newest release DS-0.1.0")
+    refused(released_copy, ["dataset", "--version", "banana"], "is not DS-MAJOR.MINOR.PATCH")
 
 
-def test_refuses_a_smaller_bump_and_a_larger_one_without_a_reason(project_copy: Path):
-    grow(project_copy)
-    refused(project_copy, ["dataset", "--bump", "patch"], "a patch bump is smaller than this change needs: minor (4 images added)")
-    refused(project_copy, ["dataset", "--bump", "major"], "a major bump is larger than this change needs")
-    out = run(["cvrepro", "release", "dataset", "--bump", "major", "--notes", "new camera site"], project_copy).stdout
+def test_refuses_a_smaller_bump_and_a_larger_one_without_a_reason(released_copy: Path):
+    grow(released_copy)
+    refused(released_copy, ["dataset", "--bump", "patch"], "a patch bump is smaller than this change needs: minor (4 images added)")
+    refused(released_copy, ["dataset", "--bump", "major"], "a major bump is larger than this change needs")
+    out = run(["cvrepro", "release", "dataset", "--bump", "major", "--notes", "new camera site"], released_copy).stdout
     assert "released DS-1.0.0" in out
 
 
-def test_label_fix_is_a_computed_patch_and_diff_shows_it(project_copy: Path):
-    fix_labels(project_copy)
-    diff = json.loads(run(["cvrepro", "diff", "DS-0.1.0", "--json"], project_copy).stdout)
+def test_label_fix_is_a_computed_patch_and_diff_shows_it(released_copy: Path):
+    fix_labels(released_copy)
+    diff = json.loads(run(["cvrepro", "diff", "DS-0.1.0", "--json"], released_copy).stdout)
     assert diff["required_bump"] == "patch" and diff["labels"]["boxes"]["moved"] == 1
-    record = json.loads(run(["cvrepro", "release", "dataset", "--json"], project_copy).stdout)
+    record = json.loads(run(["cvrepro", "release", "dataset", "--json"], released_copy).stdout)
     assert record["version"] == "DS-0.1.1" and record["bump"] == "patch" and record["previous"] == "DS-0.1.0"
     assert record["changelog"]["labels"]["boxes"] == {"added": 0, "removed": 0, "moved": 1, "relabelled": 0}
-    text = run(["cvrepro", "diff", "DS-0.1.0", "DS-0.1.1"], project_copy).stdout
+    text = run(["cvrepro", "diff", "DS-0.1.0", "DS-0.1.1"], released_copy).stdout
     assert text.startswith("DS-0.1.0 -> DS-0.1.1: patch change") and "1 moved" in text
-    assert run(["git", "log", "-1", "--format=%s"], project_copy).stdout.startswith("Release DS-0.1.1: patch")
+    assert run(["git", "log", "-1", "--format=%s"], released_copy).stdout.startswith("Release DS-0.1.1: patch")
 
 
-def test_refuses_without_a_remote(project_copy: Path):
-    grow(project_copy)
-    run(["dvc", "remote", "default", "--local", "--unset"], project_copy)
-    run(["dvc", "remote", "remove", "--local", "tmp"], project_copy)
-    run(["dvc", "remote", "default", "--unset"], project_copy)  # the template's shared local default too
-    commit_all(project_copy, "no default remote")
-    refused(project_copy, ["dataset"], "no default DVC remote")
+def test_refuses_without_a_remote(released_copy: Path):
+    grow(released_copy)
+    run(["dvc", "remote", "default", "--local", "--unset"], released_copy)
+    run(["dvc", "remote", "remove", "--local", "tmp"], released_copy)
+    run(["dvc", "remote", "default", "--unset"], released_copy)  # the template's shared local default too
+    commit_all(released_copy, "no default remote")
+    refused(released_copy, ["dataset"], "no default DVC remote")
 
 
-def test_model_release_refuses_an_unreleased_snapshot(project_copy: Path):
-    grow(project_copy)
-    run(["dvc", "repro"], project_copy)
-    commit_all(project_copy, "trained on unreleased data")
-    refused(project_copy, ["model"], "is not a released DS version; newest release is DS-0.1.0")
+def test_model_release_refuses_an_unreleased_snapshot(released_copy: Path):
+    grow(released_copy)
+    run(["dvc", "repro"], released_copy)
+    commit_all(released_copy, "trained on unreleased data")
+    refused(released_copy, ["model"], "is not a released DS version; newest release is DS-0.1.0")
 
 
 def test_diff_rejects_a_mixed_pair_and_unknown_model_versions(released: Path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +14,12 @@ from PIL import Image
 from cvrepro.demo import generate_demo
 from cvrepro.io import CvreproError, read_json, sha256_file
 from cvrepro.paths import LABELS_DIR, LINEAGE, METRICS, PREDICTIONS_GRID, PROCESSED_INFO, RAW_DIR, WEIGHTS, processed_split
-from cvrepro.stages import evaluate, preprocess, snapshot, split
+from cvrepro.stages import evaluate, snapshot
 from cvrepro.stages.preprocess import ProcessedSplit
 from cvrepro.stages.train import train
 from cvrepro.task_eval import confusion, segmentation_scores
 
-from conftest import tiny_params
+from conftest import prepared_data, run_copy, tiny_params
 
 ANN = LABELS_DIR / "annotations.json"
 SEG = ["task=segmentation", "preprocess.size=64"]  # 64 px keeps the tiny runs fast
@@ -36,22 +35,13 @@ def mask(root: Path, name: str = "img_000000.png") -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def seg_data(tmp_path_factory) -> Path:
-    """A 40-scene demo taken through snapshot, split and preprocess for segmentation."""
-    root = tmp_path_factory.mktemp("seg")
-    generate_demo(root, seed=3, n_images=40, n_classification=0)
-    params = seg_params()
-    snapshot.run(params, root)
-    split.run(params, root)
-    preprocess.run(params, root)
-    return root
+    """A 40-scene demo, prepared for segmentation."""
+    return prepared_data(tmp_path_factory.mktemp("seg"), seg_params(), n_images=40, n_classification=0)
 
 
 @pytest.fixture
 def seg_root(seg_data: Path, tmp_path: Path, monkeypatch) -> Path:
-    root = tmp_path / "run"
-    shutil.copytree(seg_data, root)
-    monkeypatch.chdir(root)
-    return root
+    return run_copy(seg_data, tmp_path, monkeypatch)
 
 
 @pytest.fixture

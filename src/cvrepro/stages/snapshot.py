@@ -331,22 +331,22 @@ def _canonical_number(v: float) -> int | float:
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
-def _parse_annotations(
+def _checked_annotations(
     annotations: list,
+    required: tuple[str, ...],
     images: dict[int, dict],
     class_map: dict[int, str],
     ann_path: Path,
     problems: _Problems,
     rejected: set,
-) -> dict[int, list[dict]]:
-    """image id → its reduced annotations [{id, category_id, bbox, iscrowd}] sorted by id.
+) -> Iterator[tuple[str, dict, dict]]:
+    """(where, annotation, its image) for each annotation whose id, image and category check out.
 
     `rejected` holds image and category ids already reported as malformed: an
     annotation pointing at one is skipped rather than reported as a second problem.
     """
-    by_image: dict[int, list[dict]] = defaultdict(list)
     seen: set[int] = set()
-    for i, a in _entries(annotations, "annotations", ("id", "image_id", "category_id", "bbox"), ann_path, problems):
+    for i, a in _entries(annotations, "annotations", required, ann_path, problems):
         aid = a["id"]
         where = f"{ann_path}: annotations[{i}] (annotation id {aid})"
         if not _is_int(aid):
@@ -365,6 +365,21 @@ def _parse_annotations(
         if not _is_int(a["category_id"]) or a["category_id"] not in class_map:
             problems.add(f"{where}, image id {image['id']}: 'category_id' {a['category_id']!r} is not in 'categories'")
             continue
+        yield where, a, image
+
+
+def _parse_annotations(
+    annotations: list,
+    images: dict[int, dict],
+    class_map: dict[int, str],
+    ann_path: Path,
+    problems: _Problems,
+    rejected: set,
+) -> dict[int, list[dict]]:
+    """image id → its reduced annotations [{id, category_id, bbox, iscrowd}] sorted by id."""
+    by_image: dict[int, list[dict]] = defaultdict(list)
+    required = ("id", "image_id", "category_id", "bbox")
+    for where, a, image in _checked_annotations(annotations, required, images, class_map, ann_path, problems, rejected):
         iscrowd = a.get("iscrowd", 0)
         if not _is_int(iscrowd) or iscrowd not in (0, 1):
             problems.add(f"{where}: 'iscrowd' must be 0 or 1, got {iscrowd!r}")
@@ -374,7 +389,7 @@ def _parse_annotations(
             problems.add(f"{where}, image id {image['id']} ({image['path']}): {box_problem}")
             continue
         bbox = [_canonical_number(v) for v in a["bbox"]]
-        by_image[image["id"]].append({"id": aid, "category_id": a["category_id"], "bbox": bbox, "iscrowd": iscrowd})
+        by_image[image["id"]].append({"id": a["id"], "category_id": a["category_id"], "bbox": bbox, "iscrowd": iscrowd})
     for anns in by_image.values():
         anns.sort(key=lambda a: a["id"])
     return by_image
@@ -390,27 +405,9 @@ def _parse_classification(
 ) -> dict[int, list[dict]]:
     """image id → [{id, category_id}]: exactly one image-level label per image (no bbox needed)."""
     by_image: dict[int, list[dict]] = defaultdict(list)
-    seen: set[int] = set()
-    for i, a in _entries(annotations, "annotations", ("id", "image_id", "category_id"), ann_path, problems):
-        aid = a["id"]
-        where = f"{ann_path}: annotations[{i}] (annotation id {aid})"
-        if not _is_int(aid):
-            problems.add(f"{ann_path}: annotations[{i}]: 'id' must be an integer, got {aid!r}")
-            continue
-        if aid in seen:
-            problems.add(f"{where}: duplicate annotation id {aid}")
-            continue
-        seen.add(aid)
-        if (a["image_id"], "image") in rejected or (a["category_id"], "category") in rejected:
-            continue
-        image = images.get(a["image_id"]) if _is_int(a["image_id"]) else None
-        if image is None:
-            problems.add(f"{where}: 'image_id' {a['image_id']!r} is not an image in 'images'")
-            continue
-        if not _is_int(a["category_id"]) or a["category_id"] not in class_map:
-            problems.add(f"{where}, image id {image['id']}: 'category_id' {a['category_id']!r} is not in 'categories'")
-            continue
-        by_image[image["id"]].append({"id": aid, "category_id": a["category_id"]})
+    required = ("id", "image_id", "category_id")
+    for _, a, image in _checked_annotations(annotations, required, images, class_map, ann_path, problems, rejected):
+        by_image[image["id"]].append({"id": a["id"], "category_id": a["category_id"]})
     for iid in sorted(images):
         labels = by_image.get(iid, [])
         if len(labels) != 1:
