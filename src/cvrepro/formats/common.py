@@ -112,6 +112,18 @@ def by_stem(images: dict[str, Path], folder: Path) -> dict[str, str]:
     return out
 
 
+def labels_by_stem(label_dir: Path, suffix: str, stems: dict[str, str], image_dir: Path,
+                   skip: tuple[Path, ...] = ()) -> dict[str, Path]:
+    """stem key -> the label file (`suffix`, any case) under `label_dir` (none if the folder is missing);
+    a label file with no image of its name is an error, not silently dropped."""
+    found = {stem_key(p.relative_to(label_dir).as_posix()): p for p in sorted(label_dir.rglob("*"))
+             if p.is_file() and p.suffix.lower() == suffix and p not in skip} if label_dir.is_dir() else {}
+    orphans = sorted(set(found) - set(stems))
+    if orphans:
+        raise CvreproError(f"{found[orphans[0]]}: no image of that name under {image_dir}")
+    return found
+
+
 def _orientation(im: Image.Image) -> int:
     try:
         value = im.getexif().get(EXIF_ORIENTATION, 1)

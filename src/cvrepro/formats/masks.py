@@ -15,6 +15,7 @@ from ..io import CvreproError, atomic_write_bytes, atomic_write_text
 from .common import (
     Dataset,
     by_stem,
+    labels_by_stem,
     categories_from_names,
     check_mask,
     contiguous_names,
@@ -47,12 +48,7 @@ def read(src: Path) -> Dataset:
             raise CvreproError(f"{folder}: directory not found")
     names = _class_names(src)
     files = find_images(image_dir)
-    by_stem(files, image_dir)
-    masks = {stem_key(p.relative_to(mask_dir).as_posix()): p for p in sorted(mask_dir.rglob("*"))
-             if p.is_file() and p.suffix.lower() == ".png"}
-    orphans = sorted(set(masks) - {stem_key(rel) for rel in files})
-    if orphans:
-        raise CvreproError(f"{masks[orphans[0]]}: no image of that name under {image_dir}")
+    masks = labels_by_stem(mask_dir, ".png", by_stem(files, image_dir), image_dir)
 
     images, sources, mask_sources = [], {}, {}
     for image_id, (rel, file) in enumerate(files.items(), start=1):

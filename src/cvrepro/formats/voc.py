@@ -26,6 +26,7 @@ from ..io import CvreproError, atomic_write_bytes, atomic_write_text
 from .common import (
     Dataset,
     by_stem,
+    labels_by_stem,
     categories_from_names,
     find_images,
     probe_image,
@@ -103,10 +104,7 @@ def read(src: Path) -> Dataset:
             raise CvreproError(f"{folder}: directory not found")
     files = find_images(image_dir)
     stems = by_stem(files, image_dir)
-    xmls = {stem_key(p.relative_to(xml_dir).as_posix()): p for p in sorted(xml_dir.rglob("*.xml"))}
-    orphans = sorted(set(xmls) - set(stems))
-    if orphans:
-        raise CvreproError(f"{xmls[orphans[0]]}: no image of that name under {image_dir}")
+    xmls = labels_by_stem(xml_dir, ".xml", stems, image_dir)
 
     images, sources, objects = [], {}, {}
     for image_id, (rel, file) in enumerate(files.items(), start=1):

@@ -18,6 +18,7 @@ from ..stages.snapshot import BOX_TOLERANCE
 from .common import (
     Dataset,
     by_stem,
+    labels_by_stem,
     categories_from_names,
     contiguous_names,
     find_images,
@@ -86,11 +87,7 @@ def read(src: Path) -> Dataset:
     categories = categories_from_names(names, names_file)
     files = find_images(image_dir)
     stems = by_stem(files, image_dir)
-    label_files = {stem_key(p.relative_to(label_dir).as_posix()): p for p in sorted(label_dir.rglob("*.txt"))
-                   if p != label_dir / CLASSES_IN_LABELS} if label_dir.is_dir() else {}
-    orphans = sorted(set(label_files) - set(stems))
-    if orphans:
-        raise CvreproError(f"{label_files[orphans[0]]}: no image of that name under {image_dir}")
+    label_files = labels_by_stem(label_dir, ".txt", stems, image_dir, skip=(label_dir / CLASSES_IN_LABELS,))
 
     images, anns, sources = [], [], {}
     for image_id, (rel, file) in enumerate(files.items(), start=1):
