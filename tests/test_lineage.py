@@ -14,10 +14,10 @@ from cvrepro.lineage import (
     build_lineage,
     environment,
     git_state,
-    released_dataset_version,
     sha256_dir,
 )
 from cvrepro.params import config_id
+from cvrepro.registry import dataset_version
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
 
@@ -90,21 +90,31 @@ def test_git_state_outside_repo(tmp_path):
 
 
 def _release(root, version, snapshot_id):
+    """A dataset release as `cvrepro release dataset` leaves it: the record committed, an annotated tag."""
     write_json(root / "data" / "releases" / f"{version}.json", {"version": version, "snapshot_id": snapshot_id})
+    _git(root, "add", "data/releases")
+    _git(root, "commit", "-q", "-m", f"Release {version}")
+    _git(root, "tag", "-a", version, "-m", version)
 
 
-def test_released_dataset_version(tmp_path):
-    assert released_dataset_version(tmp_path, "sha256:a") is None  # no releases dir
-    _release(tmp_path, "DS-0.1.0", "sha256:a")
-    _release(tmp_path, "DS-0.2.0", "sha256:b")
-    _release(tmp_path, "DS-0.10.0", "sha256:b")  # numeric, not lexical, ordering
-    _release(tmp_path, "DS-0.9.1", "sha256:b")
-    assert released_dataset_version(tmp_path, "sha256:a") == "DS-0.1.0"
-    assert released_dataset_version(tmp_path, "sha256:b") == "DS-0.10.0"
-    assert released_dataset_version(tmp_path, "sha256:c") is None
-    (tmp_path / "data" / "releases" / "DS-0.3.0.json").write_text("{not json")
-    with pytest.raises(CvreproError, match="DS-0.3.0.json"):
-        released_dataset_version(tmp_path, "sha256:a")
+def test_dataset_version_comes_from_tagged_records(repo, tmp_path):
+    assert dataset_version(tmp_path, "sha256:a") is None  # not a git repository
+    assert dataset_version(repo, "sha256:a") is None  # no releases
+    _release(repo, "DS-0.1.0", "sha256:a")
+    _release(repo, "DS-0.2.0", "sha256:b")
+    _release(repo, "DS-0.10.0", "sha256:b")  # numeric, not lexical, ordering
+    _release(repo, "DS-0.9.1", "sha256:b")
+    assert dataset_version(repo, "sha256:a") == "DS-0.1.0"
+    assert dataset_version(repo, "sha256:b") == "DS-0.10.0"
+    assert dataset_version(repo, "sha256:c") is None
+    # A record written but never tagged is not a release; editing a record after its tag changes nothing.
+    write_json(repo / "data" / "releases" / "DS-0.11.0.json", {"version": "DS-0.11.0", "snapshot_id": "sha256:c"})
+    write_json(repo / "data" / "releases" / "DS-0.1.0.json", {"version": "DS-0.1.0", "snapshot_id": "sha256:z"})
+    assert dataset_version(repo, "sha256:c") is None and dataset_version(repo, "sha256:a") == "DS-0.1.0"
+    _release(repo, "DS-0.12.0", "sha256:d")
+    _git(repo, "tag", "-a", "DS-0.13.0", "-m", "a tag whose commit has no record")
+    with pytest.raises(CvreproError, match="DS-0.13.0"):
+        dataset_version(repo, "sha256:a")
 
 
 def test_environment_versions():
@@ -158,7 +168,7 @@ def test_build_lineage(repo):
     assert re.fullmatch(r"[0-9a-f]{32}", rec["run_id"])
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rec["time_utc"])
     assert rec["code"]["commit"] == _git(repo, "rev-parse", "HEAD")
-    assert rec["code"]["dirty"] is True  # data/releases is untracked
+    assert rec["code"]["dirty"] is True  # data/processed is untracked
     assert rec["dataset"] == {"version": "DS-1.0.0", "snapshot_id": "sha256:abc"}
     assert rec["config_id"] == config_id(params)
     assert rec["seeds"] == {"global": 7} and rec["params"] == params and rec["metrics"] == metrics

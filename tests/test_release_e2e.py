@@ -99,7 +99,7 @@ def scenario(s3_server, tmp_path_factory) -> dict:
 def test_versions_and_computed_bumps(scenario):
     r = scenario["records"]
     assert [r[v]["version"] for v in r] == ["DS-0.1.0", "v0.1.0", "DS-0.2.0", "DS-0.2.1", "v0.2.0"]
-    assert r["DS-0.2.0"]["bump"] == "minor" and r["DS-0.2.0"]["changelog"]["images"]["added"].__len__() == 40
+    assert r["DS-0.2.0"]["bump"] == "minor" and len(r["DS-0.2.0"]["changelog"]["images"]["added"]) == 40
     changelog = r["DS-0.2.1"]["changelog"]
     assert r["DS-0.2.1"]["bump"] == "patch"
     assert changelog["labels"]["boxes"] == {"added": 0, "removed": 1, "moved": 1, "relabelled": 1}

@@ -11,7 +11,6 @@ import copy
 import hashlib
 import os
 import platform
-import re
 import subprocess
 import sys
 import uuid
@@ -21,14 +20,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .io import CvreproError, canonical_json, read_json, sha256_file
+from .io import CvreproError, canonical_json, sha256_file
 from .params import config_id
-from .paths import DATASET_RELEASES_DIR
+from .registry import dataset_version
 
 SCHEMA = "cvrepro.lineage/1"
 
 _ENV_PACKAGES = ("torch", "torchvision", "dvc", "numpy", "pycocotools")
-_SEMVER = re.compile(r"^DS-(\d+)\.(\d+)\.(\d+)$")
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess | None:
@@ -93,37 +91,6 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def _semver_key(version: str) -> tuple[int, int, int] | None:
-    m = _SEMVER.match(version)
-    return tuple(int(g) for g in m.groups()) if m else None  # type: ignore[return-value]
-
-
-def released_dataset_version(root: Path, snapshot_id: str) -> str | None:
-    """The dataset release (``DS-x.y.z``) whose snapshot equals `snapshot_id`, else None.
-
-    Reads ``<root>/data/releases/DS-*.json``; each record carries ``version`` and
-    ``snapshot_id``. If several releases share the snapshot, the highest version wins.
-    A record that is not valid JSON, or whose version is not ``DS-MAJOR.MINOR.PATCH``, is
-    an error: the release registry must stay trustworthy.
-    """
-    rel_dir = Path(root) / DATASET_RELEASES_DIR
-    if not rel_dir.is_dir():
-        return None
-    matches: list[tuple[tuple[int, int, int], str]] = []
-    for path in sorted(rel_dir.glob("DS-*.json")):
-        record = read_json(path)
-        if not isinstance(record, dict):
-            raise CvreproError(f"{path}: expected a JSON object")
-        if record.get("snapshot_id") != snapshot_id:
-            continue
-        version = record.get("version", path.stem)
-        key = _semver_key(str(version))
-        if key is None:
-            raise CvreproError(f"{path}: version {version!r} is not DS-MAJOR.MINOR.PATCH")
-        matches.append((key, str(version)))
-    return max(matches)[1] if matches else None
-
-
 def sha256_dir(path: Path) -> str:
     """sha256 of a directory: of the canonical JSON of sorted [relative posix path, sha256] pairs.
 
@@ -185,7 +152,7 @@ def build_lineage(
         "run_id": uuid.uuid4().hex,
         "time_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "code": git_state(root, exclude=git_exclude),
-        "dataset": {"version": released_dataset_version(root, snapshot_id), "snapshot_id": snapshot_id},
+        "dataset": {"version": dataset_version(root, snapshot_id), "snapshot_id": snapshot_id},
         "config_id": config_id(params),
         "seeds": copy.deepcopy(seeds),
         "params": copy.deepcopy(params),

@@ -65,15 +65,15 @@ def check_data(root: Path, run_dvc: bool) -> dict:
 
 
 def check_dataset_released(root: Path) -> dict:
-    from .registry import record_at
+    from .registry import dataset_version
 
     if not (root / MANIFEST).exists():
         return _row("dataset released", False, f"{MANIFEST} not found: run `dvc repro snapshot`")
     snapshot_id = read_json(root / MANIFEST).get("snapshot_id")
+    version = dataset_version(root, snapshot_id)
+    if version:
+        return _row("dataset released", True, f"the snapshot is {version}")
     released = versions(root, "DS-")
-    for _, tag in reversed(released):
-        if record_at(root, tag).get("snapshot_id") == snapshot_id:
-            return _row("dataset released", True, f"the snapshot is {tag}")
     newest = f"; newest release is {released[-1][1]}" if released else "; no dataset release yet"
     return _row("dataset released", False, f"snapshot {snapshot_id[:19]}… is not a released DS version{newest}: "
                 "`cvrepro release dataset`")

@@ -34,6 +34,14 @@ def record_at(root: Path, tag: str) -> dict:
         raise CvreproError(f"{record_path(tag)} at {tag}: invalid JSON ({e.msg}, line {e.lineno})") from None
 
 
+def dataset_version(root: Path, snapshot_id: str) -> str | None:
+    """The newest `DS-x.y.z` tag whose record names `snapshot_id`, else None (also outside git)."""
+    for _, tag in reversed(versions(root, KINDS["dataset"])):
+        if record_at(root, tag).get("snapshot_id") == snapshot_id:
+            return tag
+    return None
+
+
 def newest(root: Path, kind: str) -> tuple[tuple[int, int, int], str] | None:
     found = versions(root, KINDS[kind])
     return found[-1] if found else None

@@ -24,7 +24,7 @@ from .paths import (DVC_LOCK, LABEL_MAP, LINEAGE, MANIFEST, METRICS, PARAMS, PRE
 from .vcs import (BUMPS, bump, bump_level, dirty_paths, dvc, format_version, git, head_commit, parse_version,
                   tag_exists)
 
-DATA_STAGES = ["data/raw.dvc", "data/labels.dvc", "compose", "snapshot", "split"]
+DATA_STAGES = ["compose", "snapshot", "split"]  # the .dvc-tracked inputs: preflight's "data pinned"
 MODEL_ARTIFACTS = [WEIGHTS, LABEL_MAP, PREPROCESSING, CHECKPOINT]
 
 
@@ -46,9 +46,6 @@ def require_clean_tree(root: Path) -> str:
 
 
 def require_up_to_date(root: Path, targets: list[str] | None = None) -> None:
-    missing = [t for t in (targets or []) if t.endswith(".dvc") and not (root / t).exists()]
-    if missing:
-        raise CvreproError(f"{', '.join(missing)} not found: track the data first (`dvc add data/raw data/labels`)")
     res = dvc(root, "status", "--json", *(targets or []), check=False)
     try:
         status = json.loads(res.stdout or "null")
@@ -174,8 +171,8 @@ def release_dataset(root: Path = Path("."), version: str | None = None, level: s
                     notes: str = "", remote: str | None = None) -> dict:
     root = Path(root)
     head = require_clean_tree(root)
-    preflight.require(preflight.preflight(root, checks=("code clean", "data pinned", "params composed", "seeds set")),
-                      "release a dataset")
+    preflight.require(preflight.preflight(root, checks=("data pinned", "params composed", "seeds set")),
+                      "release a dataset")  # code is covered by the clean tree above
     require_up_to_date(root, DATA_STAGES)
     remote = _require_remote(root, remote)
     current = datadiff.load_state(root)
@@ -349,8 +346,7 @@ def release_model(root: Path = Path("."), version: str | None = None, level: str
     if lineage.get("dataset", {}).get("snapshot_id") != snapshot_id:
         raise CvreproError(f"{LINEAGE}: records snapshot {lineage.get('dataset', {}).get('snapshot_id')} but the "
                            f"manifest is {snapshot_id}: rerun `dvc repro`")
-    dataset_version = next((r["version"] for r in reversed(registry.entries(root))
-                            if r["kind"] == "dataset" and r["snapshot_id"] == snapshot_id), None)
+    dataset_version = registry.dataset_version(root, snapshot_id)
     if dataset_version is None:
         raise CvreproError(f"the model was trained on snapshot {snapshot_id}, which is not a released dataset: "
                            "run `cvrepro release dataset` for it first (a model is always pinned to a DS version)")

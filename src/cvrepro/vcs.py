@@ -112,7 +112,7 @@ def bump_level(old: tuple[int, int, int], new: tuple[int, int, int]) -> str | No
 def versions(root: Path, prefix: str) -> list[tuple[tuple[int, int, int], str]]:
     """Every tag `<prefix>X.Y.Z`, sorted by semantic version."""
     found = []
-    for tag in git(root, "tag", "--list", f"{prefix}*").splitlines():
+    for tag in git(root, "tag", "--list", f"{prefix}*", check=False).splitlines():  # outside git: none
         m = _VERSION.match(tag.strip())
         if m and m.group(1) == prefix:
             found.append(((int(m.group(2)), int(m.group(3)), int(m.group(4))), tag.strip()))
