@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cvrepro import vcs
-from cvrepro.datadiff import DatasetState, dataset_diff, format_diff, iou, match_labels, truncated
+from cvrepro.datadiff import DatasetState, dataset_diff, format_diff, iou, load_state, match_labels, truncated
 from cvrepro.demo import generate_demo
 from cvrepro.io import CvreproError
 from cvrepro.stages.snapshot import build_manifest
@@ -167,3 +167,29 @@ def test_classification_relabels_are_a_patch(demo, tmp_path):
                      task_state(edited, "new", "classification", "classification.json"))
     assert d["required_bump"] == "patch"
     assert d["labels"]["boxes"]["relabelled"] == 1 and len(d["labels"]["images_relabelled"]) == 1
+
+
+def test_mask_changes_against_a_tagged_version_read_through_dvc(project: Path):
+    """The old masks come from the DVC cache at the tag, not from the work tree."""
+    import numpy as np
+    from PIL import Image
+
+    from conftest import commit_all, edit, run
+
+    edit(project / "conf/config.yaml", "- task: detection", "- task: segmentation")
+    run(["cvrepro", "compose", "--force"], project)
+    run(["cvrepro", "demo", "--images", "6", "--seed", "1"], project)
+    run(["dvc", "add", "data/raw", "data/labels"], project)
+    run(["dvc", "repro", "snapshot"], project)
+    commit_all(project, "segmentation data")
+    run(["git", "tag", "-a", "DS-0.1.0", "-m", "masks"], project)
+    mask_path = project / "data/labels/masks/img_000004.png"
+    mask = np.array(Image.open(mask_path))
+    before = mask.copy()
+    mask[mask == mask.max()] = 0
+    Image.fromarray(mask).save(mask_path)
+    run(["dvc", "repro", "snapshot"], project)
+    d = dataset_diff(load_state(project, "DS-0.1.0"), load_state(project))
+    assert d["required_bump"] == "patch"
+    assert d["labels"]["masks_changed"] == [{"path": "img_000004.png",
+                                            "changed_pixels": round(float((before != mask).mean()), 6)}]

@@ -38,23 +38,18 @@ class DatasetState:
     manifest: dict
     annotations: dict  # the COCO-shaped labels file
     splits: dict | None
-    root: Path | None = None  # where to read masks from (segmentation), at `rev`
-    rev: str | None = None
+    root: Path | None = None  # the work tree, or None when the state was read at a revision
+    fs: Any = None  # the DVCFileSystem at that revision: masks (segmentation) are read through it on demand
 
     def read_bytes(self, path: Path) -> bytes:
-        if self.rev is None:
+        if self.fs is None:
             return (self.root / path).read_bytes()
-        from dvc.api import DVCFileSystem
-
-        with DVCFileSystem(str(self.root), rev=self.rev).open(path.as_posix(), "rb") as f:
+        with self.fs.open(path.as_posix(), "rb") as f:
             return f.read()
 
 
-def _read_at(root: Path, rev: str, path: Path) -> Any:
-    from dvc.api import DVCFileSystem
-
+def _read_at(fs, rev: str, path: Path) -> Any:
     try:
-        fs = DVCFileSystem(str(root), rev=rev)
         with fs.open(path.as_posix(), "rb") as f:
             return json.load(f)
     except FileNotFoundError:
@@ -77,13 +72,19 @@ def load_state(root: Path, rev: str | None = None) -> DatasetState:
     if rev is None or rev == "workspace":
         splits = read_json(root / SPLITS) if (root / SPLITS).exists() else None
         ann = _annotations_file((root / PARAMS).read_bytes() if (root / PARAMS).exists() else None)
-        return DatasetState("workspace", read_json(root / MANIFEST), read_json(root / ann), splits, root, None)
+        return DatasetState("workspace", read_json(root / MANIFEST), read_json(root / ann), splits, root)
+    from dvc.api import DVCFileSystem
+
     try:
-        splits = _read_at(root, rev, SPLITS)
+        fs = DVCFileSystem(str(root), rev=rev)  # one repo at that revision for every file read from it
+    except Exception as e:
+        raise CvreproError(f"{rev}: cannot open the repository at that revision ({type(e).__name__}: {e})") from None
+    try:
+        splits = _read_at(fs, rev, SPLITS)
     except CvreproError:
         splits = None  # a snapshot released before its split was run
     ann = _annotations_file(git_bytes(root, rev, PARAMS.as_posix()))
-    return DatasetState(rev, _read_at(root, rev, MANIFEST), _read_at(root, rev, ann), splits, root, rev)
+    return DatasetState(rev, _read_at(fs, rev, MANIFEST), _read_at(fs, rev, ann), splits, None, fs)
 
 
 def changed_pixels(old: DatasetState, new: DatasetState, old_entry: dict, new_entry: dict) -> float | None:

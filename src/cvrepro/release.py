@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from . import datadiff, preflight, registry
+from .compose import MISSING, changed_keys
 from .io import CvreproError, atomic_write_text, read_json, sha256_file, write_json
 from .params import config_id, load_params
 from .paths import (DVC_LOCK, LABEL_MAP, LINEAGE, MANIFEST, METRICS, PARAMS, PREPROCESSING, SPLITS,
@@ -241,16 +242,9 @@ def metric_deltas(old: dict, new: dict) -> dict:
     return out
 
 
-def _changed_params(old: dict, new: dict, prefix: str = "") -> dict:
-    keys = sorted(set(old) | set(new))
-    out = {}
-    for k in keys:
-        a, b, name = old.get(k), new.get(k), f"{prefix}{k}"
-        if isinstance(a, dict) and isinstance(b, dict):
-            out.update(_changed_params(a, b, name + "."))
-        elif a != b:
-            out[name] = [a, b]
-    return out
+def params_changed(old: dict, new: dict) -> dict[str, list]:
+    """{dotted key: [old, new]} for every differing value (None where a side lacks the key)."""
+    return {k: [None if o is MISSING else o, None if n is MISSING else n] for k, o, n in changed_keys(old, new)}
 
 
 def model_bump(previous: dict | None, record: dict) -> tuple[str | None, str]:
@@ -265,7 +259,7 @@ def model_bump(previous: dict | None, record: dict) -> tuple[str | None, str]:
     if previous["snapshot_id"] != record["snapshot_id"]:
         return "minor", f"data changed ({previous['dataset_version']} -> {record['dataset_version']})"
     if hyper != old_hyper:
-        return "minor", "hyper-parameters changed: " + ", ".join(sorted(_changed_params(old_hyper, hyper)))
+        return "minor", "hyper-parameters changed: " + ", ".join(params_changed(old_hyper, hyper))
     if previous["artifacts"].get(str(WEIGHTS)) == record["artifacts"].get(str(WEIGHTS)):
         return None, "same weights, data and parameters"
     return "patch", "same architecture, data and parameters; code changed"
@@ -383,7 +377,7 @@ def release_model(root: Path = Path("."), version: str | None = None, level: str
     tag, chosen = choose_version(root, "v", newest, required, reason, version, level, notes)
     record = {"version": tag, "bump": chosen, "bump_reason": reason, **record}
     record["deltas"] = metric_deltas(previous["metrics"], metrics) if previous else None
-    record["params_changed"] = _changed_params(previous["params"], params) if previous else None
+    record["params_changed"] = params_changed(previous["params"], params) if previous else None
     record["caveats"] = caveats(record)
     notes_md = model_notes(record)
     _publish(root, tag, record, notes_md, f"Release {tag}: {chosen} ({reason}), on {dataset_version}", remote, head)

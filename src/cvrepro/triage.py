@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import datadiff
 from .registry import record_at
-from .release import _changed_params
+from .release import params_changed
 from .vcs import git
 
 # Files a release commit adds or the pipeline rewrites: not a code change.
@@ -66,7 +66,7 @@ def triage(root: Path, a: str, b: str) -> dict:
                                      datadiff.load_state(root, rb["dataset_version"]))
         data.update(required_bump=diff["required_bump"], reason=diff["reason"],
                     summary=datadiff.summary_lines(diff))
-    params = _changed_params(ra["params"], rb["params"])
+    params = params_changed(ra["params"], rb["params"])
     hyper = {k: v for k, v in params.items() if not k.startswith("experiment.")}
     rows = _metric_rows(ra["metrics"], rb["metrics"])
     regressions = sorted((r for r in rows if r["delta"] < 0), key=lambda r: r["delta"])
