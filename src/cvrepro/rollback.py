@@ -27,7 +27,6 @@ from pathlib import Path
 
 from .io import CvreproError, read_json, sha256_file, write_json
 from .paths import MODEL_RELEASES_DIR, MODELS_DIR, WEIGHTS
-from .predictor import fetch_release_files
 from .registry import record_at
 from .release import MODEL_ARTIFACTS
 from .vcs import parse_version
@@ -45,6 +44,8 @@ def rollback(root: Path, version: str, reason: str = "", remote: str | None = No
         raise CvreproError(f"{ROLLBACKS}: expected a JSON list of rollback entries")
     (root / MODELS_DIR).mkdir(exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".rollback-", dir=root / MODELS_DIR))  # same filesystem: rename works
+    from .predictor import fetch_release_files  # numpy and dvc.api: only when a rollback runs
+
     try:
         try:
             fetch_release_files(version, root, remote, staging, files=tuple(MODEL_ARTIFACTS))
