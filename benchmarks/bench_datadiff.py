@@ -26,8 +26,8 @@ import random
 import time
 from collections import Counter
 
-from cvrepro.datadiff import DatasetState, _labels_by_path, dataset_diff, match_labels
-from cvrepro.io import canonical_json
+from cvrepro.dataset.diff import DatasetState, _labels_by_path, dataset_diff, match_labels
+from cvrepro.core.fileio import canonical_json
 
 
 def make_state(n: int, seed: int) -> DatasetState:

@@ -44,8 +44,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from cvrepro.paths import ANNOTATIONS, RAW_DIR
-from cvrepro.stages import snapshot
+from cvrepro.core.paths import ANNOTATIONS, RAW_DIR
+from cvrepro.dataset.images import default_workers
+from cvrepro.dataset.listing import dvc_listing
+from cvrepro.dataset.manifest import build_manifest
 
 CATEGORIES = [{"id": 1, "name": "car"}, {"id": 2, "name": "person"}, {"id": 3, "name": "bicycle"}]
 MB = 1024 * 1024
@@ -125,8 +127,9 @@ def timed_build(root: Path, use_listing: bool, workers: int) -> tuple[float, str
     """(seconds, snapshot_id, files in the DVC listing or 0) for one build_manifest call; progress bar silenced."""
     with contextlib.redirect_stderr(io.StringIO()):  # tqdm disables itself on a non-tty stream
         start = time.perf_counter()
-        listing = snapshot.dvc_listing(root) if use_listing else None
-        manifest = snapshot.build_manifest(root / RAW_DIR, root / ANNOTATIONS, dvc_listing=listing, workers=workers)
+        listing = dvc_listing(root) if use_listing else None
+        manifest = build_manifest(root / RAW_DIR, root / ANNOTATIONS, task="detection", dvc_listing=listing,
+                                  workers=workers)
         elapsed = time.perf_counter() - start
     return elapsed, manifest["snapshot_id"], len(listing or {})
 
@@ -138,7 +141,7 @@ def bench(n: int, size: tuple[int, int], fmt: str, repeat: int, workers: int | N
     if shutil.which("git") is None:
         sys.exit("bench_snapshot: git not found on PATH")
     if workers is None:
-        workers = snapshot._default_workers()  # what `cvrepro` would use on this machine
+        workers = default_workers()  # what `cvrepro` would use on this machine
 
     with tempfile.TemporaryDirectory(prefix="cvrepro-bench-") as tmp:
         root = Path(tmp)

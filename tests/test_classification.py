@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cvrepro.demo import generate_demo
-from cvrepro.io import CvreproError, canonical_json, read_json, sha256_bytes, sha256_file
-from cvrepro.paths import LABELS_DIR, LINEAGE, METRICS, PREDICTIONS_GRID, RAW_DIR, WEIGHTS, processed_split
-from cvrepro.stages import evaluate, snapshot
-from cvrepro.stages.preprocess import ProcessedSplit
-from cvrepro.stages.train import train
-from cvrepro.task_eval import classification_scores, confusion
+from cvrepro.dataset.demo import generate_demo
+from cvrepro.core.fileio import CvreproError, canonical_json, read_json, sha256_bytes, sha256_file
+from cvrepro.core.paths import LABELS_DIR, LINEAGE, METRICS, PREDICTIONS_GRID, RAW_DIR, WEIGHTS, processed_split
+from cvrepro.stages import evaluate
+from cvrepro.stages import snapshot
+from cvrepro.dataset.processed import ProcessedSplit
+from cvrepro.stages.train import run as train
+from cvrepro.learning.confusion_metrics import classification_scores, confusion
 
-from conftest import prepared_data, run_copy, tiny_params
+from helpers import prepared_data, run_copy, tiny_params
 
 INDEX = LABELS_DIR / "classification.json"
 
@@ -130,6 +131,7 @@ def test_preprocess_stores_one_label_per_image(cls_data):
     assert data.labels.tolist() == [label[int(i)] for i in data.image_ids]
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_write_metrics_confusion_grid_and_lineage(cls_root):
     params = cls_params()
     first = train(params, cls_root)["weights_sha256"]
@@ -153,8 +155,8 @@ def test_train_and_evaluate_write_metrics_confusion_grid_and_lineage(cls_root):
     assert lineage["artifacts"]["models/model.pt"] == sha256_file(cls_root / WEIGHTS)
 
     # The predictor a release gives (cvrepro.load_model) agrees with evaluate on a val image.
-    from cvrepro.predictor import Predictor
-    from cvrepro.stages.train import load_predictor
+    from cvrepro.learning.predictor import Predictor
+    from cvrepro.learning.artifacts import load_predictor
 
     predictor = Predictor(*load_predictor(cls_root / "models"), version="local", record={})
     manifest = read_json(cls_root / "data/snapshot/manifest.json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import run
+from helpers import run
 
 
 def test_every_command_has_help(tmp_path: Path):

@@ -5,8 +5,8 @@ import copy
 import numpy as np
 import pytest
 
-from cvrepro.coco_eval import coco_metrics, slice_ids
-from cvrepro.io import CvreproError
+from cvrepro.learning.coco_metrics import coco_metrics, slice_ids
+from cvrepro.core.fileio import CvreproError
 
 
 def _gt():

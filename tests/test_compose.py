@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cvrepro.compose import check, compose, write_params
-from cvrepro.params import config_id
+from cvrepro.config.compose import check, compose, write_params
+from cvrepro.config.params import config_id
 
-from conftest import REPO, run
+from helpers import REPO, run
 
 GROUPS = sorted(p.name for p in (REPO / "conf").iterdir() if p.is_dir())
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from cvrepro import vcs
-from cvrepro.datadiff import DatasetState, dataset_diff, format_diff, iou, load_state, match_labels, truncated
-from cvrepro.demo import generate_demo
-from cvrepro.io import CvreproError
-from cvrepro.stages.snapshot import build_manifest
-from cvrepro.stages.split import assign
+from cvrepro.core import vcs
+from cvrepro.dataset.diff import DatasetState, dataset_diff, format_diff, iou, load_state, match_labels, truncated
+from cvrepro.dataset.demo import generate_demo
+from cvrepro.core.fileio import CvreproError
+from cvrepro.dataset.manifest import build_manifest
+from cvrepro.dataset.splits import assign
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def state(root: Path, coco: dict | None = None, label: str = "x", seed: int = 42
     if coco is not None:
         ann = root / f"ann_{label}.json"
         ann.write_text(json.dumps(coco))
-    manifest = build_manifest(root / "data/raw", ann)
+    manifest = build_manifest(root / "data/raw", ann, task="detection")
     splits = {"splits": assign(manifest, seed, {"train": 0.6, "val": 0.2, "test": 0.2}, None)}
     return DatasetState(label, manifest, json.loads(ann.read_text()), splits)
 
@@ -174,7 +174,7 @@ def test_mask_changes_against_a_tagged_version_read_through_dvc(project: Path):
     import numpy as np
     from PIL import Image
 
-    from conftest import commit_all, edit, run
+    from helpers import commit_all, edit, run
 
     edit(project / "conf/config.yaml", "- task: detection", "- task: segmentation")
     run(["cvrepro", "compose", "--force"], project)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cvrepro import paths
-from cvrepro.demo import _object_patch, generate_demo
-from cvrepro.io import CvreproError
+from cvrepro.core import paths
+from cvrepro.dataset.demo import _object_patch, generate_demo
+from cvrepro.core.fileio import CvreproError
 
 N = 24
 

@@ -13,11 +13,11 @@ import pytest
 import yaml
 from PIL import Image, ImageOps
 
-from conftest import copy_template, run
+from helpers import copy_template, run
 from cvrepro.formats.transfer import export_dataset, import_dataset
-from cvrepro.io import CvreproError
-from cvrepro.stages import snapshot
-from cvrepro.stages.preprocess import load_image_rgb
+from cvrepro.core.fileio import CvreproError
+from cvrepro.dataset.manifest import build_manifest
+from cvrepro.dataset.images import load_image_rgb
 
 
 def picture(path: Path, width: int, height: int, mode: str = "RGB", seed: int = 0, **save) -> Path:
@@ -383,7 +383,7 @@ def test_exif_rotated_jpeg_is_baked_upright_and_labels_stay_in_the_displayed_fra
     stored = load(project / "data/raw/IMG_0001.png")
     assert stored.format == "PNG" and stored.size == (20, 40) and 0x0112 not in stored.getexif()
     assert np.array_equal(np.asarray(stored), np.asarray(ImageOps.exif_transpose(load(photo))))
-    manifest = snapshot.build_manifest(project / "data/raw", project / "data/labels/annotations.json")
+    manifest = build_manifest(project / "data/raw", project / "data/labels/annotations.json", task="detection")
     assert (manifest["files"][0]["width"], manifest["files"][0]["height"]) == (20, 40)
 
     export_dataset("yolo", tmp_path / "out", root=project)
@@ -466,7 +466,7 @@ def test_import_runs_dvc_add_and_export_rev_reads_a_tagged_version(project: Path
 
 
 def test_demo_dataset_exports_to_every_detection_format_and_imports_back(project: Path, tmp_path: Path):
-    from cvrepro.demo import generate_demo
+    from cvrepro.dataset.demo import generate_demo
 
     generate_demo(project, seed=2, n_images=6)
     demo = index(project)

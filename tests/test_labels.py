@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_template, run
-from cvrepro import labels
-from cvrepro.demo import generate_demo
-from cvrepro.io import CvreproError, write_json
-from cvrepro.paths import ANNOTATIONS, RAW_DIR
-from cvrepro.stages.snapshot import build_manifest
+from helpers import copy_template, run
+from cvrepro.dataset import corrections as labels
+from cvrepro.dataset.demo import generate_demo
+from cvrepro.core.fileio import CvreproError, write_json
+from cvrepro.core.paths import ANNOTATIONS, RAW_DIR
+from cvrepro.dataset.manifest import build_manifest
 
 HEADER = "image,annotation_id,action,category,x,y,w,h"
 
@@ -43,7 +43,7 @@ def write_csv(path: Path, *rows: str, header: str = HEADER) -> Path:
 
 
 def hashes(root: Path) -> dict[str, str]:
-    manifest = build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=1)
+    manifest = build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=1, task="detection")
     return {f["path"]: f["labels_hash"] for f in manifest["files"]}
 
 

@@ -9,15 +9,15 @@ import subprocess
 
 import pytest
 
-from cvrepro.io import CvreproError, write_json
-from cvrepro.lineage import (
+from cvrepro.core.fileio import CvreproError, write_json
+from cvrepro.provenance.lineage import (
     build_lineage,
     environment,
     git_state,
     sha256_dir,
 )
-from cvrepro.params import config_id
-from cvrepro.registry import dataset_version
+from cvrepro.config.params import config_id
+from cvrepro.provenance.registry import dataset_version
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
 

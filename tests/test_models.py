@@ -7,12 +7,12 @@ import pytest
 import torch
 import yaml
 
-from cvrepro.compose import compose
-from cvrepro.engine import recalibrate_batchnorm
-from cvrepro.io import CvreproError
-from cvrepro.models import BUILDERS, build_model
+from cvrepro.config.compose import compose
+from cvrepro.learning.engine import recalibrate_batchnorm
+from cvrepro.core.fileio import CvreproError
+from cvrepro.learning.models import DETECTION_BUILDERS as BUILDERS, build_model
 
-from conftest import REPO, assert_trains_a_step
+from helpers import REPO, assert_trains_a_step
 
 # the detectors; segmentation and classification models: tests/test_task_models.py
 MODELS = sorted(p.stem for p in (REPO / "conf/model").glob("*.yaml")
@@ -30,7 +30,7 @@ def batch(n: int = 2):
 @pytest.mark.parametrize("name", MODELS)
 def test_model_trains_a_step_and_predicts(name):
     cfg = compose(REPO / "conf", [f"model={name}"])
-    model = build_model(cfg["model"], 4, 128, cfg["preprocess"]["mean"], cfg["preprocess"]["std"])
+    model = build_model(cfg["model"], 4, 128, cfg["preprocess"]["mean"], cfg["preprocess"]["std"], task="detection")
     assert model.transform.image_mean == cfg["preprocess"]["mean"]
     images, targets = batch()
     assert_trains_a_step(model, images, targets)
@@ -42,7 +42,7 @@ def test_model_trains_a_step_and_predicts(name):
 
 def test_batchnorm_recalibration_replaces_the_running_statistics():
     cfg = compose(REPO / "conf", ["model=ssdlite"])
-    model = build_model(cfg["model"], 4, 128, cfg["preprocess"]["mean"], cfg["preprocess"]["std"])
+    model = build_model(cfg["model"], 4, 128, cfg["preprocess"]["mean"], cfg["preprocess"]["std"], task="detection")
     bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     before = bn.running_mean.clone()
     recalibrate_batchnorm(model, [batch(), batch()], max_batches=2)
@@ -53,6 +53,6 @@ def test_batchnorm_recalibration_replaces_the_running_statistics():
 def test_unknown_model_and_missing_weights_are_clear_errors(tmp_path):
     cfg = compose(REPO / "conf")
     with pytest.raises(CvreproError, match="model.name 'nope'"):
-        build_model({**cfg["model"], "name": "nope"}, 4, 128, [0.5] * 3, [0.5] * 3)
+        build_model({**cfg["model"], "name": "nope"}, 4, 128, [0.5] * 3, [0.5] * 3, task="detection")
     with pytest.raises(CvreproError, match="not a local file"):
-        build_model({**cfg["model"], "weights": str(tmp_path / "none.pth")}, 4, 128, [0.5] * 3, [0.5] * 3)
+        build_model({**cfg["model"], "weights": str(tmp_path / "none.pth")}, 4, 128, [0.5] * 3, [0.5] * 3, task="detection")

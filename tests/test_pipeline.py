@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import edit, run, tiny_conf
+from helpers import edit, run, tiny_conf
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import commit_all, edit, run
+from helpers import commit_all, edit, run
+
+pytestmark = pytest.mark.slow  # every test builds on a project trained and released by a real `dvc repro`
 
 
 def preflight(root: Path, *args: str) -> tuple[int, dict[str, dict]]:

@@ -4,11 +4,15 @@ local DVC remote in a temporary directory."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
 
-from conftest import commit_all, run
+from helpers import commit_all, run
+
+pytestmark = pytest.mark.slow  # every test builds on a project trained and released by a real `dvc repro`
 
 
 def git_facts(root: Path) -> tuple[str, str, list[str]]:

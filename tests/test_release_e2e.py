@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import S3_ENV, copy_template, edit, run, s3_bucket, tiny_conf
+from helpers import S3_ENV, copy_template, edit, run, s3_bucket, tiny_conf
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import copy_template, edit, run, tiny_conf
-from cvrepro.reproduce import compare_metrics, flat_metrics
+from helpers import copy_template, edit, run, tiny_conf
+from cvrepro.provenance.reproduce import compare_metrics, flat_metrics
 
 MODEL_FILES = ["models/model.pt", "models/label_map.json", "models/preprocessing.json", "models/checkpoint.pt"]
 

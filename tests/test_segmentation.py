@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cvrepro.demo import generate_demo
-from cvrepro.io import CvreproError, read_json, sha256_file
-from cvrepro.paths import LABELS_DIR, LINEAGE, METRICS, PREDICTIONS_GRID, PROCESSED_INFO, RAW_DIR, WEIGHTS, processed_split
-from cvrepro.stages import evaluate, snapshot
-from cvrepro.stages.preprocess import ProcessedSplit
-from cvrepro.stages.train import train
-from cvrepro.task_eval import confusion, segmentation_scores
+from cvrepro.dataset.demo import generate_demo
+from cvrepro.core.fileio import CvreproError, read_json, sha256_file
+from cvrepro.core.paths import LABELS_DIR, LINEAGE, METRICS, PREDICTIONS_GRID, PROCESSED_INFO, RAW_DIR, WEIGHTS, processed_split
+from cvrepro.stages import evaluate
+from cvrepro.stages import snapshot
+from cvrepro.dataset.processed import ProcessedSplit
+from cvrepro.stages.train import run as train
+from cvrepro.learning.confusion_metrics import confusion, segmentation_scores
 
-from conftest import prepared_data, run_copy, tiny_params
+from helpers import prepared_data, run_copy, tiny_params
 
 ANN = LABELS_DIR / "annotations.json"
 SEG = ["task=segmentation", "preprocess.size=64"]  # 64 px keeps the tiny runs fast
@@ -179,6 +180,7 @@ def test_preprocess_resizes_masks_nearest(seg_data):
         assert set(np.unique(data.masks[i])) <= set(np.unique(original))  # nearest: no new ids
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_write_metrics_grid_and_lineage(seg_root):
     params = seg_params()
     summary = train(params, seg_root)
@@ -204,8 +206,8 @@ def test_train_and_evaluate_write_metrics_grid_and_lineage(seg_root):
     assert lineage["metrics"]["val"]["mIoU"] == metrics["val"]["mIoU"]
 
     # The predictor a release gives (cvrepro.load_model) returns a mask at the image's own size.
-    from cvrepro.predictor import Predictor
-    from cvrepro.stages.train import load_predictor
+    from cvrepro.learning.predictor import Predictor
+    from cvrepro.learning.artifacts import load_predictor
 
     predictor = Predictor(*load_predictor(seg_root / "models"), version="local", record={})
     out = predictor(seg_root / RAW_DIR / "img_000000.png")

@@ -14,10 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cvrepro.io import CvreproError
-from cvrepro.paths import ANNOTATIONS, MANIFEST, RAW_DIR
-from cvrepro.stages import snapshot
-from cvrepro.stages.snapshot import build_manifest, dvc_listing, run
+from cvrepro.core.fileio import CvreproError
+from cvrepro.core.paths import ANNOTATIONS, MANIFEST, RAW_DIR
+from cvrepro.core.relpaths import normalize_relpath
+from cvrepro.dataset import images as image_reader
+from cvrepro.dataset import listing as listing_module
+from cvrepro.dataset import manifest as snapshot
+from cvrepro.dataset.listing import dvc_listing
+from cvrepro.dataset.manifest import build_manifest
+from cvrepro.stages.snapshot import run
 
 VENV_BIN = Path(sys.executable).parent
 DVC = VENV_BIN / "dvc"
@@ -66,7 +71,7 @@ def root(tmp_path: Path) -> Path:
 
 
 def _params(notes: str = "") -> dict:
-    return {"dataset": {"notes": notes}}
+    return {"task": "detection", "dataset": {"notes": notes}}
 
 
 def _md5(path: Path) -> str:
@@ -187,9 +192,9 @@ def test_snapshot_id_changes_when_an_attribute_changes(root: Path):
 
 
 def test_process_pool_gives_the_same_manifest(root: Path, monkeypatch):
-    serial = build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=1)
-    monkeypatch.setattr(snapshot, "POOL_MIN_IMAGES", 1)
-    assert build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=2) == serial
+    serial = build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=1, task="detection")
+    monkeypatch.setattr(image_reader, "POOL_MIN_IMAGES", 1)
+    assert build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=2, task="detection") == serial
 
 
 def test_symlinks_that_stay_inside_raw_are_accepted(tmp_path: Path):
@@ -223,7 +228,7 @@ def test_symlinks_that_stay_inside_raw_are_accepted(tmp_path: Path):
     ],
 )
 def test_file_name_normalization(name: str, expected: str | None):
-    assert snapshot._normalize_file_name(name) == expected
+    assert normalize_relpath(name) == expected
 
 
 # --------------------------------------------------------------------------- bad datasets
@@ -402,12 +407,12 @@ def test_problem_list_is_capped(root: Path):
 
 
 def test_pool_stops_early_when_the_problem_list_is_full(root: Path, monkeypatch):
-    monkeypatch.setattr(snapshot, "POOL_MIN_IMAGES", 1)
+    monkeypatch.setattr(image_reader, "POOL_MIN_IMAGES", 1)
     coco = _coco()
     coco["images"] += [{"id": 100 + i, "file_name": f"gone/{i:03d}.png", "width": 8, "height": 8} for i in range(60)]
     _write_coco(root, coco)
     with pytest.raises(CvreproError) as err:
-        build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=2)
+        build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=2, task="detection")
     lines = str(err.value).splitlines()
     assert len(lines) == 1 + snapshot.MAX_PROBLEMS and all("file not found" in l for l in lines[1:])
 
@@ -423,7 +428,7 @@ def test_failed_run_leaves_previous_manifest_untouched(root: Path):
 
 
 def test_unsupported_task_is_refused(root: Path):
-    with pytest.raises(CvreproError, match="task 'keypoints' is not supported"):
+    with pytest.raises(CvreproError, match="task 'keypoints' is unknown"):
         run({"task": "keypoints", "dataset": {}}, root)
     assert not (root / MANIFEST).exists()
 
@@ -460,21 +465,21 @@ def test_dvc_listing_matches_file_md5s(dvc_root: Path):
 
 def test_dvc_listing_is_used_when_current(dvc_root: Path, monkeypatch):
     hashed = []
-    real = snapshot._inspect_image
-    monkeypatch.setattr(snapshot, "_inspect_image", lambda p, want_md5: (hashed.append(want_md5), real(p, want_md5))[1])
+    real = image_reader.inspect_image
+    monkeypatch.setattr(image_reader, "inspect_image", lambda p, want_md5: (hashed.append(want_md5), real(p, want_md5))[1])
     manifest = run(_params(), dvc_root)
     assert hashed == [False, False, False]  # every md5 came from DVC's listing
     assert {f["path"]: f["md5"] for f in manifest["files"]} == dvc_listing(dvc_root)
     # Same manifest as hashing every file ourselves.
-    assert manifest == build_manifest(dvc_root / RAW_DIR, dvc_root / ANNOTATIONS)
+    assert manifest == build_manifest(dvc_root / RAW_DIR, dvc_root / ANNOTATIONS, task="detection")
 
 
 def test_stale_dvc_listing_falls_back_to_hashing(dvc_root: Path):
     _write_image(dvc_root / RAW_DIR / "night/new.png", "PNG", (8, 8), 5)  # added after `dvc add`
-    manifest = build_manifest(dvc_root / RAW_DIR, dvc_root / ANNOTATIONS, dvc_listing={"day/a.png": "0" * 32})
+    manifest = build_manifest(dvc_root / RAW_DIR, dvc_root / ANNOTATIONS, dvc_listing={"day/a.png": "0" * 32}, task="detection")
     assert manifest["files"][0]["md5"] == _md5(dvc_root / RAW_DIR / "day/a.png")
     listing = dvc_listing(dvc_root)
-    assert snapshot._usable_listing(dvc_root / RAW_DIR, listing) == {}
+    assert listing_module.usable_listing(dvc_root / RAW_DIR, listing) == {}
 
 
 def test_dvc_listing_absent(tmp_path: Path):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cvrepro.io import CvreproError
-from cvrepro.stages.split import assign
+from cvrepro.core.fileio import CvreproError
+from cvrepro.dataset.splits import assign
 
 RATIOS = {"train": 0.7, "val": 0.2, "test": 0.1}
 

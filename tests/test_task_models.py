@@ -8,14 +8,16 @@ import pytest
 import torch
 import yaml
 
-from cvrepro.compose import compose
-from cvrepro.engine import recalibrate_batchnorm
-from cvrepro.io import CvreproError
-from cvrepro.models import TASK_BUILDERS, build_model
+from cvrepro.config.compose import compose
+from cvrepro.learning.engine import recalibrate_batchnorm
+from cvrepro.core.fileio import CvreproError
+from cvrepro import tasks
+from cvrepro.learning.models import build_model
 
-from conftest import REPO, assert_trains_a_step
+from helpers import REPO, assert_trains_a_step
 
 MODEL_FILES = {p.stem: yaml.safe_load(p.read_text())["name"] for p in (REPO / "conf/model").glob("*.yaml")}
+TASK_BUILDERS = {name: tasks.get(name).model_builders() for name in tasks.names()}
 TASK_MODELS = [(task, option) for task, builders in TASK_BUILDERS.items()
                for option, name in sorted(MODEL_FILES.items()) if name in builders]
 DEFAULTS = {"detection": ("fcos_tiny", "annotations.json"), "segmentation": ("unet_small", "annotations.json"),

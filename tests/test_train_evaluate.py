@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from cvrepro.io import CvreproError, read_json, sha256_file
-from cvrepro.paths import (CHECKPOINT, LABEL_MAP, LINEAGE, METRICS, PLOTS_DIR, PREDICTIONS_GRID, TRAIN_LOG_DIR,
+from cvrepro.core.fileio import CvreproError, read_json, sha256_file
+from cvrepro.core.paths import (CHECKPOINT, LABEL_MAP, LINEAGE, METRICS, PLOTS_DIR, PREDICTIONS_GRID, TRAIN_LOG_DIR,
                            WEIGHTS, processed_split)
 from cvrepro.stages import evaluate
-from cvrepro.stages.preprocess import ProcessedSplit
-from cvrepro.stages.train import train
+from cvrepro.dataset.processed import ProcessedSplit
+from cvrepro.stages.train import run as train
 
-from conftest import run, tiny_params
+from helpers import run, tiny_params
 
 
 def test_preprocess_arrays_match_the_annotations(tiny_data):
@@ -34,6 +34,7 @@ def test_preprocess_arrays_match_the_annotations(tiny_data):
     assert total == len(coco["images"])
 
 
+@pytest.mark.slow
 def test_same_inputs_give_bit_identical_weights(tiny_root, tmp_path):
     params = tiny_params()
     first = train(params, tiny_root)
@@ -48,6 +49,7 @@ def test_same_inputs_give_bit_identical_weights(tiny_root, tmp_path):
     assert sha256_file(tiny_root / WEIGHTS) != weights
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_everything_needed_to_resume(tiny_root):
     params = tiny_params()
     train(params, tiny_root)
@@ -60,6 +62,7 @@ def test_checkpoint_holds_everything_needed_to_resume(tiny_root):
     assert len(loss_log.read_text().splitlines()) == params["train"]["epochs"] + 1  # header + one row per epoch
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_the_run(tiny_root):
     params = tiny_params(overrides=["train.lr=1e30", "train.max_grad_norm=0", "train.warmup_iters=0"])
     with pytest.raises(CvreproError, match="non-finite loss"):
@@ -73,6 +76,7 @@ def test_training_in_a_repository_without_commits_is_a_clear_error(tiny_root):
         train(tiny_params(), tiny_root)
 
 
+@pytest.mark.slow
 def test_evaluate_writes_metrics_plots_grid_and_lineage(tiny_root):
     params = tiny_params()
     train(params, tiny_root)

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import commit_all, edit, released_project, run
+from helpers import commit_all, edit, released_project, run
 
 pytestmark = pytest.mark.slow
 
 # A plausible bug: a contrast stretch with a black point of 64, tuned on day images,
 # crushes most of a night image (mean brightness about 50) to black.
 CRUSH_DARK = '''
-        pixels = np.asarray(im.resize((size, size), Image.BILINEAR)).astype(np.int32)
-        images[i] = np.clip((pixels - 64) * 255 // 191, 0, 255).astype(np.uint8).transpose(2, 0, 1)
+            pixels = np.asarray(im.resize((size, size), Image.BILINEAR)).astype(np.int32)
+            self.array[i] = np.clip((pixels - 64) * 255 // 191, 0, 255).astype(np.uint8).transpose(2, 0, 1)
 '''
 
 
@@ -34,8 +34,9 @@ def test_code_change_that_hurts_night_images(tmp_path: Path):
     commit_all(root, "baseline model", env)
     run(["cvrepro", "release", "model"], root, env=env)
 
-    edit(root / "src/cvrepro/stages/preprocess.py",
-         "        images[i] = np.asarray(im.resize((size, size), Image.BILINEAR)).transpose(2, 0, 1)\n", CRUSH_DARK)
+    edit(root / "src/cvrepro/dataset/processed.py",
+         "            self.array[i] = np.asarray(im.resize((size, size), Image.BILINEAR)).transpose(2, 0, 1)\n",
+         CRUSH_DARK)
     run(["dvc", "repro"], root, env=env)
     commit_all(root, "contrast stretch in preprocess", env)
     record = json.loads(run(["cvrepro", "release", "model", "--json"], root, env=env).stdout)
@@ -43,7 +44,7 @@ def test_code_change_that_hurts_night_images(tmp_path: Path):
 
     t = json.loads(run(["cvrepro", "diff", "v0.1.0", "v0.1.1", "--json"], root, env=env).stdout)
     assert t["factors"] == ["code"]
-    assert t["code"]["code_files"] == ["src/cvrepro/stages/preprocess.py"]
+    assert t["code"]["code_files"] == ["src/cvrepro/dataset/processed.py"]
     assert t["data"]["changed"] is False and t["params"] == {}
     worst = t["largest_regression"]["slice"]
     assert worst["where"].endswith("time_of_day=night"), t["regressions"][:5]

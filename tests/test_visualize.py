@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cvrepro import visualize as vz
-from cvrepro.io import CvreproError
+from cvrepro.learning import pictures as vz
+from cvrepro.core.fileio import CvreproError
 
 NAMES = {0: "car", 1: "person", 2: "bicycle"}
 

@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 
 def load_model(version: str, repo: str = ".", remote: str | None = None):
-    """A released model (`vX.Y.Z`) fetched through DVC at its tag; see cvrepro.predictor."""
-    from .predictor import load_model as _load  # torch is imported only when a model is loaded
+    """A released model (`vX.Y.Z`) fetched through DVC at its tag; see cvrepro.provenance.loading."""
+    from cvrepro.provenance.loading import load_model as _load  # torch is imported only when a model is loaded
 
     return _load(version, repo=repo, remote=remote)

@@ -8,7 +8,6 @@ mask's) bytes come from, so a converter never holds pixels of the whole dataset.
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +16,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..io import CvreproError
+from cvrepro.core.fileio import CvreproError
 
-TASK_OF_FORMAT = {"coco": "detection", "yolo": "detection", "voc": "detection",
-                  "masks": "segmentation", "imagefolder": "classification"}
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}  # compared lower-cased
-IGNORE_INDEX = 255  # mask pixels labelled "ignore" (dataset.ignore_index)
 EXIF_ORIENTATION = 0x0112
 PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"}
 BOX_DIGITS = 6  # pixel boxes converted from normalised or 1-based coordinates are rounded to 1e-6 px
@@ -169,51 +165,18 @@ def baked_image_bytes(data: bytes) -> bytes:
     return buf.getvalue()
 
 
-def read_mask(data: bytes, where: str) -> np.ndarray:
-    """A single-channel class-id mask as a uint8 array (mode L, P: palette indices, or 16/32-bit with ids <= 255)."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            mode = im.mode
-            array = np.asarray(im)
-    except Exception as e:
-        raise CvreproError(f"{where}: unreadable mask image ({type(e).__name__}: {e})") from None
-    if mode not in ("L", "P", "I", "I;16", "1"):
-        raise CvreproError(f"{where}: mask has mode {mode}; expected one channel of class ids (mode L or P)")
-    if array.size and (array.min() < 0 or array.max() > 255):
-        raise CvreproError(f"{where}: mask values must lie in 0..255, found {int(array.min())}..{int(array.max())}")
-    return array.astype(np.uint8)
-
-
-def check_mask(mask: np.ndarray, n_classes: int, size: tuple[int, int], where: str, image: str) -> None:
+def check_mask(mask: np.ndarray, n_classes: int, size: tuple[int, int], where: str, image: str,
+               ignore_index: int) -> None:
     height, width = mask.shape[:2]
     if (width, height) != size:
         raise CvreproError(f"{where}: mask is {width}x{height} but its image {image} is {size[0]}x{size[1]}")
-    bad = sorted(set(np.unique(mask).tolist()) - set(range(n_classes + 1)) - {IGNORE_INDEX})
+    bad = sorted(set(np.unique(mask).tolist()) - set(range(n_classes + 1)) - {ignore_index})
     if bad:
-        raise CvreproError(f"{where}: mask values {bad[:10]} are not class ids 0..{n_classes} or {IGNORE_INDEX} "
+        raise CvreproError(f"{where}: mask values {bad[:10]} are not class ids 0..{n_classes} or {ignore_index} "
                            "(ignore)")
-
-
-def mask_png(mask: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def tidy(v: float) -> int | float:
     """Round away float noise from a conversion; 12.0 -> 12."""
     v = round(float(v), BOX_DIGITS)
     return int(v) if v.is_integer() else v
-
-
-def safe_relpath(name: Any) -> str | None:
-    """A posix path that stays inside its folder, or None (absolute, '..', empty)."""
-    if not isinstance(name, str) or not name or name[0] in "/\\" or (len(name) > 1 and name[1] == ":"):
-        return None
-    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-    return None if not parts or ".." in parts else "/".join(parts)

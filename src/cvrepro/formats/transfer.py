@@ -16,19 +16,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..io import CvreproError, atomic_write_bytes, write_json
-from ..paths import ANNOTATIONS, LABELS_DIR, RAW_DIR
-from . import coco, imagefolder, masks, voc, yolo
-from .common import (
-    TASK_OF_FORMAT,
-    Dataset,
-    baked_image_bytes,
-    mask_png,
-    read_local,
-    read_mask,
-)
+from cvrepro.core.fileio import CvreproError, atomic_write_bytes, write_json
+from cvrepro.core.paths import ANNOTATIONS, LABELS_DIR, PARAMS, RAW_DIR
+from cvrepro.dataset.masks import decode_mask, mask_png
+from cvrepro.formats.common import Dataset, baked_image_bytes, read_local
+from cvrepro.formats.registry import plugin
 
-FORMATS = {"coco": coco, "yolo": yolo, "voc": voc, "masks": masks, "imagefolder": imagefolder}
+
+def _ignore_index(root: Path) -> int:
+    """`dataset.ignore_index` of the project's params.yaml (255 without one): the mask value not scored."""
+    from cvrepro.config.params import load_params
+    from cvrepro.dataset.index import ignore_index_of
+
+    return ignore_index_of(load_params(root / PARAMS)) if (root / PARAMS).exists() else 255
 
 
 def _holds_files(folder: Path) -> bool:
@@ -53,28 +53,23 @@ def write_project(dataset: Dataset, raw_dir: Path, labels_dir: Path) -> None:
         atomic_write_bytes(target, baked_image_bytes(dataset.read(dataset.image_source[im["id"]])))
         if "mask_file" in im:
             source = dataset.mask_source[im["id"]]
-            atomic_write_bytes(labels_dir / im["mask_file"], mask_png(read_mask(dataset.read(source), source)))
+            atomic_write_bytes(labels_dir / im["mask_file"], mask_png(decode_mask(dataset.read(source), source, stored=False)))
     write_json(labels_dir / ANNOTATIONS.name, dataset.index())
 
 
 def _check_task(dataset: Dataset) -> None:
-    """The label layout each task needs (docs/label-formats.md); snapshot checks the rest where it can."""
-    by_image = dataset.annotations_by_image()
-    for im in dataset.images:
-        where = f"image id {im['id']} ({dataset.image_source[im['id']]})"
-        if dataset.task == "classification" and len(by_image[im["id"]]) != 1:
-            raise CvreproError(f"{where}: has {len(by_image[im['id']])} labels; classification needs one")
-        if dataset.task == "segmentation" and "mask_file" not in im:
-            raise CvreproError(f"{where}: has no mask")
+    """The label layout the dataset's task needs (docs/label-formats.md); snapshot checks the rest."""
+    from cvrepro import tasks
+
+    tasks.get(dataset.task, "format").check_import(dataset.images, dataset.annotations_by_image(),
+                                                    dataset.image_source)
 
 
 def _validate(task: str, raw_dir: Path, labels_dir: Path) -> None:
-    from ..stages import snapshot
+    from cvrepro.dataset.manifest import build_manifest
 
-    if task not in snapshot.TASKS:
-        return  # snapshot does not check this task yet; the reader and _check_task did
     try:
-        snapshot.build_manifest(raw_dir, labels_dir / ANNOTATIONS.name, task=task)
+        build_manifest(raw_dir, labels_dir / ANNOTATIONS.name, task=task)
     except CvreproError as e:  # name the places the files will have, not the temporary folder
         message = str(e).replace(str(raw_dir), str(RAW_DIR)).replace(str(labels_dir), str(LABELS_DIR))
         raise CvreproError(f"the converted dataset fails snapshot validation; {RAW_DIR} and {LABELS_DIR} "
@@ -121,7 +116,7 @@ def import_dataset(fmt: str, src: Path, root: Path = Path("."), force: bool = Fa
                 raise CvreproError(f"{folder} already holds data; refusing to replace it (use --force)")
     if annotations is not None and fmt != "coco":
         raise CvreproError("--annotations applies to the coco format only")
-    dataset = coco.read(src, annotations) if fmt == "coco" else FORMATS[fmt].read(src)
+    dataset = plugin(fmt).read(src, annotations=annotations, ignore_index=_ignore_index(root))
     if not dataset.images:
         raise CvreproError(f"{src}: no images found (see docs/import-export.md for the {fmt} layout)")
     _check_task(dataset)
@@ -144,17 +139,10 @@ def import_dataset(fmt: str, src: Path, root: Path = Path("."), force: bool = Fa
 
 
 def tasks_of(index: dict) -> set[str]:
-    """Which tasks an index serves: boxes -> detection, a mask on every image -> segmentation,
-    labels without boxes -> classification (the demo index serves detection and segmentation)."""
-    images, anns = index.get("images") or [], index.get("annotations") or []
-    tasks = set()
-    if images and all("mask_file" in im for im in images):
-        tasks.add("segmentation")
-    if any("bbox" in a for a in anns) or (not anns and "segmentation" not in tasks):
-        tasks.add("detection")
-    if anns and not any("bbox" in a for a in anns):
-        tasks.add("classification")
-    return tasks
+    """Which tasks an index serves (the demo index serves detection and segmentation)."""
+    from cvrepro import tasks
+
+    return {t.name for t in tasks.serving(index)}
 
 
 def _project_reader(root: Path, rev: str | None):
@@ -187,17 +175,19 @@ def project_dataset(root: Path = Path("."), rev: str | None = None, task: str | 
         raise CvreproError(f"{where}: invalid JSON at line {e.lineno}: {e.msg}") from None
     if not isinstance(index, dict) or not isinstance(index.get("images"), list):
         raise CvreproError(f"{where}: expected a JSON object with 'images'")
-    tasks = tasks_of(index)
-    task = task or next((t for t in ("detection", "segmentation", "classification") if t in tasks), "detection")
-    if task not in tasks:
-        raise CvreproError(f"{where} holds a {' and '.join(sorted(tasks)) or 'empty'} dataset, not {task}")
+    from cvrepro import tasks
+
+    serving = [t.name for t in tasks.serving(index)]
+    task = task or (serving[0] if serving else tasks.names()[0])
+    if task not in serving:
+        raise CvreproError(f"{where} holds a {' and '.join(sorted(serving)) or 'empty'} dataset, not {task}")
     images = index["images"]
     for i, im in enumerate(images):
         if not isinstance(im, dict) or not isinstance(im.get("id"), int) or not isinstance(im.get("file_name"), str):
             raise CvreproError(f"{where}: images[{i}] needs an integer 'id' and a string 'file_name' "
                                "(`cvrepro snapshot` checks the whole index)")
     return Dataset(task, index.get("categories") or [], images,
-                   index.get("annotations") or [] if task != "segmentation" else [],
+                   index.get("annotations") or [] if tasks.get(task).annotations_required else [],
                    {im["id"]: f"{RAW_DIR}/{im['file_name']}" for im in images},
                    {im["id"]: f"{LABELS_DIR}/{im['mask_file']}" for im in images if "mask_file" in im},
                    read)
@@ -208,7 +198,7 @@ def export_dataset(fmt: str, dest: Path, root: Path = Path("."), rev: str | None
     dest = Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise CvreproError(f"{dest}: exists and is not an empty directory; refusing to write into it")
-    task = TASK_OF_FORMAT[fmt]
+    task = plugin(fmt).TASK
     try:
         dataset = project_dataset(root, rev, task)
     except CvreproError as e:
@@ -218,7 +208,7 @@ def export_dataset(fmt: str, dest: Path, root: Path = Path("."), rev: str | None
     try:
         out = work / "out"  # made by mkdir, not mkdtemp: the usual permissions, not 0700
         out.mkdir()
-        FORMATS[fmt].write(dataset, out)
+        plugin(fmt).write(dataset, out)
         if dest.exists():
             dest.rmdir()  # empty, checked above
         out.rename(dest)

@@ -1,0 +1,106 @@
+"""Commands on the dataset: import and export in other formats, label corrections."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cvrepro.core.paths import ANNOTATIONS
+from cvrepro.formats.registry import format_names
+
+
+def _print_summary(s: dict) -> None:
+    actions = ", ".join(f"{a} {n}" for a, n in s["actions"].items() if n)
+    print(f"{s['corrections']} corrections from {s['csv']} ({actions}) to {s['labels']} ({s['task']})")
+    print(f"  images changed: {len(s['images_changed'])}")
+    changed = [f"{name} {c['before']} -> {c['after']} ({c['delta']:+d})" for name, c in s["per_class"].items()
+               if c["delta"]]
+    print(f"  per class: {', '.join(changed) if changed else 'no count changed'}")
+    if s["added_ids"]:
+        print(f"  new annotation ids: {', '.join(map(str, s['added_ids']))}")
+    if not s["written"]:
+        print("dry run: every row checks out; nothing written")
+        return
+    print(f"wrote {s['labels']}\nnext:")
+    for step in s["next_steps"]:
+        print(f"  {step}")
+
+
+def _task_from_params() -> str | None:
+    from cvrepro.core.paths import PARAMS
+
+    if not PARAMS.exists():
+        return None
+    from cvrepro import tasks
+    from cvrepro.config.params import load_params
+
+    return tasks.of_params(load_params()).name
+
+
+def cmd_labels_apply(args: argparse.Namespace) -> int:
+    from cvrepro.dataset.corrections import run
+
+    summary = run(Path(args.csv), Path(args.annotations), dry_run=args.dry_run, task=args.task or _task_from_params())
+    if args.json:
+        print(json.dumps(summary, sort_keys=True, indent=2))
+    else:
+        _print_summary(summary)
+    return 0
+
+
+def _add_labels(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("labels", help="edit the labels: apply a CSV of corrections")
+    labels_sub = p.add_subparsers(dest="labels_command", required=True, metavar="ACTION")
+    a = labels_sub.add_parser("apply", help="apply label corrections from a CSV (all rows checked first; "
+                                            "see docs/labels.md)",
+                               description="Apply label corrections from a CSV. Every row is checked first: one bad "
+                                           "row rejects the file and nothing is written. Format: docs/labels.md.")
+    a.add_argument("csv", help="CSV with header image,annotation_id,action,category,x,y,w,h")
+    a.add_argument("--annotations", default=str(ANNOTATIONS), help=f"labels file to correct (default: {ANNOTATIONS})")
+    a.add_argument("--task", metavar="TASK",
+                   help="what the labels are (default: `task` in params.yaml, else inferred from the file)")
+    a.add_argument("--dry-run", action="store_true", help="check and summarise; write nothing")
+    a.add_argument("--json", action="store_true", help="print the summary as JSON")
+    a.set_defaults(func=cmd_labels_apply)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from cvrepro.formats.transfer import import_dataset
+
+    summary = import_dataset(args.format, Path(args.src), root=Path(args.root), force=args.force,
+                             dvc_add=not args.no_dvc_add,
+                             annotations=Path(args.annotations) if args.annotations else None)
+    print(json.dumps(summary, sort_keys=True, indent=2 if args.json else None))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cvrepro.formats.transfer import export_dataset
+
+    summary = export_dataset(args.format, Path(args.dest), root=Path(args.root), rev=args.rev)
+    print(json.dumps(summary, sort_keys=True, indent=2 if args.json else None))
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="convert a COCO/YOLO/VOC/mask-folder/ImageFolder dataset into data/raw + "
+                                      "data/labels and dvc add them")
+    p.add_argument("format", choices=format_names())
+    p.add_argument("src", metavar="SRC", help="the source dataset folder (layouts: docs/import-export.md)")
+    p.add_argument("--annotations", metavar="FILE", help="coco: the annotations JSON (default SRC/annotations.json)")
+    p.add_argument("--force", action="store_true", help="replace data/raw and data/labels if they hold data")
+    p.add_argument("--no-dvc-add", action="store_true", help="do not run `dvc add data/raw data/labels`")
+    p.add_argument("--root", default=".", help="project root (default: current directory)")
+    p.add_argument("--json", action="store_true", help="pretty-print the summary")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("export", help="write the dataset (workspace or a git revision) as COCO/YOLO/VOC/masks/"
+                                      "ImageFolder")
+    p.add_argument("--format", required=True, choices=format_names())
+    p.add_argument("dest", metavar="DEST", help="output folder (must not exist or be empty)")
+    p.add_argument("--rev", help="git tag or commit to export from, read through DVC without a checkout")
+    p.add_argument("--root", default=".", help="project root (default: current directory)")
+    p.add_argument("--json", action="store_true", help="pretty-print the summary")
+    p.set_defaults(func=cmd_export)
+    _add_labels(sub)

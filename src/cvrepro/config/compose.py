@@ -1,0 +1,133 @@
+"""Compose `conf/` with Hydra into `params.yaml`, the file every stage reads.
+
+DVC composes `conf/` only inside `dvc exp run -S ...`; plain `dvc repro` does not.
+The `compose` stage in dvc.yaml closes that gap: it depends on `conf/` and writes
+`params.yaml` (a persistent, uncached output, so DVC neither deletes it before the
+stage runs nor caches it away from git).
+
+The catch is that a stage writing params.yaml would undo `dvc exp run -S a.b=c`,
+which DVC applies to params.yaml *before* the pipeline runs. So the rule is:
+params.yaml is rewritten only while it still holds the last composition (the bytes
+dvc.lock recorded for this stage, or else the committed file). If something else
+wrote it since (DVC's `-S`, `dvc exp apply`, a hand edit) it is an explicit
+override: kept, and the differing keys are printed, never silently reverted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from cvrepro.core.fileio import atomic_write_text
+from cvrepro.core.paths import CONF_DIR, DVC_LOCK, PARAMS
+
+MISSING = object()  # a key present on one side only
+
+HEADER = (
+    "# Composed by `cvrepro compose` from conf/ (Hydra). Do not edit: change conf/,\n"
+    "# or override for one experiment with `dvc exp run -S key=value`.\n"
+)
+
+
+def compose(conf_dir: Path = CONF_DIR, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """The resolved composition of conf/config.yaml with Hydra override strings."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block-style mappings, one key a line (readable diffs); short scalar lists inline."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flow = all(not isinstance(x, (dict, list)) for x in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def dump(params: dict[str, Any]) -> str:
+    return HEADER + yaml.dump(params, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def changed_keys(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every key whose value differs."""
+    a, b = flatten(old), flatten(new)
+    keys = sorted(set(a) | set(b))
+    return [(k, a.get(k, MISSING), b.get(k, MISSING)) for k in keys if a.get(k, MISSING) != b.get(k, MISSING)]
+
+
+def _last_composition_md5(root: Path) -> str | None:
+    """md5 of params.yaml as last composed: from dvc.lock, else from the git HEAD commit."""
+    lock = root / DVC_LOCK
+    if lock.exists():
+        stage = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get("compose", {})
+        for out in stage.get("outs", []):
+            if out.get("path") == str(PARAMS):
+                return out.get("md5")
+    from cvrepro.core.vcs import git_bytes
+
+    data = git_bytes(root, "HEAD", PARAMS.as_posix())
+    return hashlib.md5(data).hexdigest() if data is not None else None
+
+
+def _fmt(v: Any) -> str:
+    return "<absent>" if v is MISSING else repr(v)
+
+
+def write_params(
+    root: Path = Path("."), overrides: Iterable[str] = (), force: bool = False, log=print
+) -> bool:
+    """Compose conf/ into params.yaml unless params.yaml holds an explicit override.
+
+    Returns True when params.yaml now equals the composition.
+    """
+    overrides = list(overrides)
+    composed = compose(root / CONF_DIR, overrides)
+    path = root / PARAMS
+    current = yaml.safe_load(path.read_text()) if path.exists() else None
+    if current == composed:
+        log(f"{PARAMS} is up to date with {CONF_DIR}/")
+        return True
+    if current is not None and not force and not overrides:
+        last = _last_composition_md5(root)
+        if last is not None and hashlib.md5(path.read_bytes()).hexdigest() != last:
+            log(f"{PARAMS} was written since the last composition (dvc exp run -S, exp apply or an edit);")
+            log(f"keeping it as an explicit override. It differs from {CONF_DIR}/ in:")
+            for k, old, new in changed_keys(composed, current):
+                log(f"  {k}: {_fmt(old)} in conf/ -> {_fmt(new)} kept")
+            log("Run `cvrepro compose --force` to reset it to the composition of conf/.")
+            return False
+    if current is not None:
+        for k, old, new in changed_keys(current, composed):
+            log(f"  {k}: {_fmt(old)} -> {_fmt(new)}")
+    atomic_write_text(path, dump(composed))
+    log(f"wrote {PARAMS} from {CONF_DIR}/" + (f" with overrides {overrides}" if overrides else ""))
+    return True
+
+
+def check(root: Path = Path(".")) -> list[tuple[str, Any, Any]]:
+    """Keys where params.yaml differs from the composition of conf/ (empty when equal)."""
+    path = root / PARAMS
+    current = yaml.safe_load(path.read_text()) if path.exists() else {}
+    return changed_keys(current, compose(root / CONF_DIR))
+
+

@@ -1,0 +1,46 @@
+"""Relative paths inside a project folder: normalising what an index file names, and
+checking that a path stays inside its folder once symlinks are resolved."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+def normalize_relpath(name: Any, backslash_is_separator: bool = False) -> str | None:
+    """The posix relpath ('./a//b.png' → 'a/b.png'), or None if `name` is not a non-empty string, is absolute
+    (also C:\\... or \\share) or climbs out with `..`. Plain string work, not pathlib: this runs once per image.
+
+    backslash_is_separator: read 'a\\b.png' as 'a/b.png' (files written on Windows); otherwise a backslash
+    stays part of the name, as it is on POSIX, but still counts as a separator for the `..` check."""
+    if not isinstance(name, str) or not name:
+        return None
+    drive = len(name) > 1 and name[1] == ":" and name[0].isalpha()
+    if name[0] in "/\\" or drive or ".." in name.replace("\\", "/").split("/"):
+        return None
+    if backslash_is_separator:
+        name = name.replace("\\", "/")
+    rel = "/".join(part for part in name.split("/") if part not in ("", "."))
+    return rel or None
+
+
+class Containment:
+    """Does a path under `folder` stay inside it once symlinks are resolved?
+
+    Resolving every path costs one lstat per path component; datasets keep many
+    images per folder, so resolve each folder once and lstat only the file.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.prefix = os.path.realpath(folder) + os.sep
+        self.folders: dict[str, str] = {}
+
+    def inside(self, rel: str) -> bool:
+        path = os.path.join(self.folder, rel)
+        parent, name = os.path.split(path)
+        if parent not in self.folders:
+            self.folders[parent] = os.path.realpath(parent)
+        real = os.path.realpath(path) if os.path.islink(path) else os.path.join(self.folders[parent], name)
+        return real.startswith(self.prefix)

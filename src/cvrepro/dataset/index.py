@@ -1,0 +1,199 @@
+"""The labels index (docs/label-formats.md): a COCO-shaped JSON file under data/labels with
+`images`, `categories` and, per task, `annotations`. This module checks the parts every
+task shares (categories, images, the ids and references of annotations, boxes) and names
+each problem by file and id or field; the task modules check their own labels on top.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from cvrepro.core.fileio import CvreproError, read_json
+from cvrepro.core.paths import ANNOTATIONS, RAW_DIR
+from cvrepro.core.problems import Problems, is_int, is_number
+from cvrepro.core.relpaths import normalize_relpath
+
+BOX_TOLERANCE = 0.5  # px: annotation tools round box edges; half a pixel over the border is not an error
+
+
+# Keys the COCO format defines for an image; every other key is a user attribute.
+STANDARD_IMAGE_KEYS = {"id", "file_name", "width", "height", "license", "flickr_url", "coco_url", "date_captured"}
+
+
+LABEL_IMAGE_KEYS = {"mask_file"}  # labels kept on the image entry (segmentation): not attributes either
+
+
+MISSING = object()  # an image entry without a mask_file key
+
+
+def load_coco(ann_path: Path, problems: Problems, annotations_required: bool = True) -> tuple[list, list, list]:
+    """(images, annotations, categories) of the index; `annotations_required` False lets a task whose labels
+    live elsewhere (segmentation: a mask per image) omit the key."""
+    coco = read_json(ann_path)  # raises CvreproError naming the file on bad JSON
+    if not isinstance(coco, dict):
+        raise CvreproError(f"{ann_path}: expected a JSON object with images, annotations and categories")
+    lists = []
+    for key in ("images", "annotations", "categories"):
+        if key == "annotations" and not annotations_required and key not in coco:
+            lists.append([])
+            continue
+        if not isinstance(coco.get(key), list):
+            what = "missing required key" if key not in coco else "expected a list for key"
+            problems.add(f"{ann_path}: {what} '{key}'")
+        lists.append(coco.get(key) if isinstance(coco.get(key), list) else [])
+    problems.raise_if_any()  # nothing further makes sense without the three lists
+    return lists[0], lists[1], lists[2]
+
+
+_SINGULAR = {"images": "image", "annotations": "annotation", "categories": "category"}
+
+
+def entries(items: list, kind: str, required: Iterable[str], ann_path: Path, problems: Problems) -> Iterator:
+    """(index, entry) for every entry that is an object with all required keys; the rest become problems."""
+    for i, e in enumerate(items):
+        if not isinstance(e, dict):
+            problems.add(f"{ann_path}: {kind}[{i}]: expected an object")
+            continue
+        missing = [k for k in required if k not in e]
+        if missing:
+            ident = f" ({_SINGULAR[kind]} id {e['id']})" if "id" in e else ""
+            keys = ", ".join(f"'{k}'" for k in missing)
+            problems.add(f"{ann_path}: {kind}[{i}]{ident}: missing required key {keys}")
+            continue
+        yield i, e
+
+
+def rejected_ids(items: list, accepted: Iterable) -> set:
+    """Ids of entries already reported as malformed: what refers to them is not reported again."""
+    ids = {e.get("id") for e in items if isinstance(e, dict) and is_int(e.get("id"))}
+    return ids - set(accepted)
+
+
+def parse_categories(categories: list, ann_path: Path, problems: Problems) -> dict[int, str]:
+    class_map: dict[int, str] = {}
+    names: dict[str, int] = {}
+    for i, c in entries(categories, "categories", ("id", "name"), ann_path, problems):
+        cid, name = c["id"], c["name"]
+        if not is_int(cid) or not isinstance(name, str) or not name:
+            problems.add(f"{ann_path}: categories[{i}]: 'id' must be an integer and 'name' a non-empty string")
+        elif cid in class_map:
+            problems.add(f"{ann_path}: categories[{i}] (category id {cid}): duplicate category id {cid}")
+        elif name in names:  # stats count per class name, so names must be unique too
+            problems.add(f"{ann_path}: categories[{i}] (category id {cid}): duplicate category name {name!r} "
+                         f"(also category id {names[name]})")
+        else:
+            class_map[cid] = name
+            names[name] = cid
+    return dict(sorted(class_map.items()))
+
+
+def parse_images(images: list, ann_path: Path, problems: Problems) -> dict[int, dict]:
+    """image id → {id, path, width, height, attributes} for every well-formed, unique image entry."""
+    by_id: dict[int, dict] = {}
+    by_path: dict[str, int] = {}
+    for i, e in entries(images, "images", ("id", "file_name", "width", "height"), ann_path, problems):
+        iid, name = e["id"], e["file_name"]
+        where = f"{ann_path}: images[{i}] (image id {iid})"
+        if not is_int(iid):
+            problems.add(f"{ann_path}: images[{i}]: 'id' must be an integer, got {iid!r}")
+            continue
+        if iid in by_id:
+            problems.add(f"{where}: duplicate image id {iid}")
+            continue
+        bad_dims = [k for k in ("width", "height") if not is_int(e[k]) or e[k] <= 0]
+        if bad_dims:
+            problems.add(f"{where}: '{bad_dims[0]}' must be a positive integer, got {e[bad_dims[0]]!r}")
+            continue
+        if not isinstance(name, str):
+            problems.add(f"{where}: 'file_name' must be a string, got {name!r}")
+            continue
+        path = normalize_relpath(name)
+        if path is None:
+            problems.add(f"{where}: file_name {name!r} escapes {RAW_DIR} (absolute path or '..')")
+            continue
+        if path in by_path:
+            problems.add(f"{where}: duplicate file_name {name!r} (also image id {by_path[path]})")
+            continue
+        attributes = {k: v for k, v in e.items() if k not in STANDARD_IMAGE_KEYS | LABEL_IMAGE_KEYS}
+        by_id[iid] = {"id": iid, "path": path, "width": e["width"], "height": e["height"], "attributes": attributes,
+                      "mask_file": e.get("mask_file", MISSING)}
+        by_path[path] = iid
+    return by_id
+
+
+def box_outside(x: float, y: float, w: float, h: float, width: float, height: float) -> str | None:
+    """Which edge of the box [x, y, w, h] (pixels) lies more than BOX_TOLERANCE outside a width x height
+    image ('x', 'y', 'w' for the right edge, 'h' for the bottom), or None if it is inside."""
+    t = BOX_TOLERANCE
+    return "x" if x < -t else "y" if y < -t else "w" if x + w > width + t else "h" if y + h > height + t else None
+
+
+def box_problem(bbox: Any, width: int, height: int) -> str | None:
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
+        return f"'bbox' must be a list of 4 finite numbers [x, y, w, h], got {bbox!r}"
+    x, y, w, h = bbox
+    if w <= 0 or h <= 0:
+        return f"'bbox' {bbox} has a non-positive width or height"
+    if box_outside(x, y, w, h, width, height):
+        return f"'bbox' {bbox} lies outside the image ({width}x{height})"
+    return None
+
+
+def canonical_number(v: float) -> int | float:
+    """10.0 → 10, so re-saving the JSON with another serializer does not change the labels hash."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def checked_annotations(
+    annotations: list,
+    required: tuple[str, ...],
+    images: dict[int, dict],
+    class_map: dict[int, str],
+    ann_path: Path,
+    problems: Problems,
+    rejected: set,
+) -> Iterator[tuple[str, dict, dict]]:
+    """(where, annotation, its image) for each annotation whose id, image and category check out.
+
+    `rejected` holds image and category ids already reported as malformed: an
+    annotation pointing at one is skipped rather than reported as a second problem.
+    """
+    seen: set[int] = set()
+    for i, a in entries(annotations, "annotations", required, ann_path, problems):
+        aid = a["id"]
+        where = f"{ann_path}: annotations[{i}] (annotation id {aid})"
+        if not is_int(aid):
+            problems.add(f"{ann_path}: annotations[{i}]: 'id' must be an integer, got {aid!r}")
+            continue
+        if aid in seen:
+            problems.add(f"{where}: duplicate annotation id {aid}")
+            continue
+        seen.add(aid)
+        if (a["image_id"], "image") in rejected or (a["category_id"], "category") in rejected:
+            continue
+        image = images.get(a["image_id"]) if is_int(a["image_id"]) else None
+        if image is None:
+            problems.add(f"{where}: 'image_id' {a['image_id']!r} is not an image in 'images'")
+            continue
+        if not is_int(a["category_id"]) or a["category_id"] not in class_map:
+            problems.add(f"{where}, image id {image['id']}: 'category_id' {a['category_id']!r} is not in 'categories'")
+            continue
+        yield where, a, image
+
+
+def annotations_file(params: dict) -> Path:
+    """The index file under data/labels named by `dataset.annotations` (default annotations.json)."""
+    name = (params.get("dataset") or {}).get("annotations") or ANNOTATIONS.name
+    rel = normalize_relpath(str(name))
+    if rel is None:
+        raise CvreproError(f"params.yaml: dataset.annotations {name!r} must be a file name inside {ANNOTATIONS.parent}")
+    return ANNOTATIONS.parent / rel
+
+
+def ignore_index_of(params: dict) -> int:
+    """`dataset.ignore_index`: the mask value that is not scored (segmentation), 1..255."""
+    value = (params.get("dataset") or {}).get("ignore_index", 255)
+    if not is_int(value) or not 0 < value <= 255:
+        raise CvreproError(f"params.yaml: dataset.ignore_index must be an integer in 1..255, got {value!r}")
+    return value

@@ -1,0 +1,112 @@
+"""The processed data (`data/processed/`): every image resized once into per-split arrays that
+training reads directly, plus `preprocess.json` (size, mean/std, class map, layout).
+
+Images are stored as uint8 (4x smaller than float32, lossless); the normalisation
+(mean/std from params) is recorded beside the data and applied when batching, by
+the same function in training and prediction. Each split is a folder of plain
+.npy files: byte-identical on rerun (unlike .npz, whose zip entries carry the
+time) and memory-mappable, so datasets larger than memory stream through.
+
+Beside images.npy / image_ids.npy / scales.npy each task stores its labels
+(`Task.write_split`, `Task.layout`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from cvrepro.core.fileio import write_json
+from cvrepro.core.paths import PROCESSED_DIR, PROCESSED_INFO, RAW_DIR
+from cvrepro.dataset.images import load_image_rgb
+from cvrepro.dataset.splits import SPLIT_NAMES
+
+
+class SplitWriter:
+    """Writes one split's images.npy (memory-mapped, filled image by image), image_ids.npy and scales.npy;
+    a task adds its label arrays beside them."""
+
+    def __init__(self, out_dir: Path, n: int, size: int):
+        self.dir, self.n, self.size = Path(out_dir), n, size
+        self.dir.mkdir(parents=True)
+        self.array = self.memmap("images.npy", np.uint8, (n, 3, size, size))
+        self.image_ids: list[int] = []
+        self.scales: list[list[float]] = []
+
+    def memmap(self, name: str, dtype, shape: tuple[int, ...]) -> np.ndarray:
+        return np.lib.format.open_memmap(self.dir / name, mode="w+", dtype=dtype, shape=shape)
+
+    def images(self, paths: list[str], by_path: dict, root: Path) -> Iterator[tuple[int, dict]]:
+        """Resize and store each image (bilinear, stretched to size x size); yields (index, manifest entry)."""
+        size = self.size
+        for i, rel in enumerate(tqdm(paths, desc=f"preprocess {self.dir.name}", unit="img", disable=None)):
+            entry = by_path[rel]
+            im = load_image_rgb(root / RAW_DIR / rel)
+            self.scales.append([size / im.width, size / im.height])
+            self.array[i] = np.asarray(im.resize((size, size), Image.BILINEAR)).transpose(2, 0, 1)
+            self.image_ids.append(entry["image_id"])
+            yield i, entry
+
+    def close(self) -> None:
+        self.array.flush()
+        del self.array
+        np.save(self.dir / "image_ids.npy", np.asarray(self.image_ids, dtype=np.int64))
+        np.save(self.dir / "scales.npy", np.asarray(self.scales, dtype=np.float32).reshape(-1, 2))
+
+
+def write_processed(task, manifest: dict, splits: dict, cfg: dict, params: dict, root: Path) -> dict:
+    """Resize every split of `splits` into root/data/processed for `task`; returns preprocess.json's content.
+
+    Built beside the output, then swapped in: a crash leaves the old data or none, never half."""
+    size = int(cfg["size"])
+    by_path = {f["path"]: f for f in manifest["files"]}
+    out = root / PROCESSED_DIR
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in SPLIT_NAMES:
+        task.write_split(tmp / name, splits["splits"][name], by_path, size, root, params)
+    info = {
+        "size": size,
+        "mean": cfg["mean"],
+        "std": cfg["std"],
+        "layout": task.layout,
+        "class_map": manifest["class_map"],
+        "snapshot_id": manifest["snapshot_id"],
+        "counts": {n: len(splits["splits"][n]) for n in SPLIT_NAMES},
+        **task.preprocess_info(),
+    }
+    write_json(tmp / PROCESSED_INFO.name, info)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return info
+
+
+class ProcessedSplit:
+    """Read access to one split written by `run` (images memory-mapped)."""
+
+    def __init__(self, split_dir: Path):
+        self.dir = Path(split_dir)
+        self.images = np.load(self.dir / "images.npy", mmap_mode="r")
+        self.image_ids = np.load(self.dir / "image_ids.npy")
+        self.scales = np.load(self.dir / "scales.npy")
+        self.offsets = self._optional("offsets.npy")  # detection
+        self.boxes = self._optional("boxes.npy")  # detection
+        self.labels = self._optional("labels.npy")  # detection: per box; classification: per image
+        self.masks = self._optional("masks.npy", mmap_mode="r")  # segmentation
+
+    def _optional(self, name: str, mmap_mode: str | None = None):
+        path = self.dir / name
+        return np.load(path, mmap_mode=mmap_mode) if path.exists() else None
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def target(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return self.boxes[a:b], self.labels[a:b]

@@ -1,0 +1,71 @@
+"""Splits: assign every image of the manifest to train/val/test by a seeded hash.
+
+An image's split depends only on (seed, its identity): its path, or the value of
+`group_key` so that a whole group (video, store, patient) lands in one split.
+Adding images therefore never moves an existing image to another split.
+
+Stratification: an exact per-class stratified split would have to move images when
+new ones arrive (it ranks the images of a class), which the rule above forbids. So
+every task keeps the per-image hash, which is stratified in expectation: each class's
+images fall into the splits by the same independent uniform draws, so a class of n
+images gets n x ratio +- sqrt(n x ratio x (1 - ratio)) of them in each split. For
+classification the output records the images per class in every split
+(`class_counts`) and warns when a class is missing from a split that should hold images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from cvrepro.core.fileio import CvreproError
+from cvrepro.core.paths import MANIFEST
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def unit_interval(seed: int, identity: str) -> float:
+    """A uniform number in [0, 1) fixed by (seed, identity)."""
+    digest = hashlib.sha256(f"{seed}:{identity}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign(manifest: dict, seed: int, ratios: dict[str, float], group_key: str | None) -> dict[str, list[str]]:
+    missing = [n for n in SPLIT_NAMES if n not in ratios]
+    if missing or any(ratios[n] < 0 for n in SPLIT_NAMES) or abs(sum(ratios[n] for n in SPLIT_NAMES) - 1) > 1e-6:
+        raise CvreproError(f"params.yaml: split.ratios must give train, val and test, each >= 0, summing to 1; got {ratios}")
+    bounds = (ratios["train"], ratios["train"] + ratios["val"])
+    members: dict[str, list[str]] = {n: [] for n in SPLIT_NAMES}
+    for f in manifest["files"]:
+        identity = f["path"]
+        if group_key:
+            value = f.get("attributes", {}).get(group_key)
+            if value is None:
+                raise CvreproError(
+                    f"{MANIFEST}: image {f['path']} (id {f['image_id']}) has no attribute "
+                    f"'{group_key}' named by split.group_key"
+                )
+            identity = f"group:{value}"
+        u = unit_interval(seed, identity)
+        name = "train" if u < bounds[0] else "val" if u < bounds[1] else "test"
+        members[name].append(f["path"])
+    return {n: sorted(v) for n, v in members.items()}
+
+
+def split_record(manifest: dict, cfg: dict, task) -> dict:
+    """splits.json: the membership of every split, with the seed, method and rule that rebuild it."""
+    if cfg.get("method", "sha256") != "sha256":
+        raise CvreproError(f"params.yaml: split.method '{cfg['method']}' is unknown (supported: sha256)")
+    members = assign(manifest, int(cfg["seed"]), cfg["ratios"], cfg.get("group_key"))
+    return {
+        "method": "sha256",
+        "rule": "u = int(sha256(f'{seed}:{identity}')[:8 bytes]) / 2**64; train if u < r_train, "
+        "val if u < r_train + r_val, else test; identity = image path or 'group:<value>'",
+        "seed": int(cfg["seed"]),
+        "ratios": cfg["ratios"],
+        "group_key": cfg.get("group_key"),
+        "snapshot_id": manifest["snapshot_id"],
+        "counts": {n: len(v) for n, v in members.items()},
+        "splits": members,
+        **task.split_summary(manifest, members, cfg["ratios"]),
+    }

@@ -1,0 +1,65 @@
+"""ImageFolder classification: `SRC/<class name>/**.jpg|png|...`, one folder per class.
+
+Class ids are 1..K in sorted folder-name order (torchvision's ImageFolder order,
+shifted by one: 0 is reserved). An image keeps its path, class folder included
+(`cat/001.jpg`), under data/raw. Files without an image extension and hidden
+files are skipped; an image file that does not decode is an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cvrepro.core.fileio import CvreproError
+from cvrepro.formats.common import Dataset, categories_from_names, find_images, probe_image
+
+
+NAME = "imagefolder"
+TASK = "classification"
+
+
+def detect(src: Path) -> bool:
+    """An ImageFolder source: only folders at the top (one per class), each holding images."""
+    entries = [p for p in src.iterdir() if not p.name.startswith(".")] if src.is_dir() else []
+    folders = [p for p in entries if p.is_dir()]
+    return bool(folders) and len(folders) == len(entries) and all(find_images(p) for p in folders)
+
+
+def read(src: Path, **_options) -> Dataset:
+    src = Path(src)
+    if not src.is_dir():
+        raise CvreproError(f"{src}: directory not found")
+    loose = sorted(rel for rel in find_images(src) if "/" not in rel)
+    if loose:
+        raise CvreproError(f"{src / loose[0]}: image outside a class folder (expected SRC/<class>/<image>)")
+    class_dirs = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
+    categories = categories_from_names([p.name for p in class_dirs], str(src))
+    images, anns, sources = [], [], {}
+    for category, folder in zip(categories, class_dirs):
+        files = find_images(folder)
+        if not files:
+            raise CvreproError(f"{folder}: class folder holds no images")
+        for rel, file in files.items():
+            image_id = len(images) + 1
+            images.append({"id": image_id, **probe_image(file, f"{folder.name}/{rel}")})
+            anns.append({"id": image_id, "image_id": image_id, "category_id": category["id"]})
+            sources[image_id] = str(file)
+    return Dataset(TASK, categories, images, anns, sources)
+
+
+def write(dataset: Dataset, dest: Path) -> None:
+    """DEST/<class name>/<file_name> (a leading folder equal to the class name is not repeated)."""
+    names = dataset.names()
+    by_image = dataset.annotations_by_image()
+    for im in dataset.images:
+        labels = by_image[im["id"]]
+        if len(labels) != 1:
+            raise CvreproError(f"image id {im['id']} ({im['file_name']}) has {len(labels)} labels; "
+                               "classification needs exactly one")
+        name = names[labels[0]["category_id"]]
+        rel = im["file_name"].split("/", 1)[1] if im["file_name"].startswith(name + "/") else im["file_name"]
+        target = dest / name / rel
+        if target.exists():
+            raise CvreproError(f"image id {im['id']} ({im['file_name']}) and another image both export to {target}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(dataset.read(dataset.image_source[im["id"]]))

@@ -1,0 +1,54 @@
+"""The trained model as files: weights (a state dict), the predictor spec (models/preprocessing.json:
+task, model config, input transform, output meaning), the label map; saving and loading them."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+
+from cvrepro import tasks
+from cvrepro.core.fileio import atomic_write_bytes, read_json
+from cvrepro.core.paths import LABEL_MAP, PREPROCESSING, WEIGHTS
+from cvrepro.learning.models import build_model
+
+INPUT_RESIZE = "stretch to size x size, bilinear"
+
+
+def save_torch(obj, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def predictor_spec(params: dict, class_map: dict[str, str]) -> dict:
+    """Everything a predictor needs besides the weights, bundled with the artifact."""
+    pre = params["preprocess"]
+    base = {
+        "model": params["model"],
+        "num_classes": max(int(k) for k in class_map) + 1,
+        "input": {"size": pre["size"], "resize": INPUT_RESIZE, "color": "RGB",
+                  "scale": "uint8 / 255", "mean": pre["mean"], "std": pre["std"]},
+    }
+    return tasks.of_params(params).output_spec(params, base)
+
+
+def build_from_spec(spec: dict, size: int, class_map: dict[str, str], mean: list[float] | None = None,
+                    std: list[float] | None = None) -> torch.nn.Module:
+    inp = spec["input"]
+    task = tasks.of_record(spec, str(PREPROCESSING))
+    return build_model(spec["model"], spec["num_classes"], size, mean or inp["mean"], std or inp["std"],
+                       task=task.name, class_ids=[int(k) for k in class_map],
+                       ignore_index=spec.get("ignore_index", 255))
+
+
+def load_predictor(models_dir: Path):
+    """The trained model in eval mode, with its preprocessing spec and label map."""
+    models_dir = Path(models_dir)
+    spec = read_json(models_dir / PREPROCESSING.name)
+    label_map = read_json(models_dir / LABEL_MAP.name)
+    model = build_from_spec(spec, spec["input"]["size"], label_map)
+    model.load_state_dict(torch.load(models_dir / WEIGHTS.name, map_location="cpu", weights_only=True))
+    model.eval()
+    return model, spec, label_map

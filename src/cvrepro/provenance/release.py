@@ -1,0 +1,380 @@
+"""`cvrepro release dataset|model`: a semantic version as an annotated git tag, a
+git-tracked release record with human notes, and the bytes pushed to the DVC remote.
+
+Order of work, so that a refusal or a failure changes nothing: check everything
+(clean tree, pipeline up to date, version free and large enough), push the data
+(idempotent), then write the record, commit it and tag. If committing or tagging
+fails, the record commit is undone; tags are never moved or reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from cvrepro.dataset import diff as datadiff
+from cvrepro.provenance import preflight
+from cvrepro.provenance import registry
+from cvrepro.config.compose import MISSING, changed_keys
+from cvrepro.core.fileio import CvreproError, atomic_write_text, read_json, sha256_file, write_json
+from cvrepro.config.params import config_id, load_params
+from cvrepro.core.paths import (DVC_LOCK, LABEL_MAP, LINEAGE, MANIFEST, METRICS, PARAMS, PREPROCESSING, SPLITS,
+                    WEIGHTS, CHECKPOINT)
+from cvrepro.core.vcs import (BUMPS, dvc_changed, bump, bump_level, dirty_paths, dvc, format_version, git, head_commit, parse_version,
+                  tag_exists)
+
+DATA_STAGES = ["compose", "snapshot", "split"]  # the .dvc-tracked inputs: preflight's "data pinned"
+MODEL_ARTIFACTS = [WEIGHTS, LABEL_MAP, PREPROCESSING, CHECKPOINT]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def require_clean_tree(root: Path) -> str:
+    head = head_commit(root)
+    dirty = dirty_paths(root)
+    if dirty:
+        shown = ", ".join(dirty[:10]) + (" ..." if len(dirty) > 10 else "")
+        raise CvreproError(f"the git tree is dirty ({shown}): commit or stash first, so the release names "
+                           "exactly the code, configs and dvc.lock it was made from")
+    return head
+
+
+def require_up_to_date(root: Path, targets: list[str] | None = None) -> None:
+    status = dvc_changed(root, *(targets or []))
+    if status:
+        raise CvreproError(f"the pipeline is not up to date ({', '.join(sorted(status))} changed): run "
+                           f"`dvc repro{' ' + targets[-1] if targets else ''}` and commit dvc.lock first")
+
+
+def _require_remote(root: Path, remote: str | None) -> str:
+    if remote:
+        return remote
+    res = dvc(root, "remote", "default", check=False)
+    name = res.stdout.strip()
+    if res.returncode != 0 or not name or " " in name:  # dvc prints "No default remote set" on stdout
+        raise CvreproError("no default DVC remote: add one (`dvc remote add -d NAME URL`, see README 'Remotes') "
+                           "or pass --remote NAME")
+    return name
+
+
+def choose_version(root: Path, prefix: str, newest: tuple | None, required: str | None, reason: str,
+                   version: str | None, level: str | None, notes: str) -> tuple[str, str]:
+    """The new version and its bump level, or a CvreproError saying why not."""
+    if version and level:
+        raise CvreproError("give either --version or --bump, not both")
+    if version:
+        existing = format_version(prefix, parse_version(version, prefix))
+        if tag_exists(root, existing):
+            raise CvreproError(f"{existing} already exists: released versions are never overwritten")
+    if newest is None:
+        base = (0, 0, 0)
+        new = parse_version(version, prefix) if version else bump(base, level) if level else (0, 1, 0)
+        chosen = "initial"
+    else:
+        base, newest_tag = newest
+        if required is None:
+            raise CvreproError(f"nothing changed since {newest_tag}: no release made")
+        if version:
+            new = parse_version(version, prefix)
+            chosen = bump_level(base, new)
+            if chosen is None:
+                raise CvreproError(f"{format_version(prefix, new)} is not greater than the newest release {newest_tag}")
+        else:
+            chosen = level or required
+            new = bump(base, chosen)
+        if BUMPS.index(chosen) < BUMPS.index(required):
+            raise CvreproError(f"a {chosen} bump is smaller than this change needs: {required} "
+                               f"({reason}); use --bump {required}")
+        if BUMPS.index(chosen) > BUMPS.index(required) and not notes.strip():
+            raise CvreproError(f"a {chosen} bump is larger than this change needs ({required}: {reason}); "
+                               "give the reason with --notes")
+    tag = format_version(prefix, new)
+    if tag_exists(root, tag) or (root / registry.record_path(tag)).exists():
+        raise CvreproError(f"{tag} already exists: released versions are never overwritten")
+    return tag, chosen
+
+
+def _publish(root: Path, tag: str, record: dict, notes_md: str, message: str, remote: str, head: str) -> None:
+    """Push the data, then write, commit and tag the record; undo the commit if tagging fails."""
+    dvc(root, "push", "-r", remote, stream=True)  # DVC's own progress bar: large datasets take a while
+    json_path = root / registry.record_path(tag)
+    md_path = json_path.with_suffix(".md")
+    write_json(json_path, record)
+    atomic_write_text(md_path, notes_md)
+    rel = [str(registry.record_path(tag)), str(registry.record_path(tag).with_suffix(".md"))]
+    try:
+        git(root, "add", "--", *rel)
+        git(root, "commit", "-q", "-m", message, "--", *rel)
+        git(root, "tag", "-a", tag, "--cleanup=verbatim", "-F", "-", input=notes_md)
+    except CvreproError:
+        if head_commit(root) != head:
+            git(root, "reset", "-q", "--soft", head)  # our own, unpublished commit
+        git(root, "reset", "-q", "--", *rel, check=False)
+        json_path.unlink(missing_ok=True)
+        md_path.unlink(missing_ok=True)
+        raise
+
+
+def _lock_hashes(root: Path) -> dict[str, str]:
+    """{out path: md5} of every output in dvc.lock and of the .dvc-tracked inputs."""
+    out: dict[str, str] = {}
+    for dvcfile in ("data/raw.dvc", "data/labels.dvc"):
+        if (root / dvcfile).exists():
+            for o in (yaml.safe_load((root / dvcfile).read_text()) or {}).get("outs", []):
+                out[(Path(dvcfile).parent / o["path"]).as_posix()] = o.get("md5")
+    if (root / DVC_LOCK).exists():
+        for stage in (yaml.safe_load((root / DVC_LOCK).read_text()) or {}).get("stages", {}).values():
+            for o in stage.get("outs", []):
+                out[o["path"]] = o.get("md5")
+    return out
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def _md_table(header: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+        ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+
+
+def dataset_notes(record: dict) -> str:
+    s, prev = record["stats"], record.get("previous")
+    lines = [f"# {record['version']}", "",
+             f"Dataset release ({record['task']}): {s['images']} images, {s['objects']} objects, "
+             f"{len(record['class_map'])} classes.", "",
+             f"- snapshot: `{record['snapshot_id']}`",
+             f"- made from commit `{record['source_commit']}`",
+             f"- bump: {record['bump']}" + (f" over {prev} ({record['changelog']['reason']})" if prev else ""),
+             f"- split: seed {record['split'].get('seed')}, {record['split'].get('counts')}", ""]
+    lines += _md_table(["class", "objects", "change"],
+                       [[c, n, f"{record['changelog']['per_class_delta'].get(c, 0):+d}" if prev else "new"]
+                        for c, n in s["per_class"].items()])
+    if prev:
+        lines += ["", f"## Changes since {prev}", *datadiff.summary_lines(record["changelog"])]
+    lines += ["", "## Notes", record["notes"] or "(none)", ""]
+    return "\n".join(lines)
+
+
+def release_dataset(root: Path = Path("."), version: str | None = None, level: str | None = None,
+                    notes: str = "", remote: str | None = None) -> dict:
+    root = Path(root)
+    head = require_clean_tree(root)
+    preflight.require(preflight.preflight(root, checks=("data pinned", "params composed", "seeds set")),
+                      "release a dataset")  # code is covered by the clean tree above
+    require_up_to_date(root, DATA_STAGES)
+    remote = _require_remote(root, remote)
+    current = datadiff.load_state(root)
+    newest = registry.newest(root, "dataset")
+    diff = datadiff.dataset_diff(datadiff.load_state(root, newest[1]), current) if newest else None
+    required, reason = (diff["required_bump"], diff["reason"]) if diff else ("minor", "first release")
+    tag, chosen = choose_version(root, "DS-", newest, required, reason, version, level, notes)
+
+    splits = current.splits or {}
+    members = splits.get("splits", {})
+    record = {
+        "schema": "cvrepro.release.dataset/1",
+        "version": tag,
+        "previous": newest[1] if newest else None,
+        "bump": chosen,
+        "required_bump": required if newest else None,
+        "created_utc": _now(),
+        "source_commit": head,
+        "task": current.manifest.get("task"),
+        "snapshot_id": current.manifest["snapshot_id"],
+        "class_map": current.manifest["class_map"],
+        "stats": current.manifest["stats"],
+        "inputs": {k: v for k, v in _lock_hashes(root).items()
+                   if k in ("data/raw", "data/labels", str(MANIFEST), str(SPLITS))},
+        "split": {k: splits.get(k) for k in ("method", "seed", "ratios", "group_key", "counts")}
+        | {"membership_sha256": hashlib.sha256(json.dumps(members, sort_keys=True).encode()).hexdigest()},
+        "changelog": datadiff.truncated(diff) if diff else None,
+        "notes": notes,
+    }
+    notes_md = dataset_notes(record)
+    summary = f"{chosen} ({reason})" if newest else "first dataset release"
+    _publish(root, tag, record, notes_md, f"Release {tag}: {summary}", remote, head)
+    return record
+
+
+# --------------------------------------------------------------------------- models
+
+
+def architecture(weights: Path, name: str) -> dict:
+    """The model's name and a fingerprint of its parameter names and shapes: equal
+    fingerprints load each other's weights; a change means a new architecture."""
+    import torch
+
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    shapes = [[k, list(v.shape)] for k, v in state.items()]
+    digest = hashlib.sha256(json.dumps(shapes).encode()).hexdigest()
+    return {"name": name, "fingerprint": digest[:16],
+            "parameters": int(sum(v.numel() for v in state.values() if v.is_floating_point()))}
+
+
+def _split_metrics(metrics: dict) -> dict:
+    return {s: m for s, m in metrics.items() if isinstance(m, dict)}
+
+
+def metric_deltas(old: dict, new: dict) -> dict:
+    """{split: {metric: new - old}} for scalar metrics, and per class."""
+    out: dict = {}
+    for split, m in _split_metrics(new).items():
+        o = old.get(split) or {}
+        d = {k: round(v - o[k], 6) for k, v in m.items()
+             if isinstance(v, (int, float)) and isinstance(o.get(k), (int, float))}
+        pc = {c: {k: round(v - o["per_class"][c][k], 6) for k, v in cm.items()
+                  if isinstance(v, (int, float)) and isinstance(o.get("per_class", {}).get(c, {}).get(k), (int, float))}
+              for c, cm in (m.get("per_class") or {}).items()}
+        out[split] = {**d, "per_class": pc}
+    return out
+
+
+def params_changed(old: dict, new: dict) -> dict[str, list]:
+    """{dotted key: [old, new]} for every differing value (None where a side lacks the key)."""
+    return {k: [None if o is MISSING else o, None if n is MISSING else n] for k, o, n in changed_keys(old, new)}
+
+
+def model_bump(previous: dict | None, record: dict) -> tuple[str | None, str]:
+    if previous is None:
+        return "minor", "first model release"
+    if previous["architecture"]["fingerprint"] != record["architecture"]["fingerprint"]:
+        return "major", f"architecture changed ({previous['architecture']['name']} -> {record['architecture']['name']})"
+    if previous["class_map"] != record["class_map"]:
+        return "major", "class map (output format) changed"
+    hyper = {k: v for k, v in record["params"].items() if k != "experiment"}
+    old_hyper = {k: v for k, v in previous["params"].items() if k != "experiment"}
+    if previous["snapshot_id"] != record["snapshot_id"]:
+        return "minor", f"data changed ({previous['dataset_version']} -> {record['dataset_version']})"
+    if hyper != old_hyper:
+        return "minor", "hyper-parameters changed: " + ", ".join(params_changed(old_hyper, hyper))
+    if previous["artifacts"].get(str(WEIGHTS)) == record["artifacts"].get(str(WEIGHTS)):
+        return None, "same weights, data and parameters"
+    return "patch", "same architecture, data and parameters; code changed"
+
+
+def caveats(record: dict) -> list[str]:
+    out = []
+    metrics = _split_metrics(record["metrics"])
+    test = metrics.get("test") or metrics.get("val") or {}
+    headline = next((k for k in ("AP50", "mIoU", "accuracy") if k in test), None)
+    images = record.get("split_counts", {})
+    if images.get("test") is not None and images["test"] < 200:
+        out.append(f"The test split has only {images['test']} images: differences under a few points are noise.")
+    per_class = test.get("per_class") or {}
+    if headline and per_class:
+        key = {"mIoU": "IoU", "accuracy": "recall"}.get(headline, headline)  # the per-class form of the headline
+        scores = {c: m.get(key) for c, m in per_class.items() if isinstance(m.get(key), (int, float))}
+        if scores:
+            worst = min(scores, key=scores.get)
+            out.append(f"Weakest class on test: {worst} ({key} {scores[worst]:.3f}).")
+    for key, groups in test.items():
+        if key != "per_class" and isinstance(groups, dict) and headline:
+            vals = {g: v.get(headline) for g, v in groups.items() if isinstance(v, dict) and isinstance(v.get(headline), (int, float))}
+            if len(vals) > 1:
+                worst = min(vals, key=vals.get)
+                out.append(f"Weakest {key} slice on test: {worst} ({headline} {vals[worst]:.3f}).")
+    for split, d in (record.get("deltas") or {}).items():
+        drops = [f"{k} {v:+.3f}" for k, v in d.items() if isinstance(v, float) and v < -0.01]
+        if drops:
+            out.append(f"Regressions on {split} against {record['previous']}: {', '.join(drops)}.")
+    if record["lineage"].get("dirty_at_run"):
+        out.append("The run that produced these artifacts started from uncommitted changes; the release commit's "
+                   "dvc.lock pins the artifacts themselves.")
+    out.append("Trained from scratch on the listed dataset only; no pretrained weights.")
+    return out
+
+
+def model_notes(record: dict) -> str:
+    prev = record.get("previous")
+    lines = [f"# {record['version']}", "",
+             f"Model release: {record['architecture']['name']} ({record['architecture']['parameters']:,} parameters) "
+             f"trained on {record['dataset_version']}.", "",
+             f"- dataset: {record['dataset_version']} (`{record['snapshot_id']}`)",
+             f"- made from commit `{record['source_commit']}`; config {record['config_id']}",
+             f"- weights sha256: `{record['artifacts'][str(WEIGHTS)]}`",
+             f"- bump: {record['bump']}" + (f" over {prev} ({record['bump_reason']})" if prev else ""), "",
+             "## Metrics", ""]
+    metrics = _split_metrics(record["metrics"])
+    scalar_keys = sorted({k for m in metrics.values() for k, v in m.items() if isinstance(v, (int, float))})
+    rows = []
+    for split, m in metrics.items():
+        d = (record.get("deltas") or {}).get(split, {})
+        rows.append([split] + [f"{m[k]:.3f}" + (f" ({d[k]:+.3f})" if k in d else "") if k in m else "" for k in scalar_keys])
+    lines += _md_table(["split", *scalar_keys], rows)
+    for split, m in metrics.items():
+        if m.get("per_class"):
+            keys = sorted({k for cm in m["per_class"].values() for k in cm})
+            lines += ["", f"Per class ({split}):", ""]
+            lines += _md_table(["class", *keys], [[c, *(f"{cm.get(k, float('nan')):.3f}" for k in keys)]
+                                                  for c, cm in m["per_class"].items()])
+    if prev and record.get("params_changed"):
+        lines += ["", f"## Parameters changed since {prev}", ""]
+        lines += [f"- `{k}`: {a!r} -> {b!r}" for k, (a, b) in record["params_changed"].items()]
+    lines += ["", "## Caveats", *[f"- {c}" for c in record["caveats"]], "", "## Notes", record["notes"] or "(none)", ""]
+    return "\n".join(lines)
+
+
+def release_model(root: Path = Path("."), version: str | None = None, level: str | None = None,
+                  notes: str = "", remote: str | None = None) -> dict:
+    root = Path(root)
+    head = require_clean_tree(root)
+    preflight.require(preflight.preflight(root, version=version), "release a model")
+    require_up_to_date(root)
+    remote = _require_remote(root, remote)
+    manifest = read_json(root / MANIFEST)
+    lineage = read_json(root / LINEAGE)
+    snapshot_id = manifest["snapshot_id"]
+    if lineage.get("dataset", {}).get("snapshot_id") != snapshot_id:
+        raise CvreproError(f"{LINEAGE}: records snapshot {lineage.get('dataset', {}).get('snapshot_id')} but the "
+                           f"manifest is {snapshot_id}: rerun `dvc repro`")
+    dataset_version = registry.dataset_version(root, snapshot_id)
+    if dataset_version is None:
+        raise CvreproError(f"the model was trained on snapshot {snapshot_id}, which is not a released dataset: "
+                           "run `cvrepro release dataset` for it first (a model is always pinned to a DS version)")
+    params = load_params(root / PARAMS)
+    artifacts = {str(p): sha256_file(root / p) for p in MODEL_ARTIFACTS}
+    if lineage.get("artifacts", {}).get(str(WEIGHTS)) != artifacts[str(WEIGHTS)]:
+        raise CvreproError(f"{WEIGHTS}: its sha256 differs from {LINEAGE}: rerun `dvc repro evaluate`")
+    metrics = read_json(root / METRICS)
+    newest = registry.newest(root, "model")
+    previous = registry.record_at(root, newest[1]) if newest else None
+    record = {
+        "schema": "cvrepro.release.model/1",
+        "previous": newest[1] if newest else None,
+        "created_utc": _now(),
+        "source_commit": head,
+        "dataset_version": dataset_version,
+        "snapshot_id": snapshot_id,
+        "config_id": config_id(params),
+        "params": params,
+        "architecture": architecture(root / WEIGHTS, params["model"].get("name", "unknown")),
+        "class_map": read_json(root / LABEL_MAP),
+        "metrics": metrics,
+        "artifacts": artifacts,
+        "dvc_md5": {k: v for k, v in _lock_hashes(root).items() if k.startswith(("models/", "data/processed"))},
+        "seeds": lineage.get("seeds"),
+        "split_counts": read_json(root / SPLITS).get("counts", {}),
+        "lineage": {"run_id": lineage.get("run_id"), "time_utc": lineage.get("time_utc"),
+                    "commit_at_run": lineage.get("code", {}).get("commit"),
+                    "dirty_at_run": lineage.get("code", {}).get("dirty"), "environment": lineage.get("environment"),
+                    "artifacts": lineage.get("artifacts")},  # sha256 of weights, processed data, manifest
+        "notes": notes,
+    }
+    required, reason = model_bump(previous, record)
+    tag, chosen = choose_version(root, "v", newest, required, reason, version, level, notes)
+    record = {"version": tag, "bump": chosen, "bump_reason": reason, **record}
+    record["deltas"] = metric_deltas(previous["metrics"], metrics) if previous else None
+    record["params_changed"] = params_changed(previous["params"], params) if previous else None
+    record["caveats"] = caveats(record)
+    notes_md = model_notes(record)
+    _publish(root, tag, record, notes_md, f"Release {tag}: {chosen} ({reason}), on {dataset_version}", remote, head)
+    return record

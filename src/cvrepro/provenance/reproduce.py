@@ -1,0 +1,178 @@
+"""`cvrepro reproduce vX.Y.Z`: prove that a model release can be rebuilt from git and
+the DVC remote alone, and that the rebuild gives the released model.
+
+In a temporary git worktree at the tag, with an empty DVC cache of its own (so
+nothing comes from this machine's cache), it pulls every tracked file from the
+remote, checks the pulled release artifacts against the release record's sha256,
+reruns the whole pipeline from scratch (`dvc repro -f`) and compares the result
+with the record: snapshot ID, processed-data hash, weights (bit for bit), label
+map, and every metric within `evaluate.reproduce_tolerance` (absolute, from the
+params at the tag; 0.005 when the tag predates the setting). Timing metrics
+(`latency_ms`) measure the machine, not the model, and are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from cvrepro.core.fileio import CvreproError, read_json, sha256_file
+from cvrepro.provenance.lineage import sha256_dir
+from cvrepro.core.paths import LABEL_MAP, MANIFEST, METRICS, PARAMS, PREPROCESSING, PROCESSED_DIR, WEIGHTS
+from cvrepro.provenance.registry import record_at
+from cvrepro.core.vcs import dvc, git, git_bytes, parse_version
+
+DEFAULT_TOLERANCE = 0.005
+TIMING_METRICS = {"latency_ms"}  # wall-clock figures: machine-dependent, never compared
+
+
+def tolerance_at(root: Path, tag: str) -> float:
+    """`evaluate.reproduce_tolerance` of params.yaml at `tag`, else DEFAULT_TOLERANCE."""
+    data = git_bytes(root, tag, PARAMS.as_posix())
+    params = yaml.safe_load(data) if data else None
+    value = ((params or {}).get("evaluate") or {}).get("reproduce_tolerance", DEFAULT_TOLERANCE)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise CvreproError(f"{PARAMS} at {tag}: evaluate.reproduce_tolerance must be a number >= 0, got {value!r}")
+    return float(value)
+
+
+def flat_metrics(metrics: dict, prefix: str = "") -> dict[str, object]:
+    """{"val.AP50": 0.41, "val.per_class.cart.AP": ...}: every leaf but the timing metrics."""
+    out: dict[str, object] = {}
+    for key, value in metrics.items():
+        if key in TIMING_METRICS:
+            continue
+        if isinstance(value, dict):
+            out.update(flat_metrics(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def compare_metrics(expected: dict, got: dict, tolerance: float) -> list[dict]:
+    """One check per metric: numbers within `tolerance` (absolute), anything else equal."""
+    want, have = flat_metrics(expected), flat_metrics(got)
+    checks = []
+    for name in sorted(set(want) | set(have)):
+        a, b = want.get(name, "(missing)"), have.get(name, "(missing)")
+        ok = abs(a - b) <= tolerance if _number(a) and _number(b) else a == b
+        checks.append(_check(f"metric {name}", a, b, ok))
+    return checks
+
+
+def _check(name: str, expected: object, got: object, ok: bool | None = None) -> dict:
+    return {"check": name, "expected": expected, "got": got, "ok": expected == got if ok is None else bool(ok)}
+
+
+def _sha(path: Path) -> str:
+    if path.is_dir():
+        return sha256_dir(path)
+    return sha256_file(path) if path.is_file() else "(missing)"
+
+
+def _pulled_checks(wt: Path, record: dict) -> list[dict]:
+    """The release's own files as the remote gave them, against the record's sha256."""
+    recorded = {**(record.get("lineage", {}).get("artifacts") or {}), **record.get("artifacts", {})}
+    return [_check(f"pulled {path}", sha, _sha(wt / path)) for path, sha in sorted(recorded.items())]
+
+
+def _rebuilt_checks(wt: Path, record: dict, tolerance: float) -> list[dict]:
+    lineage = record.get("lineage", {}).get("artifacts") or {}
+    manifest = read_json(wt / MANIFEST) if (wt / MANIFEST).is_file() else {}
+    checks = [
+        _check("snapshot_id", record.get("snapshot_id"), manifest.get("snapshot_id", "(missing)")),
+        _check(f"{PROCESSED_DIR} sha256", lineage.get(str(PROCESSED_DIR)), _sha(wt / PROCESSED_DIR)),
+        _check(f"{WEIGHTS} sha256", record["artifacts"].get(str(WEIGHTS)), _sha(wt / WEIGHTS)),
+        _check(f"{LABEL_MAP} sha256", record["artifacts"].get(str(LABEL_MAP)), _sha(wt / LABEL_MAP)),
+        _check(f"{PREPROCESSING} sha256", record["artifacts"].get(str(PREPROCESSING)), _sha(wt / PREPROCESSING)),
+    ]
+    got = read_json(wt / METRICS) if (wt / METRICS).is_file() else {}
+    if checks[1]["expected"] is None:  # records made before lineage hashes were kept: nothing to compare with
+        del checks[1]
+    return checks + compare_metrics(record.get("metrics", {}), got, tolerance)
+
+
+def _tail(res) -> str:
+    return "\n".join((res.stderr or res.stdout or "").strip().splitlines()[-5:])
+
+
+def reproduce(root: Path, version: str, remote: str | None = None, keep: bool = False,
+              progress: Callable[[str], None] = lambda msg: None) -> dict:
+    """Rebuild release `version` from the remote in a fresh worktree; the verdict as a dict.
+
+    Bad input (not a model release) raises CvreproError; a failed step or a
+    mismatch is a failed check in the verdict (`ok` False, `failed` names them).
+    """
+    root = Path(root).resolve()
+    parse_version(version, "v")
+    record = record_at(root, version)
+    tolerance = tolerance_at(root, version)
+    tmp = Path(tempfile.mkdtemp(prefix=f"cvrepro-reproduce-{version}-"))
+    wt = tmp / "worktree"
+    verdict = {"version": version, "tolerance": tolerance, "skipped": sorted(TIMING_METRICS),
+               "worktree": str(wt) if keep else None, "checks": []}
+    checks = verdict["checks"]
+    try:
+        git(root, "worktree", "add", "--detach", str(wt), version)
+        if (root / ".dvc/config.local").is_file():  # untracked: the local remote settings live here
+            shutil.copy2(root / ".dvc/config.local", wt / ".dvc/config.local")
+        # An empty cache inside the worktree, whatever config.local says: only the remote may supply data.
+        dvc(wt, "cache", "dir", "--local", str(wt / ".dvc" / "cache"))
+
+        progress(f"pull: dvc pull{' -r ' + remote if remote else ''} into an empty cache")
+        res = dvc(wt, "pull", *(["-r", remote] if remote else []), check=False)
+        checks.append(_check("dvc pull", "ok", "ok" if res.returncode == 0 else f"failed: {_tail(res)}"))
+        checks += _pulled_checks(wt, record)  # also after a failed pull: names each file that did not arrive intact
+        if all(c["ok"] for c in checks):
+            progress("repro: dvc repro -f (the whole pipeline, from scratch)")
+            # The stages run the tag's own code (src/ at the tag), not whatever is installed now.
+            res = dvc(wt, "repro", "-f", check=False, env={"PYTHONPATH": str(wt / "src")})
+            checks.append(_check("dvc repro -f", "ok", "ok" if res.returncode == 0 else f"failed: {_tail(res)}"))
+            if res.returncode == 0:
+                progress("compare: rebuilt outputs against the release record")
+                checks += _rebuilt_checks(wt, record, tolerance)
+    finally:
+        if not keep:
+            git(root, "worktree", "remove", "--force", str(wt), check=False)
+            git(root, "worktree", "prune", check=False)
+            shutil.rmtree(tmp, ignore_errors=True)
+    verdict["failed"] = [c["check"] for c in checks if not c["ok"]]
+    verdict["ok"] = not verdict["failed"]
+    return verdict
+
+
+def _short(value: object) -> str:
+    """Hashes cut to 16 hex digits for the table (the JSON verdict has them whole)."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    m = re.fullmatch(r"(sha256:)?([0-9a-f]{64})", text)
+    return f"{m.group(1) or ''}{m.group(2)[:16]}" if m else text
+
+
+def format_verdict(verdict: dict) -> str:
+    rows = [("check", "expected", "got", "result")] + [
+        (c["check"], _short(c["expected"]), _short(c["got"]), "pass" if c["ok"] else "FAIL")
+        for c in verdict["checks"]]
+    widths = [max(len(r[i].splitlines()[0]) if r[i] else 0 for r in rows) for i in range(3)]
+    lines = ["  ".join(r[i].splitlines()[0].ljust(widths[i]) if r[i] else "".ljust(widths[i])
+                       for i in range(3)) + "  " + r[3] for r in rows]
+    lines += [f"metrics compared with absolute tolerance {verdict['tolerance']}; skipped (timing): "
+              + ", ".join(verdict["skipped"])]
+    if verdict["ok"]:
+        lines.append(f"{verdict['version']} reproduced: every check passed")
+    else:
+        lines.append(f"{verdict['version']} NOT reproduced; failed: {', '.join(verdict['failed'])}")
+        lines += [f"  {c['check']}: {c['got']}" for c in verdict["checks"] if not c["ok"] and "\n" in str(c["got"])]
+    if verdict["worktree"]:
+        lines.append(f"worktree kept at {verdict['worktree']} (remove: git worktree remove --force {verdict['worktree']})")
+    return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""The tasks: one module per task behind one interface (`tasks/base.py`, read it first).
+
+    from cvrepro import tasks
+    task = tasks.of_params(params)        # params.yaml's `task`; an unknown or missing task is an error
+    task.write_split(...)
+
+Built in: detection, segmentation, classification. A fourth task is one module with a
+`Task` subclass, `tasks.register(MyTask())`, and one `conf/task/<name>.yaml`; nothing else
+in the project names tasks.
+"""
+
+from __future__ import annotations
+
+from cvrepro.core.fileio import CvreproError
+from cvrepro.tasks.base import Task
+
+_REGISTRY: dict[str, Task] = {}
+# Release records and predictor specs written before tasks existed describe detection models
+# and carry no task; they are read as that task (the one place this default lives).
+LEGACY_TASK = "detection"
+
+
+def register(task: Task) -> Task:
+    if not task.name:
+        raise ValueError("a task needs a name")
+    _REGISTRY[task.name] = task
+    return task
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def _builtins() -> None:
+    if "detection" not in _REGISTRY:
+        # each registers itself, in this order (the order `serving` tries them)
+        import cvrepro.tasks.detection  # noqa: F401
+        import cvrepro.tasks.segmentation  # noqa: F401
+        import cvrepro.tasks.classification  # noqa: F401
+
+
+def names() -> tuple[str, ...]:
+    _builtins()
+    return tuple(_REGISTRY)
+
+
+def get(name: object, where: str = "params.yaml: task") -> Task:
+    """The registered task `name`; CvreproError naming `where` and the known tasks otherwise."""
+    _builtins()
+    if isinstance(name, str) and name in _REGISTRY:
+        return _REGISTRY[name]
+    known = ", ".join(_REGISTRY)
+    if name is None or name == "":
+        raise CvreproError(f"{where} is not set; choose one of {known}")
+    raise CvreproError(f"{where} {name!r} is unknown; choose one of {known}")
+
+
+def of_params(params: dict) -> Task:
+    """The task of params.yaml: its top-level `task` (set by the conf/task/ option)."""
+    return get(params.get("task"))
+
+
+def of_record(record: dict, where: str) -> Task:
+    """The task of a manifest, preprocess.json or predictor spec: its `task`, or the legacy task if it
+    predates the key."""
+    return get(record.get("task", LEGACY_TASK), f"{where}: task")
+
+
+def serving(index: dict) -> list[Task]:
+    """The tasks whose labels `index` holds, in registry order."""
+    _builtins()
+    return [t for t in _REGISTRY.values() if t.serves(index)]
+
+
+__all__ = ["Task", "register", "unregister", "names", "get", "of_params", "of_record", "serving", "LEGACY_TASK"]

@@ -1,0 +1,129 @@
+"""The interface every task implements: what the rest of the project may ask of a task.
+
+A task is one object (an instance of a `Task` subclass) registered by name in
+`cvrepro.tasks`. Nothing outside the tasks package compares task names: it asks the
+registry for the task (`tasks.get(name)`, `tasks.of_params(params)`) and calls these
+methods. The defaults here are the behaviour most tasks share; a task overrides what
+differs. A new task (instance segmentation, keypoints) is one module with a subclass,
+registered with `tasks.register`, plus one `conf/task/<name>.yaml`.
+
+Each stage's use, in pipeline order:
+- snapshot:   `annotations_required`, `parse_labels`, `check_labels_on_disk`, `objects`,
+              `label_entry`, `extra_stats`            (dataset/manifest.py)
+- split:      `split_summary`                         (stages/split.py)
+- preprocess: `layout`, `write_split`, `preprocess_info` (dataset/processed.py)
+- train:      `train_set`, `model_builders`, `build_model`, `output_spec` (learning/)
+- predict:    `postprocess`                           (learning/predictor.py)
+- evaluate:   `evaluate_split`, `plots`               (learning/evaluation.py)
+- releases:   `correction_actions`, `label_change`    (dataset/corrections.py, dataset/diff.py)
+- formats:    `serves` (does an index hold this task's labels), `check_import`; each format
+              plug-in names its task (formats/<name>/__init__.py: TASK).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cvrepro.core.fileio import CvreproError, canonical_json, sha256_bytes
+from cvrepro.core.problems import Problems
+
+
+class Task:
+    name: str = ""
+    annotations_required = True  # does the index need an `annotations` list (segmentation: masks instead)
+    correction_actions: tuple[str, ...] = ()  # `cvrepro labels apply` actions this task's labels accept
+    layout = ""  # what preprocess stores per split, for preprocess.json
+    plots: tuple[Path, ...] = ()  # files under metrics/plots that only this task writes (besides the grid)
+
+    def __repr__(self) -> str:
+        return f"<task {self.name}>"
+
+    # ----------------------------------------------------------------- snapshot
+    def parse_labels(self, annotations: list, images: dict[int, dict], class_map: dict[int, str],
+                     ann_path: Path, problems: Problems, rejected: set) -> dict[int, list[dict]]:
+        """image id -> its labels (reduced annotations), checked; problems recorded, not raised."""
+        return {}
+
+    def check_labels_on_disk(self, files: list[dict], labels_dir: Path, ann_path: Path, class_map: dict[int, str],
+                             ignore_index: int, problems: Problems) -> None:
+        """Labels stored in files of their own (masks): read and check them, setting what `objects` needs."""
+
+    def objects(self, f: dict, labels: list[dict], class_map: dict[int, str]) -> list[dict]:
+        """The objects of one image, [{category_id, ...}]: what per-class statistics count."""
+        return labels
+
+    def label_entry(self, f: dict, labels: list[dict]) -> dict:
+        """The task's fields of one image's manifest entry; `labels_hash` at least."""
+        return {"labels_hash": sha256_bytes(canonical_json(labels).encode("utf-8")), "objects": len(labels)}
+
+    def extra_stats(self, files: list[dict], class_map: dict[int, str], ignore_index: int) -> dict:
+        return {}
+
+    # ----------------------------------------------------------------- split
+    def split_summary(self, manifest: dict, members: dict[str, list[str]], ratios: dict) -> dict:
+        """Extra keys of splits.json (and warnings on stderr) for this task."""
+        return {}
+
+    # ----------------------------------------------------------------- preprocess
+    def write_split(self, out_dir: Path, paths: list[str], by_path: dict, size: int, root: Path,
+                    params: dict) -> None:
+        raise NotImplementedError
+
+    def preprocess_info(self) -> dict:
+        """Keys preprocess.json adds for this task."""
+        return {"task": self.name}
+
+    # ----------------------------------------------------------------- train
+    def train_set(self, split, seed: int, hflip: float):
+        raise NotImplementedError
+
+    def model_builders(self) -> dict[str, Any]:
+        """model.name -> builder(model_cfg, num_classes, size) for this task's models."""
+        raise NotImplementedError
+
+    def build_model(self, model_cfg: dict, num_classes: int, size: int, mean: list[float], std: list[float],
+                    class_ids: list[int] | None, ignore_index: int):
+        raise NotImplementedError
+
+    def output_spec(self, params: dict, base: dict) -> dict:
+        """The predictor spec (models/preprocessing.json) from the shared `base` (model, num_classes, input)."""
+        return {"task": self.name, **base}
+
+    # ----------------------------------------------------------------- predict
+    def postprocess(self, out: dict, input_shape: tuple[int, int], scale: tuple[float, float],
+                    class_names: dict[int, str], score_threshold: float) -> Any:
+        """One model output -> the public prediction in original-image coordinates."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- evaluate
+    def evaluate_split(self, split: str, model, data, ctx: dict) -> dict:
+        """Metrics of one split. ctx: root, params, cfg (evaluate params), manifest, class_names, spec,
+        grid_path (write the prediction grid there when not None), plots_dir."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- releases
+    def corrections_refused(self, labels_path: Path) -> str | None:
+        """Why `cvrepro labels apply` cannot edit this task's labels, or None if it can (`correction_actions`)."""
+        return None
+
+    def label_change(self, old, new, old_entry: dict, new_entry: dict, old_labels: list[dict],
+                     new_labels: list[dict]) -> tuple[str, dict]:
+        """How one image's labels changed between two dataset versions: ("labels", counts of added/removed/
+        moved/relabelled) or ("mask", {changed_pixels}). Added labels need a minor bump, the rest a patch."""
+        from cvrepro.dataset.diff import label_counts
+
+        return "labels", label_counts(old_labels, new_labels)
+
+    # ----------------------------------------------------------------- formats
+    def serves(self, index: dict) -> bool:
+        """Does a labels index hold this task's labels?"""
+        return False
+
+    def check_import(self, images: list[dict], labels_by_image: dict[int, list[dict]], where: dict[int, str]) -> None:
+        """Layout checks of an imported dataset beyond what snapshot checks (CvreproError on the first)."""
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise CvreproError(message)

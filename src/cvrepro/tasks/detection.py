@@ -1,0 +1,223 @@
+"""Object detection: COCO boxes in the labels index, torchvision detectors, COCO AP.
+
+Labels: each image's `annotations` with a `bbox` [x, y, w, h] in pixels and a category id.
+Preprocess stores boxes scaled to the resized images; the models keep torchvision's
+calling convention; evaluation is pycocotools on the original pixels, per class and per
+slice; the val plots are a precision-recall CSV and a grid of predictions.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterator
+
+from cvrepro.core.fileio import read_json
+from cvrepro.core.paths import PLOTS_DIR
+from cvrepro.core.problems import Problems, is_int
+from cvrepro.dataset.index import annotations_file, box_problem, canonical_number, checked_annotations
+from cvrepro.tasks import register
+from cvrepro.tasks.base import Task
+
+HEADLINE = ("AP", "AP50", "AP75", "AR100")
+PR_VAL = PLOTS_DIR / "pr_val.csv"
+
+
+def parse_annotations(
+    annotations: list,
+    images: dict[int, dict],
+    class_map: dict[int, str],
+    ann_path: Path,
+    problems: Problems,
+    rejected: set,
+) -> dict[int, list[dict]]:
+    """image id → its reduced annotations [{id, category_id, bbox, iscrowd}] sorted by id."""
+    by_image: dict[int, list[dict]] = defaultdict(list)
+    required = ("id", "image_id", "category_id", "bbox")
+    for where, a, image in checked_annotations(annotations, required, images, class_map, ann_path, problems, rejected):
+        iscrowd = a.get("iscrowd", 0)
+        if not is_int(iscrowd) or iscrowd not in (0, 1):
+            problems.add(f"{where}: 'iscrowd' must be 0 or 1, got {iscrowd!r}")
+            continue
+        bad_box = box_problem(a["bbox"], image["width"], image["height"])
+        if bad_box:
+            problems.add(f"{where}, image id {image['id']} ({image['path']}): {bad_box}")
+            continue
+        bbox = [canonical_number(v) for v in a["bbox"]]
+        by_image[image["id"]].append({"id": a["id"], "category_id": a["category_id"], "bbox": bbox, "iscrowd": iscrowd})
+    for anns in by_image.values():
+        anns.sort(key=lambda a: a["id"])
+    return by_image
+
+
+def known_labels_only(preds: list[dict], class_names: dict[int, str]) -> list[dict]:
+    """Drop detections of ids outside the class map. Labels are category ids, so the
+    head has outputs for unused ids (0, gaps): they never see a positive and score
+    low, but are not classes."""
+    import numpy as np
+
+    known = np.array(sorted(class_names))
+    return [{k: v[np.isin(p["labels"], known)] for k, v in p.items()} for p in preds]
+
+
+def coco_detections(preds: list[dict], data) -> list[dict]:
+    """Predictions mapped back to original image pixels, as COCO results."""
+    dets = []
+    for i, det in enumerate(preds):
+        sx, sy = (float(s) for s in data.scales[i])
+        for (x1, y1, x2, y2), score, label in zip(det["boxes"], det["scores"], det["labels"]):
+            dets.append({"image_id": int(data.image_ids[i]), "category_id": int(label), "score": float(score),
+                         "bbox": [x1 / sx, y1 / sy, (x2 - x1) / sx, (y2 - y1) / sy]})
+    return dets
+
+
+def split_metrics(coco: dict, dets: list[dict], ids: list[int], class_names: dict, slices: dict) -> tuple[dict, dict]:
+    from cvrepro.learning.coco_metrics import coco_metrics
+
+    full = coco_metrics(coco, dets, ids, class_names)
+    out = {k: full[k] for k in HEADLINE}
+    out["per_class"] = {name: {k: v[k] for k in ("AP", "AP50", "AP75")} for name, v in full["per_class"].items()}
+    for key, groups in slices.items():
+        out[key] = {}
+        for value, group_ids in groups.items():
+            members = sorted(set(ids) & set(group_ids))
+            m = coco_metrics(coco, dets, members, class_names)
+            out[key][str(value)] = {"images": len(members), **{k: m[k] for k in ("AP", "AP50", "AP75")}}
+    return out, full["pr_curve"]
+
+
+class TrainSet:
+    """Samples of a processed split with a seeded horizontal flip (boxes flipped with the image)."""
+
+    def __init__(self, split, seed: int, hflip: float):
+        self.split, self.seed, self.hflip, self.epoch = split, seed, hflip, 0
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        from cvrepro.learning.engine import flip_drawn, to_tensor
+
+        image = to_tensor(self.split.images[i])
+        boxes, labels = self.split.target(i)
+        boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+        if flip_drawn(self.seed, self.epoch, i, self.hflip):
+            width = image.shape[-1]
+            image = image.flip(-1)
+            boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+        return image, {"boxes": boxes, "labels": torch.as_tensor(labels, dtype=torch.int64)}
+
+
+class Detection(Task):
+    name = "detection"
+    correction_actions = ("relabel", "move", "delete", "add")
+    layout = ("per split: images.npy uint8 [N,3,S,S]; boxes.npy float32 [M,4] xyxy in resized pixels; "
+              "labels.npy int64 [M] category ids; offsets.npy int64 [N+1] (boxes of image i are "
+              "offsets[i]:offsets[i+1]); image_ids.npy int64 [N]; scales.npy float32 [N,2] (sx, sy: resized = "
+              "original * s)")
+    plots = (PR_VAL,)
+
+    def parse_labels(self, annotations, images, class_map, ann_path, problems, rejected):
+        return parse_annotations(annotations, images, class_map, ann_path, problems, rejected)
+
+    # preprocess
+    def preprocess_info(self) -> dict:
+        return {}  # detection's preprocess.json keeps the bytes of releases made before tasks had names
+
+    def write_split(self, out_dir, paths, by_path, size, root, params):
+        import numpy as np
+
+        from cvrepro.dataset.processed import SplitWriter
+
+        boxes_by_image = defaultdict(list)
+        for ann in read_json(root / annotations_file(params))["annotations"]:
+            if not ann.get("iscrowd", 0):  # crowd regions are for evaluation only
+                boxes_by_image[ann["image_id"]].append(ann)
+        writer = SplitWriter(out_dir, len(paths), size)
+        offsets, boxes, labels = [0], [], []
+        for i, entry in writer.images(paths, by_path, root):
+            sx, sy = writer.scales[-1]
+            for ann in boxes_by_image[entry["image_id"]]:
+                x, y, w, h = ann["bbox"]
+                boxes.append([x * sx, y * sy, (x + w) * sx, (y + h) * sy])
+                labels.append(ann["category_id"])
+            offsets.append(len(boxes))
+        writer.close()
+        np.save(out_dir / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+        np.save(out_dir / "boxes.npy", np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+        np.save(out_dir / "labels.npy", np.asarray(labels, dtype=np.int64))
+
+    # train
+    def train_set(self, split, seed, hflip):
+        return TrainSet(split, seed, hflip)
+
+    def model_builders(self):
+        from cvrepro.learning.models import DETECTION_BUILDERS
+
+        return DETECTION_BUILDERS
+
+    def build_model(self, model_cfg, num_classes, size, mean, std, class_ids, ignore_index):
+        from cvrepro.learning.models import load_weights
+
+        model = self.model_builders()[model_cfg["name"]](model_cfg, num_classes, size)
+        # Pre/post-processing from params, set the same way on every architecture
+        # (torchvision's builders take them under different names, or not at all).
+        model.transform.image_mean = list(mean)
+        model.transform.image_std = list(std)
+        model.score_thresh = float(model_cfg.get("score_thresh", 0.05))
+        model.nms_thresh = float(model_cfg.get("nms_thresh", 0.6))
+        model.detections_per_img = int(model_cfg.get("detections_per_img", 100))
+        load_weights(model, model_cfg)
+        return model
+
+    def output_spec(self, params, base):
+        return {**base, "output": {
+            "boxes": "xyxy in input pixels; divide x by size/width and y by size/height for the original image",
+            "labels": "category ids; see label_map.json", "score_thresh": params["model"].get("score_thresh"),
+            "nms_thresh": params["model"].get("nms_thresh")}}  # no "task" key: the bytes of earlier releases
+
+    # predict
+    def postprocess(self, out, input_shape, scale, class_names, score_threshold):
+        sx, sy = scale
+        found = []
+        for box, score, label in zip(out["boxes"].tolist(), out["scores"].tolist(), out["labels"].tolist()):
+            if score < score_threshold or int(label) not in class_names:
+                continue  # ids outside the class map are not classes (see known_labels_only)
+            x1, y1, x2, y2 = box
+            found.append({"box": [x1 / sx, y1 / sy, x2 / sx, y2 / sy], "score": float(score),
+                          "label": int(label), "class_name": class_names[int(label)]})
+        return found
+
+    # evaluate
+    def evaluate_split(self, split, model, data, ctx):
+        from cvrepro.learning.coco_metrics import slice_ids
+        from cvrepro.learning.engine import predict
+        from cvrepro.learning.pictures import pr_curves_csv, prediction_grid
+
+        cfg, class_names, root = ctx["cfg"], ctx["class_names"], ctx["root"]
+        if "coco" not in ctx:  # once for every split
+            ctx["coco"] = read_json(root / annotations_file(ctx["params"]))
+            key = cfg.get("slice_key")
+            ctx["slices"] = {key: slice_ids(ctx["coco"], key)} if key else {}
+        preds = known_labels_only(predict(model, data.images, desc=f"predict {split}"), class_names)
+        metrics, pr_curve = split_metrics(ctx["coco"], coco_detections(preds, data), data.image_ids.tolist(),
+                                          class_names, ctx["slices"])
+        if ctx["grid_path"] is not None:
+            pr_curves_csv(pr_curve, root / PR_VAL)
+            n = min(int(cfg["grid_images"]), len(data))
+            prediction_grid([data.images[i].transpose(1, 2, 0) for i in range(n)],
+                            [dict(zip(("boxes", "labels"), data.target(i))) for i in range(n)],
+                            preds[:n], class_names, ctx["grid_path"],
+                            score_threshold=float(cfg["grid_score_threshold"]))
+        return metrics
+
+    # formats
+    def serves(self, index):
+        images, anns = index.get("images") or [], index.get("annotations") or []
+        masks_only = bool(images) and all(isinstance(im, dict) and "mask_file" in im for im in images)
+        return any(isinstance(a, dict) and "bbox" in a for a in anns) or (not anns and not masks_only)
+
+
+register(Detection())
