@@ -1,6 +1,6 @@
 """The lineage record: what code, data, config and environment produced a run's metrics.
 
-One record per pipeline run (DESIGN.md, "Lineage record"). Everything here is read from
+One record per pipeline run (README, "The pipeline": evaluate; docs/safety.md). Everything here is read from
 real sources: `git` for the code state, `importlib.metadata` for versions, sha256 of the
 files for artifacts.
 """
@@ -105,7 +105,7 @@ def build_lineage(
     extra: dict | None = None,
     git_exclude: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """One lineage record (DESIGN.md, "Lineage record") as a plain JSON-ready dict.
+    """One lineage record (README, "The pipeline": evaluate; docs/safety.md) as a plain JSON-ready dict.
 
     `artifacts` are paths relative to `root` (or absolute paths inside it); directories are
     hashed with `sha256_dir`. `git_exclude` is passed to `git_state` as its `exclude`.

@@ -18,6 +18,7 @@ from cvrepro.dataset.index import checked_annotations
 from cvrepro.dataset.manifest import slice_values
 from cvrepro.tasks import register
 from cvrepro.tasks.base import Task
+from cvrepro.learning.samples import SeededSamples
 
 CONFUSION_VAL = PLOTS_DIR / "confusion_val.csv"
 
@@ -55,22 +56,16 @@ def class_counts(manifest: dict, members: dict[str, list[str]]) -> dict[str, dic
     return out
 
 
-class LabelTrainSet:
+class LabelTrainSet(SeededSamples):
     """Classification samples: the image (seeded flip) and its category id."""
-
-    def __init__(self, split, seed: int, hflip: float):
-        self.split, self.seed, self.hflip, self.epoch = split, seed, hflip, 0
-
-    def __len__(self) -> int:
-        return len(self.split)
 
     def __getitem__(self, i: int):
         import torch
 
-        from cvrepro.learning.engine import flip_drawn, to_tensor
+        from cvrepro.learning.engine import to_tensor
 
         image = to_tensor(self.split.images[i])
-        if flip_drawn(self.seed, self.epoch, i, self.hflip):
+        if self.flipped(i):
             image = image.flip(-1)
         return image, {"label": torch.tensor(int(self.split.labels[i]))}
 

@@ -18,6 +18,7 @@ from cvrepro.core.problems import Problems, is_int
 from cvrepro.dataset.index import annotations_file, box_problem, canonical_number, checked_annotations
 from cvrepro.tasks import register
 from cvrepro.tasks.base import Task
+from cvrepro.learning.samples import SeededSamples
 
 HEADLINE = ("AP", "AP50", "AP75", "AR100")
 PR_VAL = PLOTS_DIR / "pr_val.csv"
@@ -86,24 +87,18 @@ def split_metrics(coco: dict, dets: list[dict], ids: list[int], class_names: dic
     return out, full["pr_curve"]
 
 
-class TrainSet:
+class TrainSet(SeededSamples):
     """Samples of a processed split with a seeded horizontal flip (boxes flipped with the image)."""
-
-    def __init__(self, split, seed: int, hflip: float):
-        self.split, self.seed, self.hflip, self.epoch = split, seed, hflip, 0
-
-    def __len__(self) -> int:
-        return len(self.split)
 
     def __getitem__(self, i: int):
         import torch
 
-        from cvrepro.learning.engine import flip_drawn, to_tensor
+        from cvrepro.learning.engine import to_tensor
 
         image = to_tensor(self.split.images[i])
         boxes, labels = self.split.target(i)
         boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-        if flip_drawn(self.seed, self.epoch, i, self.hflip):
+        if self.flipped(i):
             width = image.shape[-1]
             image = image.flip(-1)
             boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)

@@ -20,6 +20,7 @@ from cvrepro.dataset.manifest import slice_values
 from cvrepro.dataset.masks import mask_labels_hash, read_mask
 from cvrepro.tasks import register
 from cvrepro.tasks.base import Task
+from cvrepro.learning.samples import SeededSamples
 
 
 def check_masks(files: list[dict], labels_dir: Path, ann_path: Path, class_map: dict[int, str],
@@ -67,24 +68,18 @@ def check_masks(files: list[dict], labels_dir: Path, ann_path: Path, class_map: 
         f["pixels"] = {int(v): int(c) for v, c in zip(values, counts)}
 
 
-class MaskTrainSet:
+class MaskTrainSet(SeededSamples):
     """Segmentation samples: the image and its class mask, flipped together."""
-
-    def __init__(self, split, seed: int, hflip: float):
-        self.split, self.seed, self.hflip, self.epoch = split, seed, hflip, 0
-
-    def __len__(self) -> int:
-        return len(self.split)
 
     def __getitem__(self, i: int):
         import numpy as np
         import torch
 
-        from cvrepro.learning.engine import flip_drawn, to_tensor
+        from cvrepro.learning.engine import to_tensor
 
         image = to_tensor(self.split.images[i])
         mask = torch.from_numpy(np.array(self.split.masks[i], dtype=np.int64))
-        if flip_drawn(self.seed, self.epoch, i, self.hflip):
+        if self.flipped(i):
             image, mask = image.flip(-1), mask.flip(-1)
         return image, {"mask": mask}
 
