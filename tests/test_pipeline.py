@@ -93,3 +93,22 @@ def test_exp_run_group_override_switches_the_model(pipeline: Path):
     assert used["model"]["name"] == "ssdlite320_mobilenet_v3_large"
     assert used["train"]["epochs"] == 1
     assert used["experiment"]["name"] == "smoke"  # the rest of the composition is intact
+
+
+def test_a_code_edit_makes_exactly_the_stages_that_run_it_stale(pipeline: Path):
+    # The stages' code deps are what tests/test_architecture.py computes: prediction code only
+    # evaluate runs; a task module every stage runs (DVC then skips what follows an unchanged output).
+    def stale() -> set[str]:
+        return set(json.loads(run(["dvc", "status", "--json"], pipeline).stdout))
+
+    evaluation = pipeline / "src/cvrepro/learning/evaluation.py"
+    evaluation.write_text(evaluation.read_text() + "\n# an edit\n")
+    assert stale() == {"evaluate"}
+    run(["git", "checkout", "--", "src"], pipeline)
+    trainer = pipeline / "src/cvrepro/learning/trainer.py"
+    trainer.write_text(trainer.read_text() + "\n# an edit\n")
+    assert stale() == {"train"}
+    run(["git", "checkout", "--", "src"], pipeline)
+    detection = pipeline / "src/cvrepro/tasks/detection.py"
+    detection.write_text(detection.read_text() + "\n# an edit\n")
+    assert stale() == {"snapshot", "split", "preprocess", "train", "evaluate"}

@@ -28,7 +28,7 @@ def _ignore_index(root: Path) -> int:
     from cvrepro.config.params import load_params
     from cvrepro.dataset.index import ignore_index_of
 
-    return ignore_index_of(load_params(root / PARAMS)) if (root / PARAMS).exists() else 255
+    return ignore_index_of(load_params(root / PARAMS) if (root / PARAMS).exists() else {})
 
 
 def _holds_files(folder: Path) -> bool:
