@@ -183,8 +183,16 @@ def checked_annotations(
 
 
 def annotations_file(params: dict) -> Path:
-    """The index file under data/labels named by `dataset.annotations` (default annotations.json)."""
-    name = (params.get("dataset") or {}).get("annotations") or ANNOTATIONS.name
+    """The index file under data/labels for the task: `dataset.annotations_by_task[task]` (a dataset that serves
+    several tasks from different files, as the demo does), else `dataset.annotations` (default annotations.json).
+    A dataset option that names its `task` (what `cvrepro import` writes) refuses another task."""
+    dataset, task = params.get("dataset") or {}, params.get("task")
+    if dataset.get("task") and task and dataset["task"] != task:
+        raise CvreproError(f"params.yaml: task is {task!r} but the dataset {dataset.get('name')!r} holds "
+                           f"{dataset['task']} labels (conf/dataset/{dataset.get('name')}.yaml: task); select a "
+                           f"{task} dataset with `dataset=<name>` or drop the task override")
+    by_task = dataset.get("annotations_by_task") or {}
+    name = by_task.get(task) or dataset.get("annotations") or ANNOTATIONS.name
     rel = normalize_relpath(str(name))
     if rel is None:
         raise CvreproError(f"params.yaml: dataset.annotations {name!r} must be a file name inside {ANNOTATIONS.parent}")
