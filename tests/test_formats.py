@@ -542,3 +542,104 @@ def test_cli_help_and_a_bad_source_exits_2_naming_the_file(project: Path, tmp_pa
     res = run(["cvrepro", "import", "yolo", str(tmp_path / "src")], project, check=False)
     assert res.returncode == 2 and res.stderr.startswith("error: ") and "labels/val/b.txt, line 2" in res.stderr
     assert not (project / "data/raw").exists() and not (project / "data/labels").exists()
+
+
+# --------------------------------------------------------------------------- layouts, --invalid, conf option
+
+
+def test_coco_in_the_cvat_datumaro_layout_keeps_subsets_and_renumbers_clashing_ids(project: Path, tmp_path: Path):
+    """CVAT's "COCO 1.0" / Datumaro `coco_instances` export: annotations/instances_<subset>.json, images/<subset>/,
+    ids numbered from 1 in each subset (Datumaro 1.x documented layout)."""
+    src = tmp_path / "cvat"
+    for subset, seed in (("train", 30), ("val", 31)):
+        picture(src / f"images/{subset}/frame_000.jpg", 20, 10, seed=seed)
+        coco = {"licenses": [], "info": {"version": ""},
+                "categories": [{"id": 1, "name": "zebra", "supercategory": ""}, {"id": 2, "name": "apple",
+                                                                                  "supercategory": ""}],
+                "images": [{"id": 1, "file_name": "frame_000.jpg", "width": 20, "height": 10}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [0.0, 0.0, 20.0, 10.0],
+                                 "area": 200.0, "iscrowd": 0, "segmentation": []}]}
+        (src / "annotations").mkdir(parents=True, exist_ok=True)
+        (src / f"annotations/instances_{subset}.json").write_text(json.dumps(coco))
+    do_import("coco", src, project)  # found without --annotations
+    imported = index(project)
+    assert [(im["id"], im["file_name"], im["subset"]) for im in imported["images"]] == \
+           [(1, "train/frame_000.jpg", "train"), (2, "val/frame_000.jpg", "val")]
+    assert [(a["id"], a["image_id"]) for a in imported["annotations"]] == [(1, 1), (2, 2)]
+    assert [c["name"] for c in imported["categories"]] == ["zebra", "apple"]
+    export_dataset("coco", tmp_path / "out", root=project)
+    assert sorted(tree(tmp_path / "out")) == ["annotations/instances_train.json", "annotations/instances_val.json",
+                                              "images/train/frame_000.jpg", "images/val/frame_000.jpg"]
+    do_import("coco", tmp_path / "out", project, force=True)
+    assert index(project) == imported
+
+
+def test_yolo_in_the_ultralytics_roboflow_layout_keeps_subsets(project: Path, tmp_path: Path):
+    """data.yaml naming `train/images` and `valid/images` (Ultralytics 8.x docs, Roboflow's YOLOv8 export)."""
+    src = tmp_path / "rf"
+    picture(src / "train/images/a.jpg", 40, 20, seed=32)
+    picture(src / "valid/images/b.jpg", 40, 20, seed=33)
+    (src / "train/labels").mkdir(parents=True)
+    (src / "valid/labels").mkdir(parents=True)
+    (src / "train/labels/a.txt").write_text("1 0.5 0.5 0.5 0.5\n")
+    (src / "valid/labels/b.txt").write_text("0 0.25 0.5 0.5 1\n")
+    (src / "data.yaml").write_text("train: train/images\nval: valid/images\nnc: 2\nnames: ['zebra', 'apple']\n")
+    do_import("yolo", src, project)
+    imported = index(project)
+    assert [(im["file_name"], im["subset"]) for im in imported["images"]] == \
+           [("train/images/a.jpg", "train"), ("valid/images/b.jpg", "val")]
+    assert [(a["category_id"], a["bbox"]) for a in imported["annotations"]] == [(2, [10, 5, 20, 10]), (1, [0, 0, 20, 20])]
+
+
+def test_invalid_drop_and_clip_report_every_box_and_the_manifest_counts_them(project: Path, tmp_path: Path):
+    src = tmp_path / "src"
+    coco = coco_source(src)
+    good = [dict(a) for a in coco["annotations"]]
+    coco["annotations"] += [
+        {"id": 21, "image_id": 7, "category_id": 1, "bbox": [5, 5, 0, 4]},  # zero width
+        {"id": 22, "image_id": 7, "category_id": 1, "bbox": [30, 20, 20, 20]},  # reaches outside 40x30
+        {"id": 23, "image_id": 9, "category_id": 5, "bbox": [40, 40, 3, 3]},  # wholly outside 32x32
+    ]
+    (src / "annotations.json").write_text(json.dumps(coco))
+    with pytest.raises(CvreproError, match=r"annotation id 21: box .* is zero or negative size \(--invalid drop"):
+        do_import("coco", src, project)
+    assert not (project / "data/labels").exists()
+
+    summary = do_import("coco", src, project, invalid="drop")
+    assert summary["invalid"] == {"mode": "drop", "dropped": 3, "clipped": 0}
+    rows = (project / "data/labels/import_report.csv").read_text().splitlines()
+    assert rows[0] == "file,id,problem,action,before,after" and len(rows) == 4
+    assert [r.split(",")[1] for r in rows[1:]] == ["annotation id 21", "annotation id 22", "annotation id 23"]
+    kept = index(project)["annotations"]
+    assert [a["id"] for a in kept] == [11, 12, 13]
+    assert [{k: v for k, v in a.items() if k != "category_id"} for a in kept] == \
+           [{k: v for k, v in a.items() if k != "category_id"} for a in good]  # the rest exactly as delivered
+    manifest = build_manifest(project / "data/raw", project / "data/labels/annotations.json", task="detection")
+    assert manifest["stats"]["invalid_boxes"] == {"mode": "drop", "dropped": 3, "clipped": 0}
+
+    summary = do_import("coco", src, project, invalid="clip", force=True)
+    assert summary["invalid"] == {"mode": "clip", "dropped": 2, "clipped": 1}  # nothing left of 21 and 23
+    clipped = next(a for a in index(project)["annotations"] if a["id"] == 22)
+    assert clipped["bbox"] == [30, 20, 10, 10] and clipped["area"] == 100
+    assert "annotation id 22,outside the 40x30 image,clipped,\"[30, 20, 20, 20]\",\"[30, 20, 10, 10]\"" in \
+           (project / "data/labels/import_report.csv").read_text()
+
+
+def test_import_writes_a_dataset_option_and_selects_it_with_its_task(project: Path, tmp_path: Path):
+    import yaml as _yaml
+
+    from cvrepro.config.params import load_params
+
+    imagefolder_source(tmp_path / "My Photos")
+    summary = do_import("imagefolder", tmp_path / "My Photos", project)
+    assert summary["config"] == {"dataset_option": "conf/dataset/my_photos.yaml", "task": "classification"}
+    option = _yaml.safe_load((project / "conf/dataset/my_photos.yaml").read_text())
+    assert option["task"] == "classification" and option["classes"] == ["cat", "dog"]
+    config = (project / "conf/config.yaml").read_text()
+    assert "  - dataset: my_photos\n" in config and "  - task: classification  #" in config
+    params = load_params(project / "params.yaml")
+    assert params["task"] == "classification" and params["dataset"]["name"] == "my_photos"
+    assert params["model"]["name"] == "cnn_small"  # the task option's defaults came with it
+    (project / "conf/dataset/mine.yaml").write_text("name: mine\n")  # hand-written: never overwritten
+    with pytest.raises(CvreproError, match="conf/dataset/mine.yaml: exists and was not written by `cvrepro import`"):
+        do_import("imagefolder", tmp_path / "My Photos", project, force=True, name="mine")

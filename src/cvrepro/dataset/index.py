@@ -27,12 +27,16 @@ LABEL_IMAGE_KEYS = {"mask_file"}  # labels kept on the image entry (segmentation
 MISSING = object()  # an image entry without a mask_file key
 
 
-def load_coco(ann_path: Path, problems: Problems, annotations_required: bool = True) -> tuple[list, list, list]:
+def load_coco(ann_path: Path, problems: Problems, annotations_required: bool = True,
+              info: dict | None = None) -> tuple[list, list, list]:
     """(images, annotations, categories) of the index; `annotations_required` False lets a task whose labels
-    live elsewhere (segmentation: a mask per image) omit the key."""
+    live elsewhere (segmentation: a mask per image) omit the key. `info`, if given, receives the index's
+    COCO `info` object (where `cvrepro import` records what it did)."""
     coco = read_json(ann_path)  # raises CvreproError naming the file on bad JSON
     if not isinstance(coco, dict):
         raise CvreproError(f"{ann_path}: expected a JSON object with images, annotations and categories")
+    if info is not None and isinstance(coco.get("info"), dict):
+        info.update(coco["info"])
     lists = []
     for key in ("images", "annotations", "categories"):
         if key == "annotations" and not annotations_required and key not in coco:
