@@ -95,6 +95,13 @@ def _stats(files: list[dict], class_map: dict[int, str], task, ignore_index: int
     }
 
 
+def _import_stats(info: dict) -> dict:
+    """The boxes `cvrepro import --invalid drop|clip` left out or cut ({} for an index not imported)."""
+    record = info.get("cvrepro_import")
+    invalid = record.get("invalid") if isinstance(record, dict) else None
+    return {"invalid_boxes": invalid} if isinstance(invalid, dict) else {}
+
+
 def _snapshot_id(task: str, class_map: dict[str, str], files: list[dict]) -> str:
     """Hash of the content only (paths, bytes, labels, class map): notes, sizes and stats are derived or free text."""
     keys = ("path", "md5", "labels_hash", "image_id", "attributes", "width", "height")
@@ -145,7 +152,8 @@ def build_manifest(
 
     # Labels first (cheap), then every image on disk (the slow part), unless labels already gave MAX_PROBLEMS.
     problems = Problems()
-    images_raw, annotations_raw, categories_raw = load_coco(ann_path, problems, task.annotations_required)
+    info: dict = {}
+    images_raw, annotations_raw, categories_raw = load_coco(ann_path, problems, task.annotations_required, info)
     class_map = parse_categories(categories_raw, ann_path, problems)
     images = parse_images(images_raw, ann_path, problems)
     rejected = {(i, "image") for i in rejected_ids(images_raw, images)}
@@ -169,6 +177,6 @@ def build_manifest(
         "snapshot_id": _snapshot_id(task.name, class_map_json, entries),
         "class_map": class_map_json,
         "files": entries,
-        "stats": _stats(files, class_map, task, ignore_index),
+        "stats": {**_stats(files, class_map, task, ignore_index), **_import_stats(info)},
         "notes": notes,
     }

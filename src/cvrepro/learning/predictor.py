@@ -28,11 +28,12 @@ class Predictor:
 
     def preprocess(self, image):
         """The release's input transform: RGB, stretch to size x size (bilinear), uint8 CHW."""
-        from PIL import Image, ImageOps
+        from PIL import Image
+
+        from cvrepro.dataset.images import load_image_rgb
 
         if isinstance(image, (str, Path)):
-            with Image.open(image) as im:
-                image = ImageOps.exif_transpose(im).convert("RGB")
+            image = load_image_rgb(image)  # the one reader: EXIF orientation applied, as in training
         elif isinstance(image, np.ndarray):
             image = Image.fromarray(np.asarray(image, dtype=np.uint8))
         image = image.convert("RGB")

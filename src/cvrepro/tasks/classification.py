@@ -21,6 +21,7 @@ from cvrepro.tasks.base import Task
 from cvrepro.learning.samples import SeededSamples
 
 CONFUSION_VAL = PLOTS_DIR / "confusion_val.csv"
+CONFUSION_PNG = PLOTS_DIR / "confusion_val.png"  # the same matrix with counts, for people
 
 
 def parse_classification(
@@ -75,7 +76,7 @@ class Classification(Task):
     correction_actions = ("relabel",)
     layout = ("per split: images.npy uint8 [N,3,S,S]; labels.npy int64 [N] category id per image; "
               "image_ids.npy int64 [N]; scales.npy float32 [N,2]")
-    plots = (CONFUSION_VAL,)
+    plots = (CONFUSION_VAL, CONFUSION_PNG)
 
     def parse_labels(self, annotations, images, class_map, ann_path, problems, rejected):
         return parse_classification(annotations, images, class_map, ann_path, problems, rejected)
@@ -140,7 +141,7 @@ class Classification(Task):
     def evaluate_split(self, split, model, data, ctx):
         from cvrepro.learning.confusion_metrics import classification_scores, confusion
         from cvrepro.learning.engine import predict_batches
-        from cvrepro.learning.pictures import confusion_csv, label_grid
+        from cvrepro.learning.pictures import classification_badness, confusion_csv, confusion_png, grid_order, label_grid
 
         class_names, slice_key, k = ctx["class_names"], ctx["cfg"].get("slice_key"), int(ctx["spec"]["num_classes"])
         predicted, top = [], []
@@ -165,10 +166,13 @@ class Classification(Task):
             rows = sorted((int(i), class_names[a], class_names.get(p, str(p)))
                           for i, a, p in zip(data.image_ids.tolist(), actual, predicted))
             confusion_csv(rows, ctx["root"] / CONFUSION_VAL)
-            n = min(int(ctx["cfg"]["grid_images"]), len(data))
-            if n:
-                label_grid([data.images[i].transpose(1, 2, 0) for i in range(n)], actual[:n], predicted[:n], top[:n],
-                           class_names, ctx["grid_path"])
+            confusion_png(confusion(actual, predicted, k), {0: "-", **class_names}, ctx["root"] / CONFUSION_PNG,
+                          f"{split} confusion")
+            shown = grid_order([classification_badness(a, p, s) for a, p, s in zip(actual, predicted, top)],
+                               data.image_ids.tolist(), int(ctx["cfg"]["grid_images"]))
+            if shown:  # mistakes first, then the least confident, then a sample
+                label_grid([data.images[i].transpose(1, 2, 0) for i in shown], [actual[i] for i in shown],
+                           [predicted[i] for i in shown], [top[i] for i in shown], class_names, ctx["grid_path"])
         return metrics
 
     # formats

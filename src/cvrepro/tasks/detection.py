@@ -189,7 +189,7 @@ class Detection(Task):
     def evaluate_split(self, split, model, data, ctx):
         from cvrepro.learning.coco_metrics import slice_ids
         from cvrepro.learning.engine import predict
-        from cvrepro.learning.pictures import pr_curves_csv, prediction_grid
+        from cvrepro.learning.pictures import detection_badness, grid_order, pr_curves_csv, prediction_grid
 
         cfg, class_names, root = ctx["cfg"], ctx["class_names"], ctx["root"]
         if "coco" not in ctx:  # once for every split
@@ -201,11 +201,13 @@ class Detection(Task):
                                           class_names, ctx["slices"])
         if ctx["grid_path"] is not None:
             pr_curves_csv(pr_curve, root / PR_VAL)
-            n = min(int(cfg["grid_images"]), len(data))
-            prediction_grid([data.images[i].transpose(1, 2, 0) for i in range(n)],
-                            [dict(zip(("boxes", "labels"), data.target(i))) for i in range(n)],
-                            preds[:n], class_names, ctx["grid_path"],
-                            score_threshold=float(cfg["grid_score_threshold"]))
+            threshold = float(cfg["grid_score_threshold"])
+            gts = [dict(zip(("boxes", "labels"), data.target(i))) for i in range(len(data))]
+            shown = grid_order([detection_badness(g, p, threshold) for g, p in zip(gts, preds)],
+                               data.image_ids.tolist(), int(cfg["grid_images"]))  # mistakes, lowest scores, sample
+            if shown:
+                prediction_grid([data.images[i].transpose(1, 2, 0) for i in shown], [gts[i] for i in shown],
+                                [preds[i] for i in shown], class_names, ctx["grid_path"], score_threshold=threshold)
         return metrics
 
     # formats

@@ -167,7 +167,7 @@ class Segmentation(Task):
 
         from cvrepro.learning.confusion_metrics import confusion, segmentation_scores
         from cvrepro.learning.engine import predict_batches
-        from cvrepro.learning.pictures import mask_grid
+        from cvrepro.learning.pictures import grid_order, mask_grid
 
         root, manifest, spec = ctx["root"], ctx["manifest"], ctx["spec"]
         slice_key = ctx["cfg"].get("slice_key")
@@ -179,7 +179,7 @@ class Segmentation(Task):
         total = np.zeros((k, k), dtype=np.int64)
         per_slice: dict[str, np.ndarray] = defaultdict(lambda: np.zeros((k, k), dtype=np.int64))
         slice_images: dict[str, int] = defaultdict(int)
-        shown: list[np.ndarray] = []
+        badness: list[float] = []  # 1 + the share of pixels wrong, per image (at the processed size)
         for start, outs in predict_batches(model, data.images, desc=f"predict {split}"):
             for j, out in enumerate(outs):
                 image_id = int(data.image_ids[start + j])
@@ -191,8 +191,11 @@ class Segmentation(Task):
                 if image_id in slice_of:
                     per_slice[slice_of[image_id]] += cm
                     slice_images[slice_of[image_id]] += 1
-                if len(shown) < grid:
-                    shown.append(out["mask"].astype(np.uint8))
+                if grid:
+                    small = np.asarray(data.masks[start + j])
+                    scored = small != ignore_index
+                    wrong = np.count_nonzero((out["mask"] != small) & scored) / max(1, np.count_nonzero(scored))
+                    badness.append(1.0 + wrong if wrong else 0.0)
         metrics = segmentation_scores(total, names)
         if slice_key:
             metrics[slice_key] = {
@@ -200,9 +203,13 @@ class Segmentation(Task):
                         **{m: v for m, v in segmentation_scores(per_slice[value], names).items() if m != "per_class"}}
                 for value in sorted(per_slice)
             }
-        if shown:
-            mask_grid([data.images[i].transpose(1, 2, 0) for i in range(len(shown))],
-                      [np.asarray(data.masks[i]) for i in range(len(shown))], shown, names, ctx["grid_path"],
+        chosen = grid_order(badness, data.image_ids.tolist(), grid) if grid else []
+        if chosen:  # the worst images first, then a sample; predicted again (a few) rather than all kept
+            images = np.stack([np.asarray(data.images[i]) for i in chosen])
+            shown = [out["mask"].astype(np.uint8) for _s, outs in predict_batches(model, images, desc="grid")
+                     for out in outs]
+            mask_grid([data.images[i].transpose(1, 2, 0) for i in chosen],
+                      [np.asarray(data.masks[i]) for i in chosen], shown, names, ctx["grid_path"],
                       ignore_index=ignore_index)
         return metrics
 
