@@ -2,7 +2,7 @@
 
 Labels: each image's `annotations` with a `bbox` [x, y, w, h] in pixels and a category id.
 Preprocess stores boxes scaled to the resized images; the models keep torchvision's
-calling convention; evaluation is pycocotools on the original pixels, per class and per
+calling convention; evaluation is COCO AP (faster-coco-eval) on the original pixels, per class and per
 slice; the val plots are a precision-recall CSV and a grid of predictions.
 """
 
@@ -72,16 +72,20 @@ def coco_detections(preds: list[dict], data) -> list[dict]:
 
 
 def split_metrics(coco: dict, dets: list[dict], ids: list[int], class_names: dict, slices: dict) -> tuple[dict, dict]:
-    from cvrepro.learning.coco_metrics import coco_metrics
+    """The split's metrics and its slices' from one COCO evaluation (each slice accumulates the
+    per-image results of its images: nothing is matched or copied again)."""
+    from cvrepro.learning.coco_metrics import CocoEvaluation
 
-    full = coco_metrics(coco, dets, ids, class_names)
+    evaluation = CocoEvaluation(coco, dets, ids, class_names)
+    full = evaluation.metrics()
     out = {k: full[k] for k in HEADLINE}
     out["per_class"] = {name: {k: v[k] for k in ("AP", "AP50", "AP75")} for name, v in full["per_class"].items()}
+    in_split = set(evaluation.ids)
     for key, groups in slices.items():
         out[key] = {}
         for value, group_ids in groups.items():
-            members = sorted(set(ids) & set(group_ids))
-            m = coco_metrics(coco, dets, members, class_names)
+            members = sorted(in_split.intersection(group_ids))
+            m = evaluation.metrics(members)
             out[key][str(value)] = {"images": len(members), **{k: m[k] for k in ("AP", "AP50", "AP75")}}
     return out, full["pr_curve"]
 
