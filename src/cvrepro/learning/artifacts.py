@@ -11,7 +11,7 @@ import torch
 from cvrepro import tasks
 from cvrepro.core.fileio import atomic_write_bytes, read_json
 from cvrepro.core.paths import LABEL_MAP, PREPROCESSING, WEIGHTS
-from cvrepro.learning.models import build_model
+from cvrepro.learning.models import architecture_only, build_model
 
 INPUT_RESIZE = "stretch to size x size, bilinear"
 
@@ -48,7 +48,8 @@ def load_predictor(models_dir: Path):
     models_dir = Path(models_dir)
     spec = read_json(models_dir / PREPROCESSING.name)
     label_map = read_json(models_dir / LABEL_MAP.name)
-    model = build_from_spec(spec, spec["input"]["size"], label_map)
+    # the architecture alone: the pretrained files training started from are not needed (nor loaded)
+    model = build_from_spec({**spec, "model": architecture_only(spec["model"])}, spec["input"]["size"], label_map)
     model.load_state_dict(torch.load(models_dir / WEIGHTS.name, map_location="cpu", weights_only=True))
     model.eval()
     return model, spec, label_map
