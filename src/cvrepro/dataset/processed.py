@@ -13,7 +13,10 @@ Beside images.npy / image_ids.npy / scales.npy each task stores its labels
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -25,6 +28,45 @@ from cvrepro.core.fileio import write_json
 from cvrepro.core.paths import PROCESSED_DIR, PROCESSED_INFO, RAW_DIR
 from cvrepro.dataset.images import load_image_rgb
 from cvrepro.dataset.splits import SPLIT_NAMES
+
+
+POOL_MIN_IMAGES = 200  # below this a process pool costs more to start than it saves
+
+
+def preprocess_workers() -> int:
+    """Every core this process may use (its CPU affinity: a container's or taskset's limit)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def resized(path: str, size: int) -> np.ndarray:
+    """One image as uint8 [3, size, size]: decoded (a JPEG at the reduced scale closest above `size`),
+    stretched with PIL's bilinear filter. A pure function of the file's bytes: any worker, same pixels."""
+    im = load_image_rgb(Path(path), draft=(size, size))
+    return np.asarray(im.resize((size, size), Image.BILINEAR)).transpose(2, 0, 1)
+
+
+def _resized_job(job: tuple[str, int]) -> np.ndarray:
+    return resized(*job)
+
+
+def resize_all(paths: list[str], size: int, desc: str, workers: int | None = None) -> Iterator[np.ndarray]:
+    """`resized` of every path, in order, with a progress bar; in a process pool on large splits."""
+    workers = workers or preprocess_workers()
+    # no tqdm monitor thread: forking a process that runs threads can deadlock the children
+    tqdm.monitor_interval = 0
+    if workers <= 1 or len(paths) < POOL_MIN_IMAGES:
+        with tqdm(total=len(paths), desc=desc, unit="img", disable=None, file=sys.stderr) as bar:
+            for path in paths:
+                yield resized(path, size)
+                bar.update()
+        return
+    # fork, as the snapshot's pool does: no re-import of the caller's __main__
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    with context.Pool(workers) as pool, tqdm(total=len(paths), desc=desc, unit="img", disable=None,
+                                             file=sys.stderr) as bar:
+        for pixels in pool.imap(_resized_job, ((p, size) for p in paths), chunksize=16):
+            yield pixels
+            bar.update()
 
 
 class SplitWriter:
@@ -42,13 +84,18 @@ class SplitWriter:
         return np.lib.format.open_memmap(self.dir / name, mode="w+", dtype=dtype, shape=shape)
 
     def images(self, paths: list[str], by_path: dict, root: Path) -> Iterator[tuple[int, dict]]:
-        """Resize and store each image (bilinear, stretched to size x size); yields (index, manifest entry)."""
+        """Resize and store each image (bilinear, stretched to size x size); yields (index, manifest entry).
+
+        Images are decoded and resized in a pool of worker processes on every core (`resize_all`),
+        in order; the scales come from the manifest's width/height (snapshot checked them
+        against the files), so a JPEG decoded at reduced scale still maps boxes exactly."""
         size = self.size
-        for i, rel in enumerate(tqdm(paths, desc=f"preprocess {self.dir.name}", unit="img", disable=None)):
+        jobs = [str(root / RAW_DIR / rel) for rel in paths]
+        resized = resize_all(jobs, size, desc=f"preprocess {self.dir.name}")
+        for i, (rel, pixels) in enumerate(zip(paths, resized)):
             entry = by_path[rel]
-            im = load_image_rgb(root / RAW_DIR / rel)
-            self.scales.append([size / im.width, size / im.height])
-            self.array[i] = np.asarray(im.resize((size, size), Image.BILINEAR)).transpose(2, 0, 1)
+            self.scales.append([size / entry["width"], size / entry["height"]])
+            self.array[i] = pixels
             self.image_ids.append(entry["image_id"])
             yield i, entry
 
