@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -36,19 +37,28 @@ def _check_files(
     """Every image checked: exists, inside data/raw, decodes, size as declared. Images whose content hash
     passed before (`CheckCache`) are not opened again. Returns the manifest entries."""
     containment = Containment(raw_dir)
+    raw = os.fspath(raw_dir)
     todo: list[dict] = []
     known: dict[int, tuple] = {}  # image id -> the cached inspection result
     for image in sorted(images.values(), key=lambda im: im["path"]):
-        image["abs"] = os.path.join(raw_dir, image["path"])
-        if not containment.inside(image["path"]):
+        image["abs"] = os.path.join(raw, image["path"])
+        try:  # one lstat serves the symlink check and, for a plain file, the cache lookup
+            st = os.lstat(image["abs"])
+        except OSError:
+            st = None  # inspect_image says what is wrong
+        link = st is not None and stat.S_ISLNK(st.st_mode)
+        if not containment.inside(image["path"], is_link=link if st is not None else None):
             problems.add(f"{image['abs']}: image id {image['id']} ('file_name' in {ann_path}): "
                          f"resolves outside {raw_dir} (symlink)")
             continue
         todo.append(image)
-        try:
-            st = os.stat(image["abs"])
-        except OSError:
-            continue  # inspect_image says what is wrong
+        if link:
+            try:
+                st = os.stat(image["abs"])
+            except OSError:
+                continue
+        if st is None or not stat.S_ISREG(st.st_mode):
+            continue
         image["stat"] = (st.st_size, st.st_mtime_ns)
         hit = cache.lookup(image["path"], st, listing.get(image["path"]))
         if hit is not None:
