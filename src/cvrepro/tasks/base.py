@@ -75,7 +75,8 @@ class Task:
         return {"task": self.name}
 
     # ----------------------------------------------------------------- train
-    def train_set(self, split, seed: int, hflip: float):
+    def train_set(self, split, seed: int, hflip: float, augment: dict | None = None):
+        """The training samples: seeded flip (`train.hflip`), then `augment` (learning/augment.py)."""
         raise NotImplementedError
 
     def model_builders(self) -> dict[str, Any]:

@@ -56,10 +56,14 @@ def class_counts(manifest: dict, members: dict[str, list[str]]) -> dict[str, dic
 
 
 class LabelTrainSet:
-    """Classification samples: the image (seeded flip) and its category id."""
+    """Classification samples: the image (seeded flip, then the `augment` transforms, all drawn from
+    (seed, epoch, index)) and its category id."""
 
-    def __init__(self, split, seed: int, hflip: float):
+    def __init__(self, split, seed: int, hflip: float, augment: dict | None = None):
+        from cvrepro.learning.augment import build
+
         self.split, self.seed, self.hflip, self.epoch = split, seed, hflip, 0
+        self.augment = build(augment, split.images.shape[-1]) if len(split) else None
 
     def __len__(self) -> int:
         return len(self.split)
@@ -72,7 +76,12 @@ class LabelTrainSet:
         image = to_tensor(self.split.images[i])
         if flip_drawn(self.seed, self.epoch, i, self.hflip):
             image = image.flip(-1)
-        return image, {"label": torch.tensor(int(self.split.labels[i]))}
+        target = {"label": torch.tensor(int(self.split.labels[i]))}
+        if self.augment is not None:
+            from cvrepro.learning.augment import apply
+
+            return apply(self.augment, self.seed, self.epoch, i, image, target)
+        return image, target
 
 
 class Classification(Task):
@@ -111,8 +120,8 @@ class Classification(Task):
         np.save(out_dir / "labels.npy", np.asarray(labels, dtype=np.int64))
 
     # train
-    def train_set(self, split, seed, hflip):
-        return LabelTrainSet(split, seed, hflip)
+    def train_set(self, split, seed, hflip, augment=None):
+        return LabelTrainSet(split, seed, hflip, augment)
 
     def model_builders(self):
         from cvrepro.learning.models import CLASSIFICATION_BUILDERS

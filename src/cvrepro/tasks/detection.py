@@ -91,10 +91,14 @@ def split_metrics(coco: dict, dets: list[dict], ids: list[int], class_names: dic
 
 
 class TrainSet:
-    """Samples of a processed split with a seeded horizontal flip (boxes flipped with the image)."""
+    """Samples of a processed split with a seeded horizontal flip (boxes flipped with the image), then
+    the `augment` transforms (learning/augment.py), all drawn from (seed, epoch, index)."""
 
-    def __init__(self, split, seed: int, hflip: float):
+    def __init__(self, split, seed: int, hflip: float, augment: dict | None = None):
+        from cvrepro.learning.augment import build
+
         self.split, self.seed, self.hflip, self.epoch = split, seed, hflip, 0
+        self.augment = build(augment, split.images.shape[-1], boxes=True) if len(split) else None
 
     def __len__(self) -> int:
         return len(self.split)
@@ -102,6 +106,7 @@ class TrainSet:
     def __getitem__(self, i: int):
         import torch
 
+        from cvrepro.learning.augment import apply
         from cvrepro.learning.engine import flip_drawn, to_tensor
 
         image = to_tensor(self.split.images[i])
@@ -111,7 +116,10 @@ class TrainSet:
             width = image.shape[-1]
             image = image.flip(-1)
             boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
-        return image, {"boxes": boxes, "labels": torch.as_tensor(labels, dtype=torch.int64)}
+        target = {"boxes": boxes, "labels": torch.as_tensor(labels, dtype=torch.int64)}
+        if self.augment is not None:
+            image, target = apply(self.augment, self.seed, self.epoch, i, image, target)
+        return image, target
 
 
 class Detection(Task):
@@ -154,8 +162,8 @@ class Detection(Task):
         np.save(out_dir / "labels.npy", np.asarray(labels, dtype=np.int64))
 
     # train
-    def train_set(self, split, seed, hflip):
-        return TrainSet(split, seed, hflip)
+    def train_set(self, split, seed, hflip, augment=None):
+        return TrainSet(split, seed, hflip, augment)
 
     def model_builders(self):
         from cvrepro.learning.models import DETECTION_BUILDERS

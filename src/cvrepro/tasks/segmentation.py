@@ -68,10 +68,14 @@ def check_masks(files: list[dict], labels_dir: Path, ann_path: Path, class_map: 
 
 
 class MaskTrainSet:
-    """Segmentation samples: the image and its class mask, flipped together."""
+    """Segmentation samples: the image and its class mask, flipped together, then the `augment`
+    transforms (the mask moved with the pixels, nearest), all drawn from (seed, epoch, index)."""
 
-    def __init__(self, split, seed: int, hflip: float):
+    def __init__(self, split, seed: int, hflip: float, augment: dict | None = None):
+        from cvrepro.learning.augment import build
+
         self.split, self.seed, self.hflip, self.epoch = split, seed, hflip, 0
+        self.augment = build(augment, split.images.shape[-1]) if len(split) else None
 
     def __len__(self) -> int:
         return len(self.split)
@@ -86,6 +90,10 @@ class MaskTrainSet:
         mask = torch.from_numpy(np.array(self.split.masks[i], dtype=np.int64))
         if flip_drawn(self.seed, self.epoch, i, self.hflip):
             image, mask = image.flip(-1), mask.flip(-1)
+        if self.augment is not None:
+            from cvrepro.learning.augment import apply
+
+            return apply(self.augment, self.seed, self.epoch, i, image, {"mask": mask})
         return image, {"mask": mask}
 
 
@@ -129,8 +137,8 @@ class Segmentation(Task):
         writer.close()
 
     # train
-    def train_set(self, split, seed, hflip):
-        return MaskTrainSet(split, seed, hflip)
+    def train_set(self, split, seed, hflip, augment=None):
+        return MaskTrainSet(split, seed, hflip, augment)
 
     def model_builders(self):
         from cvrepro.learning.models import SEGMENTATION_BUILDERS
