@@ -55,6 +55,8 @@ def environment() -> dict[str, Any]:
         except ImportError:
             pass
     env["torch_num_threads"] = threads
+    # how OpenMP threads wait (cvrepro's default: PASSIVE, see cli.threads_env): timing, never the bits
+    env["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
     return env
 
 
