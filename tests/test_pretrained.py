@@ -57,10 +57,10 @@ def test_whole_model_weights_with_another_head(tmp_path, capsys):
 
 
 def test_absent_or_bad_files_are_clear_errors(tmp_path, monkeypatch):
-    with pytest.raises(CvreproError, match=r"model.weights_backbone '.*none.pt': no such file in a local file"):
+    with pytest.raises(CvreproError, match=r"model.weights_backbone '.*none.pt' is not a local file"):
         _fcos(4, weights_backbone=str(tmp_path / "none.pt"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
-    with pytest.raises(CvreproError, match="no such file in the torch hub cache"):
+    with pytest.raises(CvreproError, match="is not in the torch hub cache"):
         _fcos(4, weights_backbone="hub:resnet18-f37072fd.pth")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CvreproError, match="junk.pt' is not a torch state dict"):

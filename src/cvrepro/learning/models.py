@@ -223,12 +223,12 @@ def weights_file(value: str, key: str) -> Path:
     keeps the weights it downloaded: `torch.hub.get_dir()/checkpoints`). Nothing is ever downloaded."""
     if str(value).startswith("hub:"):
         path = Path(torch.hub.get_dir()) / "checkpoints" / str(value)[4:]
-        where = f"the torch hub cache ({path.parent})"
+        missing = f"is not in the torch hub cache ({path.parent})"
     else:
-        path, where = Path(value), "a local file"
+        path, missing = Path(value), "is not a local file"
     if not path.is_file():
-        raise CvreproError(f"params.yaml: model.{key} '{value}': no such file in {where}; nothing is downloaded "
-                           "(see README, 'Pretrained backbones')")
+        raise CvreproError(f"params.yaml: model.{key} '{value}' {missing}; nothing is downloaded "
+                           "(README, 'Pretrained backbones')")
     return path
 
 
