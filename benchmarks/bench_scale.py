@@ -8,7 +8,7 @@ is reported with a baseline measured in the same run (ratios are what compare ac
 machines):
 
 snapshot (per N of --images, default 20000; the issue's sizes are 20000 and 100000):
-  N JPEG files (160x120) + a COCO index, `git init`, `dvc init`, `dvc add data/raw` (untimed);
+  N JPEG files (--snapshot-size, default 160x120) + a COCO index, `git init`, `dvc init`, `dvc add data/raw` (untimed);
   md5sum        `md5sum` over every file (the floor: reading and hashing the bytes once)
   first         `build_manifest` with DVC's listing and an empty check cache (every image opened)
   incremental   1% of the images rewritten, `dvc add` again (untimed), `build_manifest` with the cache
@@ -101,7 +101,7 @@ def _snapshot_run(root: Path, cache: Path) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def bench_snapshot(n: int, tmp: Path, seed: int = 0) -> dict:
+def bench_snapshot(n: int, tmp: Path, seed: int = 0, size: tuple[int, int] = (160, 120)) -> dict:
     from cvrepro.core.fileio import write_json
 
     root = tmp / f"snap{n}"
@@ -113,8 +113,8 @@ def bench_snapshot(n: int, tmp: Path, seed: int = 0) -> dict:
     for i in range(n):
         name = f"images/{i // 1000:03d}/img_{i:06d}.jpg"
         (root / "data/raw" / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / "data/raw" / name).write_bytes(_jpeg(rng, (160, 120)))
-        images.append({"id": i + 1, "file_name": name, "width": 160, "height": 120})
+        (root / "data/raw" / name).write_bytes(_jpeg(rng, size))
+        images.append({"id": i + 1, "file_name": name, "width": size[0], "height": size[1]})
         anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1 + i % 3, "bbox": [10, 10, 40, 30],
                      "area": 1200, "iscrowd": 0})
     write_json(root / "data/labels/annotations.json",
@@ -129,7 +129,7 @@ def bench_snapshot(n: int, tmp: Path, seed: int = 0) -> dict:
     again = _snapshot_run(root, cache)  # nothing changed
     for i in rng.choice(n, max(1, n // 100), replace=False):  # 1% edited, same size in pixels
         name = images[int(i)]["file_name"]
-        (root / "data/raw" / name).write_bytes(_jpeg(rng, (160, 120), quality=80))
+        (root / "data/raw" / name).write_bytes(_jpeg(rng, size, quality=80))
     add2 = _sh([str(BIN / "dvc"), "add", "-q", "data/raw"], root)
     incremental = _snapshot_run(root, cache)
     cache.unlink()
@@ -137,7 +137,7 @@ def bench_snapshot(n: int, tmp: Path, seed: int = 0) -> dict:
     assert incremental["snapshot_id"] == full["snapshot_id"] != first["snapshot_id"], "incremental != full"
     assert first["snapshot_id"] == again["snapshot_id"]
     shutil.rmtree(root)
-    return {"images": n, "generate_s": round(gen, 1), "git_dvc_init_s": round(setup, 2), "dvc_add_s": round(add, 1),
+    return {"images": n, "size": f"{size[0]}x{size[1]}", "generate_s": round(gen, 1), "git_dvc_init_s": round(setup, 2), "dvc_add_s": round(add, 1),
             "dvc_add_after_1pct_s": round(add2, 1), "md5sum_s": round(md5sum, 2),
             "first_s": round(first["seconds"], 2), "unchanged_s": round(again["seconds"], 2),
             "incremental_1pct_s": round(incremental["seconds"], 2), "full_s": round(full["seconds"], 2),
@@ -285,6 +285,7 @@ def main() -> int:
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, nargs="+", default=[20000])
+    ap.add_argument("--snapshot-size", default="160x120", help="WxH of the snapshot's JPEGs")
     ap.add_argument("--preprocess-images", type=int, default=1000)
     ap.add_argument("--eval-images", type=int, default=5000)
     ap.add_argument("--skip", default="")
@@ -305,7 +306,8 @@ def main() -> int:
             result["preprocess"] = bench_preprocess(args.preprocess_images, tmp)
             _show("preprocess", result["preprocess"], args.json)
         if "snapshot" not in skip:
-            result["snapshot"] = [bench_snapshot(n, tmp) for n in args.images]
+            size = tuple(int(v) for v in args.snapshot_size.split("x"))
+            result["snapshot"] = [bench_snapshot(n, tmp, size=size) for n in args.images]
             for r in result["snapshot"]:
                 _show(f"snapshot {r['images']}", r, args.json)
     result["machine"]["load_avg_end"] = os.getloadavg()
