@@ -14,6 +14,7 @@ from cvrepro.core.paths import LABEL_MAP, PREPROCESSING, WEIGHTS
 from cvrepro.learning.models import architecture_only, build_model
 
 INPUT_RESIZE = "stretch to size x size, bilinear"
+INPUT_LETTERBOX = "longer side to size, bilinear, aspect ratio kept, zero padding bottom and right"
 
 
 def save_torch(obj, path: Path) -> None:
@@ -31,6 +32,8 @@ def predictor_spec(params: dict, class_map: dict[str, str]) -> dict:
         "input": {"size": pre["size"], "resize": INPUT_RESIZE, "color": "RGB",
                   "scale": "uint8 / 255", "mean": pre["mean"], "std": pre["std"]},
     }
+    if (pre.get("resize") or "stretch") != "stretch":  # stretch: no key, the bytes of earlier releases
+        base["input"].update(resize=INPUT_LETTERBOX, fit=pre["resize"])
     return tasks.of_params(params).output_spec(params, base)
 
 

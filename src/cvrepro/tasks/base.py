@@ -94,7 +94,9 @@ class Task:
     # ----------------------------------------------------------------- predict
     def postprocess(self, out: dict, input_shape: tuple[int, int], scale: tuple[float, float],
                     class_names: dict[int, str], score_threshold: float) -> Any:
-        """One model output -> the public prediction in original-image coordinates."""
+        """One model output -> the public prediction in original-image coordinates. input_shape: the
+        (height, width) of the input the image fills (less than size x size when letterboxed); scale: the
+        (sx, sy) with input pixel = original pixel * s."""
         raise NotImplementedError
 
     # ----------------------------------------------------------------- evaluate
