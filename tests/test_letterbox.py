@@ -79,3 +79,18 @@ def test_predictions_map_back_to_original_pixels():
     seg.task = __import__("cvrepro").tasks.get("segmentation")
     mask = seg(image)["mask"]
     assert mask.shape == (100, 200) and (mask == 1).all()  # the padding never reaches the original
+
+
+@pytest.mark.slow  # trains
+@pytest.mark.parametrize("overrides", [[], ["task=segmentation", "preprocess.size=64"]])
+def test_train_and_evaluate_letterboxed(tmp_path, monkeypatch, overrides):
+    from cvrepro.stages import evaluate
+    from cvrepro.stages.train import run as train
+
+    monkeypatch.chdir(tmp_path)
+    params = tiny_params(overrides=[*overrides, *LETTERBOX, "train.epochs=1"])
+    root = prepared_data(tmp_path, params, n_images=24, n_classification=0)
+    train(params, root)
+    assert read_json(root / "models/preprocessing.json")["input"]["fit"] == "letterbox"
+    metrics = evaluate.run(params, root)
+    assert {"val", "test"} <= set(metrics)
