@@ -16,7 +16,7 @@ snapshot (per N of --images, default 20000; the issue's sizes are 20000 and 1000
                 in a fresh process: ru_maxrss never goes down)
 preprocess: P 640x480 JPEGs resized to 128 px, the way preprocess did before (serial, full
   decode) against now (a process per core, reduced-scale JPEG decode): images/s and per core.
-storage: bytes per image of data/processed's images at 128 and 640 px (uint8 arrays today).
+storage: bytes per image of data/processed's images at 128 and 640 px, per store (npy, png, jpeg 90, webp 90).
 evaluate: E images (default 5000) with 3 slice values: bare pycocotools the way evaluation
   ran before (the split, then each slice value again, each on a deep copy) against
   `split_metrics` (faster-coco-eval, one matching, slices accumulated); the figures must be equal.
@@ -198,13 +198,16 @@ def bench_storage(tmp: Path) -> dict:
         by_path[f"{i}.jpg"] = {"image_id": i, "width": 640, "height": 480}
     out = {}
     for size in (128, 640):
-        writer = SplitWriter(tmp / f"split{size}", len(paths), size)
-        for _ in writer.images(paths, by_path, root):
-            pass
-        writer.close()
-        per_image = (tmp / f"split{size}" / "images.npy").stat().st_size / len(paths)
-        out[f"bytes_per_image_{size}"] = round(per_image)
-        out[f"ratio_to_raw_uint8_{size}"] = round(per_image / (3 * size * size), 3)
+        for store in ("npy", "png", "jpeg", "webp"):
+            folder = tmp / f"split{size}{store}"
+            writer = SplitWriter(folder, len(paths), size, store=(store, 90))
+            for _ in writer.images(paths, by_path, root):
+                pass
+            writer.close()
+            data = folder / ("images.npy" if store == "npy" else "images.bin")
+            per_image = data.stat().st_size / len(paths)
+            out[f"{store}_{size}_bytes"] = round(per_image)
+            out[f"{store}_{size}_of_raw"] = round(per_image / (3 * size * size), 3)
     return out
 
 

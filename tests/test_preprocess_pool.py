@@ -4,6 +4,7 @@ PNGs exactly as before, JPEGs close to a full decode."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from cvrepro.dataset import processed
@@ -48,3 +49,51 @@ def test_png_is_decoded_in_full_and_jpeg_at_reduced_scale(tmp_path):
     assert not np.array_equal(reduced, full)  # 640x480 -> decoded at 1/2 (320x240), not in full
     assert np.abs(reduced - full).mean() < 2.0  # but the same picture
     assert resized(jpeg, 480).tobytes() == _full_decode(jpeg, 480).tobytes()  # no smaller scale fits 480
+
+
+# ----------------------------------------------------------------- encoded stores (dataset/encoded.py)
+
+
+def test_encoded_stores_read_like_the_array_and_rerun_byte_identical(tmp_path):
+    from helpers import prepared_data, tiny_params
+
+    from cvrepro.core.paths import processed_split
+    from cvrepro.dataset.processed import ProcessedSplit
+
+    arrays = prepared_data(tmp_path / "npy", tiny_params(), n_images=16, n_classification=0)
+    want = ProcessedSplit(arrays / processed_split("train"))
+    for store, exact in (("png", True), ("webp", False), ("jpeg", False)):
+        params = tiny_params(overrides=[f"preprocess.store={store}", "preprocess.quality=90"])
+        root = prepared_data(tmp_path / store, params, n_images=16, n_classification=0)
+        got = ProcessedSplit(root / processed_split("train"))
+        assert got.images.shape == want.images.shape and len(got.images) == len(want)
+        decoded = np.stack(got.images[0:len(got)])
+        if exact:
+            assert decoded.tobytes() == np.asarray(want.images).tobytes()  # lossless: training sees the same bits
+        else:
+            assert np.abs(decoded.astype(int) - want.images.astype(int)).mean() < 4
+        size = (root / processed_split("train") / "images.bin").stat().st_size
+        assert size < 0.5 * want.images.nbytes
+        blob = (root / processed_split("train") / "images.bin").read_bytes()
+        from cvrepro.stages import preprocess
+
+        preprocess.run(params, root)  # a rerun encodes the same bytes
+        assert (root / processed_split("train") / "images.bin").read_bytes() == blob
+
+
+@pytest.mark.slow  # trains twice
+def test_png_store_streamed_by_loader_workers_trains_the_same_bits(tmp_path, monkeypatch):
+    from helpers import prepared_data, tiny_params
+
+    from cvrepro.core.fileio import sha256_file
+    from cvrepro.core.paths import WEIGHTS
+    from cvrepro.stages.train import run as train
+
+    monkeypatch.chdir(tmp_path)
+    weights = []
+    for store, workers in (("npy", 0), ("png", 2)):
+        params = tiny_params(overrides=[f"preprocess.store={store}", f"train.num_workers={workers}", "train.epochs=1"])
+        root = prepared_data(tmp_path / store, params, n_images=20, n_classification=0)
+        train(params, root)
+        weights.append(sha256_file(root / WEIGHTS))
+    assert weights[0] == weights[1]  # lossless store, decoded in 2 loader workers: the same training

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from cvrepro.core.fileio import CvreproError, write_json
 from cvrepro.core.paths import PROCESSED_DIR, PROCESSED_INFO, RAW_DIR
+from cvrepro.dataset.encoded import EncodedImages, ShardWriter, encode, store_of
 from cvrepro.dataset.images import load_image_rgb
 from cvrepro.dataset.splits import SPLIT_NAMES
 
@@ -81,21 +82,25 @@ def resized(path: str, size: int, mode: str = "stretch", frame: tuple[int, int] 
     return fit_image(im, frame, size, mode)
 
 
-def _resized_job(job: tuple) -> np.ndarray:
-    return resized(*job)
+def _resized_job(job: tuple):
+    """A worker's job: resize, and (an encoded store) encode there too, so encoding runs on every core."""
+    *args, store, quality = job
+    pixels = resized(*args)
+    return pixels if store == "npy" else encode(pixels, store, quality)
 
 
 def resize_all(paths: list[str], size: int, desc: str, workers: int | None = None, mode: str = "stretch",
-               frames: list[tuple[int, int]] | None = None) -> Iterator[np.ndarray]:
-    """`resized` of every path, in order, with a progress bar; in a process pool on large splits."""
+               frames: list[tuple[int, int]] | None = None, store: tuple[str, int] = ("npy", 90)) -> Iterator:
+    """`resized` of every path (encoded as `store` says: arrays for npy, else bytes), in order, with a
+    progress bar; in a process pool on large splits."""
     workers = workers or preprocess_workers()
-    jobs = [(p, size, mode, frames[i] if frames else None) for i, p in enumerate(paths)]
+    jobs = [(p, size, mode, frames[i] if frames else None, *store) for i, p in enumerate(paths)]
     # no tqdm monitor thread: forking a process that runs threads can deadlock the children
     tqdm.monitor_interval = 0
     if workers <= 1 or len(paths) < POOL_MIN_IMAGES:
         with tqdm(total=len(paths), desc=desc, unit="img", disable=None, file=sys.stderr) as bar:
             for job in jobs:
-                yield resized(*job)
+                yield _resized_job(job)
                 bar.update()
         return
     # fork, as the snapshot's pool does: no re-import of the caller's __main__
@@ -111,12 +116,20 @@ class SplitWriter:
     """Writes one split's images.npy (memory-mapped, filled image by image), image_ids.npy and scales.npy;
     a task adds its label arrays beside them."""
 
-    def __init__(self, out_dir: Path, n: int, size: int, mode: str = "stretch"):
-        self.dir, self.n, self.size, self.mode = Path(out_dir), n, size, mode
+    def __init__(self, out_dir: Path, n: int, size: int, mode: str = "stretch", store: tuple[str, int] = ("npy", 90)):
+        self.dir, self.n, self.size, self.mode, self.store = Path(out_dir), n, size, mode, store
         self.dir.mkdir(parents=True)
-        self.array = self.memmap("images.npy", np.uint8, (n, 3, size, size))
+        if store[0] == "npy":
+            self.array, self.shard = self.memmap("images.npy", np.uint8, (n, 3, size, size)), None
+        else:  # encoded images in one shard file (dataset/encoded.py)
+            self.array, self.shard = None, ShardWriter(self.dir, store[0], store[1], size)
         self.image_ids: list[int] = []
         self.scales: list[list[float]] = []
+
+    @classmethod
+    def for_params(cls, out_dir: Path, n: int, size: int, params: dict) -> "SplitWriter":
+        """A writer with the resize mode and store of `params.preprocess`."""
+        return cls(out_dir, n, size, resize_mode(params), store_of(params))
 
     def memmap(self, name: str, dtype, shape: tuple[int, ...]) -> np.ndarray:
         return np.lib.format.open_memmap(self.dir / name, mode="w+", dtype=dtype, shape=shape)
@@ -130,18 +143,25 @@ class SplitWriter:
         size = self.size
         jobs = [str(root / RAW_DIR / rel) for rel in paths]
         frames = [(by_path[rel]["width"], by_path[rel]["height"]) for rel in paths]
-        pixels_of = resize_all(jobs, size, desc=f"preprocess {self.dir.name}", mode=self.mode, frames=frames)
+        pixels_of = resize_all(jobs, size, desc=f"preprocess {self.dir.name}", mode=self.mode, frames=frames,
+                               store=self.store)
         for i, (rel, frame, pixels) in enumerate(zip(paths, frames, pixels_of)):
             entry = by_path[rel]
             w, h = fitted(*frame, size, self.mode)
             self.scales.append([w / frame[0], h / frame[1]])
-            self.array[i] = pixels
+            if self.shard is None:
+                self.array[i] = pixels
+            else:
+                self.shard.append(pixels)  # already encoded by the worker
             self.image_ids.append(entry["image_id"])
             yield i, entry
 
     def close(self) -> None:
-        self.array.flush()
-        del self.array
+        if self.shard is None:
+            self.array.flush()
+            del self.array
+        else:
+            self.shard.close()
         np.save(self.dir / "image_ids.npy", np.asarray(self.image_ids, dtype=np.int64))
         np.save(self.dir / "scales.npy", np.asarray(self.scales, dtype=np.float32).reshape(-1, 2))
 
@@ -169,6 +189,7 @@ def write_processed(task, manifest: dict, splits: dict, cfg: dict, params: dict,
         "counts": {n: len(splits["splits"][n]) for n in SPLIT_NAMES},
         **task.preprocess_info(),
         **({"resize": mode} if mode != "stretch" else {}),  # stretch: the bytes of earlier releases
+        **({"store": store_of(params)[0], "quality": store_of(params)[1]} if store_of(params)[0] != "npy" else {}),
     }
     write_json(tmp / PROCESSED_INFO.name, info)
     shutil.rmtree(out, ignore_errors=True)
@@ -181,7 +202,8 @@ class ProcessedSplit:
 
     def __init__(self, split_dir: Path):
         self.dir = Path(split_dir)
-        self.images = np.load(self.dir / "images.npy", mmap_mode="r")
+        encoded = (self.dir / "images.bin").exists()
+        self.images = EncodedImages(self.dir) if encoded else np.load(self.dir / "images.npy", mmap_mode="r")
         self.image_ids = np.load(self.dir / "image_ids.npy")
         self.scales = np.load(self.dir / "scales.npy")
         self.offsets = self._optional("offsets.npy")  # detection

@@ -112,9 +112,9 @@ class Classification(Task):
     def write_split(self, out_dir, paths, by_path, size, root, params):
         import numpy as np
 
-        from cvrepro.dataset.processed import SplitWriter, resize_mode
+        from cvrepro.dataset.processed import SplitWriter
 
-        writer = SplitWriter(out_dir, len(paths), size, resize_mode(params))
+        writer = SplitWriter.for_params(out_dir, len(paths), size, params)
         labels = [entry["category_id"] for _i, entry in writer.images(paths, by_path, root)]
         writer.close()
         np.save(out_dir / "labels.npy", np.asarray(labels, dtype=np.int64))

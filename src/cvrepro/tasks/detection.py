@@ -141,13 +141,13 @@ class Detection(Task):
     def write_split(self, out_dir, paths, by_path, size, root, params):
         import numpy as np
 
-        from cvrepro.dataset.processed import SplitWriter, resize_mode
+        from cvrepro.dataset.processed import SplitWriter
 
         boxes_by_image = defaultdict(list)
         for ann in read_json(root / annotations_file(params))["annotations"]:
             if not ann.get("iscrowd", 0):  # crowd regions are for evaluation only
                 boxes_by_image[ann["image_id"]].append(ann)
-        writer = SplitWriter(out_dir, len(paths), size, resize_mode(params))
+        writer = SplitWriter.for_params(out_dir, len(paths), size, params)
         offsets, boxes, labels = [0], [], []
         for i, entry in writer.images(paths, by_path, root):
             sx, sy = writer.scales[-1]

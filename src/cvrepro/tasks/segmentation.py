@@ -126,9 +126,9 @@ class Segmentation(Task):
         from PIL import Image
 
         from cvrepro.dataset.index import ignore_index_of
-        from cvrepro.dataset.processed import SplitWriter, fitted, resize_mode
+        from cvrepro.dataset.processed import SplitWriter, fitted
 
-        writer = SplitWriter(out_dir, len(paths), size, resize_mode(params))
+        writer = SplitWriter.for_params(out_dir, len(paths), size, params)
         masks = writer.memmap("masks.npy", np.uint8, (len(paths), size, size))
         for i, entry in writer.images(paths, by_path, root):
             mask = Image.fromarray(read_mask(root / LABELS_DIR / entry["mask_file"]))
