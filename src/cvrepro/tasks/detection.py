@@ -185,8 +185,11 @@ class Detection(Task):
         return model
 
     def output_spec(self, params, base):
+        boxes = "xyxy in input pixels; divide x by size/width and y by size/height for the original image"
+        if base["input"].get("fit") == "letterbox":  # stretch keeps the text (the bytes of earlier releases)
+            boxes = "xyxy in input pixels; divide by the letterbox scale (fitted size / original size per axis)"
         return {**base, "output": {
-            "boxes": "xyxy in input pixels; divide x by size/width and y by size/height for the original image",
+            "boxes": boxes,
             "labels": "category ids; see label_map.json", "score_thresh": params["model"].get("score_thresh"),
             "nms_thresh": params["model"].get("nms_thresh")}}  # no "task" key: the bytes of earlier releases
 
