@@ -53,6 +53,9 @@ def test_repro_then_up_to_date_and_clean(pipeline: Path):
     head = run(["git", "rev-parse", "HEAD~1"], pipeline).stdout.strip()
     assert lineage["code"]["commit"] == head  # the run happened on the "template with demo data" commit
     assert lineage["config_id"].startswith("smoke+")
+    lock = yaml.safe_load((pipeline / "dvc.lock").read_text())["stages"]["preprocess"]["outs"]
+    processed = next(o["md5"] for o in lock if o["path"] == "data/processed")
+    assert lineage["artifacts"]["data/processed"] == f"md5:{processed}"  # DVC's hash, not a second pass
     plots = json.loads(run(["dvc", "plots", "show", "--json"], pipeline).stdout)["data"]
     assert {"Training loss per epoch", "Precision-recall per class (val, IoU 0.5)",
             "metrics/plots/predictions_val.png"} <= set(plots)

@@ -58,7 +58,8 @@ def class_counts(manifest: dict, members: dict[str, list[str]]) -> dict[str, dic
 
 
 class LabelTrainSet(SeededSamples):
-    """Classification samples: the image (seeded flip) and its category id."""
+    """Classification samples: the image (seeded flip, then the `augment` transforms, all drawn from
+    (seed, epoch, index)) and its category id."""
 
     def __getitem__(self, i: int):
         import torch
@@ -68,7 +69,7 @@ class LabelTrainSet(SeededSamples):
         image = to_tensor(self.split.images[i])
         if self.flipped(i):
             image = image.flip(-1)
-        return image, {"label": torch.tensor(int(self.split.labels[i]))}
+        return self.augmented(i, image, {"label": torch.tensor(int(self.split.labels[i]))})
 
 
 class Classification(Task):
@@ -101,14 +102,14 @@ class Classification(Task):
 
         from cvrepro.dataset.processed import SplitWriter
 
-        writer = SplitWriter(out_dir, len(paths), size)
+        writer = SplitWriter.for_params(out_dir, len(paths), size, params)
         labels = [entry["category_id"] for _i, entry in writer.images(paths, by_path, root)]
         writer.close()
         np.save(out_dir / "labels.npy", np.asarray(labels, dtype=np.int64))
 
     # train
-    def train_set(self, split, seed, hflip):
-        return LabelTrainSet(split, seed, hflip)
+    def train_set(self, split, seed, hflip, augment=None):
+        return LabelTrainSet(split, seed, hflip, augment)
 
     def model_builders(self):
         from cvrepro.learning.models import CLASSIFICATION_BUILDERS

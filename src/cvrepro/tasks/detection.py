@@ -2,7 +2,7 @@
 
 Labels: each image's `annotations` with a `bbox` [x, y, w, h] in pixels and a category id.
 Preprocess stores boxes scaled to the resized images; the models keep torchvision's
-calling convention; evaluation is pycocotools on the original pixels, per class and per
+calling convention; evaluation is COCO AP (faster-coco-eval) on the original pixels, per class and per
 slice; the val plots are a precision-recall CSV and a grid of predictions.
 """
 
@@ -73,22 +73,29 @@ def coco_detections(preds: list[dict], data) -> list[dict]:
 
 
 def split_metrics(coco: dict, dets: list[dict], ids: list[int], class_names: dict, slices: dict) -> tuple[dict, dict]:
-    from cvrepro.learning.coco_metrics import coco_metrics
+    """The split's metrics and its slices' from one COCO evaluation (each slice accumulates the
+    per-image results of its images: nothing is matched or copied again)."""
+    from cvrepro.learning.coco_metrics import CocoEvaluation
 
-    full = coco_metrics(coco, dets, ids, class_names)
+    evaluation = CocoEvaluation(coco, dets, ids, class_names)
+    full = evaluation.metrics()
     out = {k: full[k] for k in HEADLINE}
     out["per_class"] = {name: {k: v[k] for k in ("AP", "AP50", "AP75")} for name, v in full["per_class"].items()}
+    in_split = set(evaluation.ids)
     for key, groups in slices.items():
         out[key] = {}
         for value, group_ids in groups.items():
-            members = sorted(set(ids) & set(group_ids))
-            m = coco_metrics(coco, dets, members, class_names)
+            members = sorted(in_split.intersection(group_ids))
+            m = evaluation.metrics(members)
             out[key][str(value)] = {"images": len(members), **{k: m[k] for k in ("AP", "AP50", "AP75")}}
     return out, full["pr_curve"]
 
 
 class TrainSet(SeededSamples):
-    """Samples of a processed split with a seeded horizontal flip (boxes flipped with the image)."""
+    """Samples of a processed split with a seeded horizontal flip (boxes flipped with the image), then
+    the `augment` transforms, all drawn from (seed, epoch, index)."""
+
+    augment_boxes = True
 
     def __getitem__(self, i: int):
         import torch
@@ -102,7 +109,7 @@ class TrainSet(SeededSamples):
             width = image.shape[-1]
             image = image.flip(-1)
             boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
-        return image, {"boxes": boxes, "labels": torch.as_tensor(labels, dtype=torch.int64)}
+        return self.augmented(i, image, {"boxes": boxes, "labels": torch.as_tensor(labels, dtype=torch.int64)})
 
 
 class Detection(Task):
@@ -130,7 +137,7 @@ class Detection(Task):
         for ann in read_json(root / annotations_file(params))["annotations"]:
             if not ann.get("iscrowd", 0):  # crowd regions are for evaluation only
                 boxes_by_image[ann["image_id"]].append(ann)
-        writer = SplitWriter(out_dir, len(paths), size)
+        writer = SplitWriter.for_params(out_dir, len(paths), size, params)
         offsets, boxes, labels = [0], [], []
         for i, entry in writer.images(paths, by_path, root):
             sx, sy = writer.scales[-1]
@@ -145,8 +152,8 @@ class Detection(Task):
         np.save(out_dir / "labels.npy", np.asarray(labels, dtype=np.int64))
 
     # train
-    def train_set(self, split, seed, hflip):
-        return TrainSet(split, seed, hflip)
+    def train_set(self, split, seed, hflip, augment=None):
+        return TrainSet(split, seed, hflip, augment)
 
     def model_builders(self):
         from cvrepro.learning.models import DETECTION_BUILDERS
@@ -168,8 +175,11 @@ class Detection(Task):
         return model
 
     def output_spec(self, params, base):
+        boxes = "xyxy in input pixels; divide x by size/width and y by size/height for the original image"
+        if base["input"].get("fit") == "letterbox":  # stretch keeps the text (the bytes of earlier releases)
+            boxes = "xyxy in input pixels; divide by the letterbox scale (fitted size / original size per axis)"
         return {**base, "output": {
-            "boxes": "xyxy in input pixels; divide x by size/width and y by size/height for the original image",
+            "boxes": boxes,
             "labels": "category ids; see label_map.json", "score_thresh": params["model"].get("score_thresh"),
             "nms_thresh": params["model"].get("nms_thresh")}}  # no "task" key: the bytes of earlier releases
 

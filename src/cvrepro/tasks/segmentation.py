@@ -69,7 +69,8 @@ def check_masks(files: list[dict], labels_dir: Path, ann_path: Path, class_map: 
 
 
 class MaskTrainSet(SeededSamples):
-    """Segmentation samples: the image and its class mask, flipped together."""
+    """Segmentation samples: the image and its class mask, flipped together, then the `augment`
+    transforms (the mask moved with the pixels, nearest), all drawn from (seed, epoch, index)."""
 
     def __getitem__(self, i: int):
         import numpy as np
@@ -81,7 +82,7 @@ class MaskTrainSet(SeededSamples):
         mask = torch.from_numpy(np.array(self.split.masks[i], dtype=np.int64))
         if self.flipped(i):
             image, mask = image.flip(-1), mask.flip(-1)
-        return image, {"mask": mask}
+        return self.augmented(i, image, {"mask": mask})
 
 
 class Segmentation(Task):
@@ -112,20 +113,24 @@ class Segmentation(Task):
         import numpy as np
         from PIL import Image
 
-        from cvrepro.dataset.processed import SplitWriter
+        from cvrepro.dataset.index import ignore_index_of
+        from cvrepro.dataset.processed import SplitWriter, fitted
 
-        writer = SplitWriter(out_dir, len(paths), size)
+        writer = SplitWriter.for_params(out_dir, len(paths), size, params)
         masks = writer.memmap("masks.npy", np.uint8, (len(paths), size, size))
         for i, entry in writer.images(paths, by_path, root):
             mask = Image.fromarray(read_mask(root / LABELS_DIR / entry["mask_file"]))
-            masks[i] = np.asarray(mask.resize((size, size), Image.NEAREST))
+            w, h = fitted(entry["width"], entry["height"], size, writer.mode)
+            if (w, h) != (size, size):  # letterbox: the padding is no class, it is ignored by the loss
+                masks[i] = ignore_index_of(params)
+            masks[i, :h, :w] = np.asarray(mask.resize((w, h), Image.NEAREST))
         masks.flush()
         del masks
         writer.close()
 
     # train
-    def train_set(self, split, seed, hflip):
-        return MaskTrainSet(split, seed, hflip)
+    def train_set(self, split, seed, hflip, augment=None):
+        return MaskTrainSet(split, seed, hflip, augment)
 
     def model_builders(self):
         from cvrepro.learning.models import SEGMENTATION_BUILDERS
@@ -155,7 +160,8 @@ class Segmentation(Task):
 
         sx, sy = scale
         size = (round(input_shape[0] / sy), round(input_shape[1] / sx))  # original (height, width)
-        scores = torch.nn.functional.interpolate(out["scores"][None], size=size, mode="bilinear",
+        content = out["scores"][:, : input_shape[0], : input_shape[1]]  # a letterbox's padding left out
+        scores = torch.nn.functional.interpolate(content[None], size=size, mode="bilinear",
                                                  align_corners=False)[0]
         return {"mask": scores.argmax(0).numpy().astype(np.uint8), "class_names": {0: "background", **class_names}}
 
@@ -184,8 +190,10 @@ class Segmentation(Task):
             for j, out in enumerate(outs):
                 image_id = int(data.image_ids[start + j])
                 gt = read_mask(root / LABELS_DIR / by_id[image_id]["mask_file"])
-                scores = F.interpolate(torch.from_numpy(out["scores"])[None], size=gt.shape, mode="bilinear",
-                                       align_corners=False)
+                sx, sy = data.scales[start + j]
+                h, w = round(gt.shape[0] * float(sy)), round(gt.shape[1] * float(sx))  # a letterbox's content
+                content = torch.from_numpy(out["scores"])[:, :h, :w]
+                scores = F.interpolate(content[None], size=gt.shape, mode="bilinear", align_corners=False)
                 cm = confusion(gt, scores[0].argmax(0).numpy(), k, ignore_index)
                 total += cm
                 if image_id in slice_of:
