@@ -39,9 +39,12 @@ def _task_from_params() -> str | None:
 
 
 def cmd_labels_apply(args: argparse.Namespace) -> int:
+    from cvrepro.cli.guard import changing
     from cvrepro.dataset.corrections import run
 
-    summary = run(Path(args.csv), Path(args.annotations), dry_run=args.dry_run, task=args.task or _task_from_params())
+    with changing(Path("."), "labels apply"):
+        summary = run(Path(args.csv), Path(args.annotations), dry_run=args.dry_run,
+                      task=args.task or _task_from_params())
     if args.json:
         print(json.dumps(summary, sort_keys=True, indent=2))
     else:
@@ -66,11 +69,13 @@ def _add_labels(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from cvrepro.cli.guard import changing
     from cvrepro.formats.transfer import import_dataset
 
-    summary = import_dataset(args.format, Path(args.src), root=Path(args.root), force=args.force,
-                             dvc_add=not args.no_dvc_add,
-                             annotations=Path(args.annotations) if args.annotations else None)
+    with changing(Path(args.root), f"import {args.format}"):
+        summary = import_dataset(args.format, Path(args.src), root=Path(args.root), force=args.force,
+                                 dvc_add=not args.no_dvc_add,
+                                 annotations=Path(args.annotations) if args.annotations else None)
     print(json.dumps(summary, sort_keys=True, indent=2 if args.json else None))
     return 0
 

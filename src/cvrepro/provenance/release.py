@@ -4,7 +4,9 @@ git-tracked release record with human notes, and the bytes pushed to the DVC rem
 Order of work, so that a refusal or a failure changes nothing: check everything
 (clean tree, pipeline up to date, version free and large enough), push the data
 (idempotent), then write the record, commit it and tag. If committing or tagging
-fails, the record commit is undone; tags are never moved or reused.
+fails, the record commit is undone; tags are never moved or reused. The caller holds
+the repository lock (core/lock.py), and each step is journaled (provenance/journal.py):
+a release killed at any point is completed or rolled back by the next command.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import yaml
 
 from cvrepro.dataset import diff as datadiff
 from cvrepro.provenance import preflight
-from cvrepro.provenance import registry
+from cvrepro.provenance import journal, registry
 from cvrepro.config.compose import MISSING, changed_keys
-from cvrepro.core.fileio import CvreproError, atomic_write_text, read_json, sha256_file, write_json
+from cvrepro.core.faults import kill_point
+from cvrepro.core.fileio import CvreproError, atomic_write_bytes, read_json, sha256_bytes, sha256_file
 from cvrepro.config.params import config_id, load_params
 from cvrepro.core.paths import (DVC_LOCK, LABEL_MAP, LINEAGE, MANIFEST, METRICS, PARAMS, PREPROCESSING, SPLITS,
                     WEIGHTS, CHECKPOINT)
@@ -104,24 +107,45 @@ def choose_version(root: Path, prefix: str, newest: tuple | None, required: str 
 
 
 def _publish(root: Path, tag: str, record: dict, notes_md: str, message: str, remote: str, head: str) -> None:
-    """Push the data, then write, commit and tag the record; undo the commit if tagging fails."""
-    dvc(root, "push", "-r", remote, stream=True)  # DVC's own progress bar: large datasets take a while
-    json_path = root / registry.record_path(tag)
-    md_path = json_path.with_suffix(".md")
-    write_json(json_path, record)
-    atomic_write_text(md_path, notes_md)
-    rel = [str(registry.record_path(tag)), str(registry.record_path(tag).with_suffix(".md"))]
+    """Push the data, then write, commit and tag the record, each step noted in the journal
+    (see `journal`) so that a kill at any point is finished or rolled back by the next command.
+    If committing or tagging fails, the commit is undone, only while HEAD is still that commit."""
+    rel = registry.record_path(tag)
+    files = {rel.as_posix(): _json_bytes(record), rel.with_suffix(".md").as_posix(): notes_md.encode()}
+    journal.begin(root, tag=tag, head=head, message=message,
+                  files={p: sha256_bytes(b) for p, b in files.items()})
+    kill_point("release:before-push")
     try:
-        git(root, "add", "--", *rel)
-        git(root, "commit", "-q", "-m", message, "--", *rel)
-        git(root, "tag", "-a", tag, "--cleanup=verbatim", "-F", "-", input=notes_md)
+        dvc(root, "push", "-r", remote, stream=True)  # DVC's own progress bar: large datasets take a while
     except CvreproError:
-        if head_commit(root) != head:
-            git(root, "reset", "-q", "--soft", head)  # our own, unpublished commit
-        git(root, "reset", "-q", "--", *rel, check=False)
-        json_path.unlink(missing_ok=True)
-        md_path.unlink(missing_ok=True)
+        journal.clear(root)  # nothing written yet; what arrived in the remote is reused by the rerun
         raise
+    kill_point("release:after-push")
+    for path, data in files.items():
+        atomic_write_bytes(root / path, data)
+    kill_point("release:after-write")
+    commit = None
+    try:
+        git(root, "add", "--", *files)
+        git(root, "commit", "-q", "-m", message, "--", *files)
+        commit = head_commit(root)
+        journal.note(root, commit=commit)
+        kill_point("release:after-commit")
+        git(root, "tag", "-a", tag, "--cleanup=verbatim", "-F", "-", commit, input=notes_md)
+        kill_point("release:after-tag")
+    except CvreproError:
+        tagged = git(root, "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}", check=False)
+        if commit is not None and head_commit(root) == commit and tagged != commit:
+            git(root, "reset", "-q", "--soft", head)  # our own, untagged commit, still HEAD: nothing else
+        journal.remove_files(root, files={p: sha256_bytes(b) for p, b in files.items()})
+        journal.clear(root)
+        raise
+    journal.clear(root)
+
+
+def _json_bytes(obj) -> bytes:
+    """The bytes write_json writes: the record's file is hashed before it is written."""
+    return (json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
 
 
 def _lock_hashes(root: Path) -> dict[str, str]:
