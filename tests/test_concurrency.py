@@ -156,3 +156,62 @@ def test_an_undo_never_removes_another_commit(ready: Path, tmp_path: Path):
     assert run(["git", "rev-parse", "HEAD"], root).stdout.strip() == head
     assert run(["git", "status", "--porcelain"], root).stdout == ""
     assert not (root / ".git/cvrepro-release.json").exists()
+
+
+# --------------------------------------------------------------------------- an import killed at each step
+
+
+def tree_hash(*folders: Path) -> str:
+    h = hashlib.sha256()
+    for folder in folders:
+        assert folder.is_dir(), f"{folder} is missing"
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                h.update(p.relative_to(folder.parent).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def importing(tmp_path_factory) -> tuple[Path, Path]:
+    """A project holding one dataset (tracked), and a COCO source of another."""
+    base = tmp_path_factory.mktemp("importing")
+    other = base / "other"
+    other.mkdir()
+    run(["cvrepro", "demo", "--images", "8", "--seed", "5", "--root", str(other)], other)
+    run(["cvrepro", "export", "--format", "coco", str(base / "src"), "--root", str(other)], other)
+    root = copy_template(base / "project")
+    run(["cvrepro", "demo", "--images", "6", "--seed", "1"], root)
+    run(["dvc", "add", "data/raw", "data/labels"], root)
+    commit_all(root, "old data")
+    return root, base / "src"
+
+
+@pytest.mark.parametrize("step, result", [("import:converted", "old"), ("import:swapped-0", "old"),
+                                          ("import:swapped", "new"), ("import:before-dvc-add", "new")])
+def test_an_import_killed_at_any_step_leaves_the_old_or_the_new_set(importing, tmp_path: Path, step: str,
+                                                                     result: str):
+    ready_root, src = importing
+    root = fresh(ready_root, tmp_path / "project")
+    sets = {"old": tree_hash(root / "data/raw", root / "data/labels")}
+    parts = {"old": (tree_hash(root / "data/raw"), tree_hash(root / "data/labels"))}
+    done = fresh(ready_root, tmp_path / "done")
+    run(["cvrepro", "import", "coco", str(src), "--force"], done)
+    sets["new"] = tree_hash(done / "data/raw", done / "data/labels")
+    parts["new"] = (tree_hash(done / "data/raw"), tree_hash(done / "data/labels"))
+    assert sets["old"] != sets["new"]
+
+    killed = run(["cvrepro", "import", "coco", str(src), "--force"], root, check=False, env={"CVREPRO_KILL_AT": step})
+    assert killed.returncode == -9
+    # each folder is whole, the old or the new one, never missing; the work folder is ignored
+    assert tree_hash(root / "data/raw") in {parts["old"][0], parts["new"][0]}
+    assert tree_hash(root / "data/labels") in {parts["old"][1], parts["new"][1]}
+    assert ".import-" not in run(["git", "status", "--porcelain", "--untracked-files=all"], root).stdout
+    res = run(["cvrepro", "doctor"], root)
+    assert "interrupted import" in res.stderr
+    assert tree_hash(root / "data/raw", root / "data/labels") == sets[result]
+    assert not list((root / "data").glob(".import-*"))
+    assert run(["cvrepro", "doctor"], root).stdout.startswith("nothing to repair")
+    run(["cvrepro", "import", "coco", str(src), "--force"], root)  # the rerun completes
+    assert tree_hash(root / "data/raw", root / "data/labels") == sets["new"]
+    assert run(["dvc", "status", "data/raw.dvc", "data/labels.dvc"], root).stdout.strip() \
+        == "Data and pipelines are up to date."

@@ -130,12 +130,19 @@ def _settle(work: Path, state: dict, side: str) -> None:
         _put(work.parent / pair["target"], pair[f"{side}_ino"], places)
 
 
-def _swap_in(pairs: list[tuple[Path, Path]], work: Path) -> None:
+def _step(work: Path) -> str | None:
+    try:
+        return json.loads((work / "journal.json").read_text()).get("step")
+    except (OSError, ValueError):
+        return None
+
+
+def _swap_in(pairs: list[tuple[Path, Path]], work: Path, dvc_add: bool = False) -> None:
     """Exchange each target folder with its new one, journaled in work/journal.json with each
     folder's inode: a kill anywhere leaves a state `recover_imports` can tell apart and settle
     (before every exchange is done: back to the old set; after: the new set). An OSError here
     puts the old set back at once."""
-    state = {"pid": os.getpid(), "step": "swapping",
+    state = {"pid": os.getpid(), "step": "swapping", "dvc_add": dvc_add,
              "pairs": [{"new": new.name, "target": target.name, "new_ino": _ino(new), "old_ino": _ino(target)}
                        for new, target in pairs]}
     assert all(target.parent == work.parent for _, target in pairs)
@@ -166,8 +173,13 @@ def recover_imports(root: Path) -> list[dict]:
             said = f"rolled back: {RAW_DIR} and {LABELS_DIR} hold the dataset they held before it"
         elif state.get("step") == "swapped":
             _settle(work, state, "new")
-            said = (f"completed: {RAW_DIR} and {LABELS_DIR} hold the imported dataset; "
-                    f"run `dvc add {RAW_DIR} {LABELS_DIR}` if it had not")
+            said = f"completed: {RAW_DIR} and {LABELS_DIR} hold the imported dataset"
+            if state.get("dvc_add"):
+                try:
+                    _dvc_add(Path(root))
+                    said += f", `dvc add {RAW_DIR} {LABELS_DIR}` done"
+                except CvreproError as e:
+                    said += f"; {e}"
         else:
             said = "removed: it had changed nothing"
         shutil.rmtree(work)
@@ -210,14 +222,20 @@ def import_dataset(fmt: str, src: Path, root: Path = Path("."), force: bool = Fa
         write_project(dataset, new_raw, new_labels)
         _validate(dataset.task, new_raw, new_labels)
         kill_point("import:converted")
-        _swap_in([(new_raw, raw_dir), (new_labels, labels_dir)], work)
+        _swap_in([(new_raw, raw_dir), (new_labels, labels_dir)], work, dvc_add)
         kill_point("import:swapped")
+        for old in (new_raw, new_labels):  # the old set, now out of place; the journal stays until dvc add
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        if _step(work) != "swapping":  # else the old set may be in there: the next command settles it
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    try:
+        if dvc_add:
+            kill_point("import:before-dvc-add")
+            _dvc_add(root)
     finally:
-        if not (work / "journal.json").exists() or json.loads((work / "journal.json").read_text())["step"] != "swapping":
-            shutil.rmtree(work, ignore_errors=True)  # else the old set may be in there: the next command settles
-    if dvc_add:
-        kill_point("import:before-dvc-add")
-        _dvc_add(root)
+        shutil.rmtree(work, ignore_errors=True)
     return _summary(fmt, dataset)
 
 
