@@ -52,11 +52,22 @@ def assign(manifest: dict, seed: int, ratios: dict[str, float], group_key: str |
     return {n: sorted(v) for n, v in members.items()}
 
 
+def require_no_empty_split(counts: dict[str, int], ratios: dict[str, float], where: str) -> None:
+    """An empty split (with a ratio above 0) trains or scores on nothing: refuse it, naming the zero count."""
+    empty = [n for n in SPLIT_NAMES if counts.get(n, 0) == 0 and ratios.get(n, 0) > 0]
+    if empty:
+        shown = ", ".join(f"{n} {counts.get(n, 0)}" for n in SPLIT_NAMES)
+        raise CvreproError(f"{where}: the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} would hold 0 "
+                           f"images ({shown} of {sum(counts.values())}, ratios {ratios}): add images, change "
+                           "split.ratios or split.seed")
+
+
 def split_record(manifest: dict, cfg: dict, task) -> dict:
     """splits.json: the membership of every split, with the seed, method and rule that rebuild it."""
     if cfg.get("method", "sha256") != "sha256":
         raise CvreproError(f"params.yaml: split.method '{cfg['method']}' is unknown (supported: sha256)")
     members = assign(manifest, int(cfg["seed"]), cfg["ratios"], cfg.get("group_key"))
+    require_no_empty_split({n: len(v) for n, v in members.items()}, cfg["ratios"], "params.yaml: split")
     return {
         "method": "sha256",
         "rule": "u = int(sha256(f'{seed}:{identity}')[:8 bytes]) / 2**64; train if u < r_train, "

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from cvrepro.dataset import diff as datadiff
+from cvrepro.dataset.splits import require_no_empty_split
 from cvrepro.provenance import preflight
 from cvrepro.provenance import journal, registry
 from cvrepro.config.compose import MISSING, changed_keys
@@ -204,6 +205,9 @@ def release_dataset(root: Path = Path("."), version: str | None = None, level: s
 
     splits = current.splits or {}
     members = splits.get("splits", {})
+    if not current.manifest["stats"].get("images"):
+        raise CvreproError(f"{MANIFEST}: 0 images: an empty dataset is not released")
+    require_no_empty_split(splits.get("counts") or {}, splits.get("ratios") or {}, str(SPLITS))
     record = {
         "schema": "cvrepro.release.dataset/1",
         "version": tag,
