@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -117,7 +120,7 @@ def _publish(root: Path, tag: str, record: dict, notes_md: str, message: str, re
                   files={p: sha256_bytes(b) for p, b in files.items()})
     kill_point("release:before-push")
     try:
-        dvc(root, "push", "-r", remote, stream=True)  # DVC's own progress bar: large datasets take a while
+        push(root, remote)
     except CvreproError:
         journal.clear(root)  # nothing written yet; what arrived in the remote is reused by the rerun
         raise
@@ -147,6 +150,43 @@ def _publish(root: Path, tag: str, record: dict, notes_md: str, message: str, re
 def _json_bytes(obj) -> bytes:
     """The bytes write_json writes: the record's file is hashed before it is written."""
     return (json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+S3_TIMEOUTS = {"connect_timeout": "5", "read_timeout": "5"}  # seconds per request: a dead endpoint fails in ~35 s
+PUSH_ATTEMPTS = "1"  # botocore's attempts per request (s3fs adds a few retries of its own, with back-off)
+
+
+def _remote_facts(root: Path, remote: str) -> tuple[str, dict[str, str]]:
+    """(url, {option: value}) of a DVC remote, from `dvc config` (all levels merged)."""
+    res = dvc(root, "config", "--list", check=False)
+    opts = {}
+    for line in (res.stdout or "").splitlines():
+        key, _, value = line.partition("=")
+        if key.startswith(f"remote.{remote}."):
+            opts[key[len(f"remote.{remote}."):]] = value
+    return opts.get("url", "?"), opts
+
+
+def push(root: Path, remote: str) -> None:
+    """`dvc push` with bounded waits: an S3 remote without timeouts gets S3_TIMEOUTS in .dvc/config.local
+    (`dvc remote modify --local`, said on stderr), and botocore makes PUSH_ATTEMPTS attempts per request
+    (AWS_MAX_ATTEMPTS overrides), so a dead endpoint fails the push in about a minute, naming the remote
+    and its URL. DVC's progress bars show on stderr. A rerun uploads only what is missing."""
+    url, opts = _remote_facts(root, remote)
+    where = f"remote '{remote}' ({url}" + (f" at {opts['endpointurl']}" if opts.get("endpointurl") else "") + ")"
+    if url.startswith("s3://"):
+        for key, value in S3_TIMEOUTS.items():
+            if key not in opts:
+                dvc(root, "remote", "modify", "--local", remote, key, value)
+                print(f"note: {where} had no {key}: set {value} s in .dvc/config.local", file=sys.stderr)
+    env = {"AWS_MAX_ATTEMPTS": os.environ.get("AWS_MAX_ATTEMPTS", PUSH_ATTEMPTS)}
+    print(f"pushing the data to {where}", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    res = dvc(root, "push", "-r", remote, stream=True, check=False, env=env)  # DVC's own progress bars
+    if res.returncode != 0:
+        raise CvreproError(f"dvc push to {where} failed after {time.monotonic() - started:.0f} s (DVC's message "
+                           "above): nothing was committed or tagged; rerun the release when the remote is back "
+                           "(what arrived is not uploaded again)")
 
 
 def _lock_hashes(root: Path) -> dict[str, str]:
