@@ -31,7 +31,7 @@ from cvrepro.core.fileio import CvreproError, atomic_write_bytes, read_json, sha
 from cvrepro.config.params import config_id, load_params
 from cvrepro.core.paths import (DVC_LOCK, LABEL_MAP, LINEAGE, MANIFEST, METRICS, PARAMS, PREPROCESSING, SPLITS,
                     WEIGHTS, CHECKPOINT)
-from cvrepro.core.vcs import (BUMPS, dvc_changed, bump, bump_level, dirty_paths, dvc, format_version, git, head_commit, parse_version,
+from cvrepro.core.vcs import (BUMPS, dvc_changed, dvc_watched, bump, bump_level, dirty_paths, dvc, format_version, git, head_commit, parse_version,
                   tag_exists)
 
 DATA_STAGES = ["compose", "snapshot", "split"]  # the .dvc-tracked inputs: preflight's "data pinned"
@@ -182,11 +182,49 @@ def push(root: Path, remote: str) -> None:
     env = {"AWS_MAX_ATTEMPTS": os.environ.get("AWS_MAX_ATTEMPTS", PUSH_ATTEMPTS)}
     print(f"pushing the data to {where}", file=sys.stderr, flush=True)
     started = time.monotonic()
-    res = dvc(root, "push", "-r", remote, stream=True, check=False, env=env)  # DVC's own progress bars
-    if res.returncode != 0:
+    after = "nothing was committed or tagged; rerun the release when the remote is back (what arrived is not " \
+            "uploaded again)"
+    watch = _Watchdog(opts.get("endpointurl"), f"dvc push to {where} stopped: the endpoint has not answered for "
+                      f"{DEAD_AFTER:g} s; {after}")
+    code = dvc_watched(root, "push", "-r", remote, env=env, stalled=watch)  # DVC's own progress bars
+    if code != 0:
         raise CvreproError(f"dvc push to {where} failed after {time.monotonic() - started:.0f} s (DVC's message "
-                           "above): nothing was committed or tagged; rerun the release when the remote is back "
-                           "(what arrived is not uploaded again)")
+                           f"above): {after}")
+
+
+DEAD_AFTER = 30.0  # seconds without an answer from the endpoint before a push is stopped
+
+
+class _Watchdog:
+    """Probes an S3 endpoint every few seconds while DVC pushes: DVC retries each file on its own, so
+    a dead endpoint would otherwise cost (files / jobs) x (timeouts x retries). Any HTTP answer, an
+    error status included, counts as alive; `__call__` returns the message once it was dead DEAD_AFTER s."""
+
+    def __init__(self, endpoint: str | None, message: str, every: float = 5.0):
+        self.endpoint, self.message, self.every = endpoint, message, every
+        self.last_alive = self.last_probe = time.monotonic()
+
+    def _alive(self) -> bool:
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(self.endpoint, timeout=self.every).close()
+            return True
+        except urllib.error.HTTPError:
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def __call__(self) -> str | None:
+        now = time.monotonic()
+        if not self.endpoint or now - self.last_probe < self.every:
+            return None
+        self.last_probe = now
+        if self._alive():
+            self.last_alive = time.monotonic()
+            return None
+        return self.message if time.monotonic() - self.last_alive >= DEAD_AFTER else None
 
 
 def _lock_hashes(root: Path) -> dict[str, str]:
