@@ -43,9 +43,12 @@ def _task_from_params() -> str | None:
 
 
 def cmd_labels_apply(args: argparse.Namespace) -> int:
+    from cvrepro.cli.guard import changing
     from cvrepro.dataset.corrections import run
 
-    summary = run(Path(args.csv), Path(args.annotations), dry_run=args.dry_run, task=args.task or _task_from_params())
+    with changing(Path("."), "labels apply"):
+        summary = run(Path(args.csv), Path(args.annotations), dry_run=args.dry_run,
+                      task=args.task or _task_from_params())
     if args.json:
         print(json.dumps(summary, sort_keys=True, indent=2))
     else:
@@ -70,13 +73,15 @@ def _add_labels(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from cvrepro.cli.guard import changing
     from cvrepro.formats.transfer import import_dataset
 
-    summary = import_dataset(args.format, Path(args.src), root=Path(args.root), force=args.force,
-                             dvc_add=not args.no_dvc_add,
-                             annotations=Path(args.annotations) if args.annotations else None,
-                             invalid=args.invalid, voc_coords=args.voc_coords, name=args.name,
-                             select=not args.no_select)
+    with changing(Path(args.root), f"import {args.format}"):
+        summary = import_dataset(args.format, Path(args.src), root=Path(args.root), force=args.force,
+                                 dvc_add=not args.no_dvc_add,
+                                 annotations=Path(args.annotations) if args.annotations else None,
+                                 invalid=args.invalid, voc_coords=args.voc_coords, name=args.name,
+                                 select=not args.no_select)
     print(json.dumps(summary, sort_keys=True, indent=2 if args.json else None))
     invalid = summary["invalid"]
     if invalid["dropped"] or invalid["clipped"]:

@@ -28,9 +28,11 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from cvrepro.cli.guard import changing
     from cvrepro.dataset.demo import generate_demo
 
-    stats = generate_demo(Path(args.root), seed=args.seed, n_images=args.images, force=args.force)
+    with changing(Path(args.root), "demo"):
+        stats = generate_demo(Path(args.root), seed=args.seed, n_images=args.images, force=args.force)
     print(json.dumps(stats, sort_keys=True, indent=None if not args.json else 2))
     return 0
 
@@ -47,7 +49,10 @@ def cmd_compose(args: argparse.Namespace) -> int:
             return 1
         print("params.yaml equals the composition of conf/")
         return 0
-    compose.write_params(Path(args.root), overrides=args.overrides, force=args.force)
+    from cvrepro.core.lock import repo_lock
+
+    with repo_lock(Path(args.root), "compose"):  # no repair here: compose is a pipeline stage
+        compose.write_params(Path(args.root), overrides=args.overrides, force=args.force)
     return 0
 
 

@@ -11,10 +11,18 @@ from cvrepro.core.paths import ROLLBACKS
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    from cvrepro.provenance import release
+    from cvrepro.cli.guard import changing
+    from cvrepro.provenance import registry, release
 
     fn = release.release_dataset if args.kind == "dataset" else release.release_model
-    record = fn(Path(args.root), version=args.version, level=args.bump, notes=args.notes or "", remote=args.remote)
+    with changing(Path(args.root), f"release {args.kind}") as repairs:
+        finished = [r["tag"] for r in repairs if r["action"] == "completed" and r["tag"]
+                    and r["tag"].startswith(registry.KINDS[args.kind])]
+        if finished:  # the rerun of a killed release: completing it was the job
+            record = registry.record_at(Path(args.root), finished[-1])
+        else:
+            record = fn(Path(args.root), version=args.version, level=args.bump, notes=args.notes or "",
+                        remote=args.remote)
     if args.json:
         print(json.dumps(record, sort_keys=True, indent=2))
     else:
@@ -23,8 +31,10 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    from cvrepro.cli.guard import repair_if_idle
     from cvrepro.provenance import registry
 
+    repair_if_idle(Path(args.root))  # a killed release is settled first: the list then agrees with the tags
     rows = registry.entries(Path(args.root))
     print(json.dumps(rows, sort_keys=True, indent=2) if args.json else registry.format_table(rows))
     return 0
@@ -67,9 +77,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from cvrepro.cli.guard import changing
     from cvrepro.provenance.rollback import rollback
 
-    entry = rollback(Path(args.root), args.version, reason=args.reason or "", remote=args.remote)
+    with changing(Path(args.root), f"rollback {args.version}"):
+        entry = rollback(Path(args.root), args.version, reason=args.reason or "", remote=args.remote)
     if args.json:
         print(json.dumps(entry, sort_keys=True, indent=2))
         return 0
@@ -81,7 +93,25 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from cvrepro.cli.guard import changing
+
+    with changing(Path(args.root), "doctor") as repairs:
+        pass
+    if args.json:
+        print(json.dumps(repairs, sort_keys=True, indent=2))
+    elif not repairs:
+        print("nothing to repair: no interrupted release or import")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="finish or roll back a release or import that was killed part way "
+                                      "(every command that changes the repository does this first)")
+    p.add_argument("--root", default=".")
+    p.add_argument("--json", action="store_true", help="print the repairs made as JSON")
+    p.set_defaults(func=cmd_doctor)
+
     p = sub.add_parser("release", help="release the dataset (DS-x.y.z) or the trained model (vX.Y.Z): "
                        "record, commit, annotated tag, dvc push")
     p.add_argument("kind", choices=["dataset", "model"])

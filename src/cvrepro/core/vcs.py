@@ -88,6 +88,30 @@ def dvc(root: Path, *args: str, check: bool = True, env: dict[str, str] | None =
     return res
 
 
+def dvc_watched(root: Path, *args: str, env: dict[str, str] | None = None, stalled=None,
+                poll: float = 1.0) -> int:
+    """Run dvc in `root` writing to the terminal (its progress bars); every `poll` s ask `stalled()`
+    and, when it returns a message, stop dvc and raise CvreproError with it. Returns dvc's exit code."""
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=root, stdout=sys.stderr,
+                            env={**_env(), **(env or {})})
+    try:
+        while True:
+            try:
+                return proc.wait(timeout=poll)
+            except subprocess.TimeoutExpired:
+                said = stalled() if stalled else None
+                if said:
+                    raise CvreproError(said)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def dvc_changed(root: Path, *targets: str) -> list[str]:
     """What `dvc status --json` reports as changed (stage or .dvc names), sorted; CvreproError if it fails."""
     res = dvc(root, "status", "--json", *targets, check=False)

@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import re
+import stat
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -373,12 +374,22 @@ def next_steps(labels_path: Path, actions: dict[str, int]) -> list[str]:
     return [f"{command:<38}# {why}" for command, why in steps]
 
 
+def _require_writable(path: Path) -> None:
+    """A labels file the user made read-only is never replaced (a rename would succeed even so, as root
+    or in a writable folder, and the file would come back writable)."""
+    mode = path.stat().st_mode
+    if not mode & stat.S_IWUSR:
+        raise CvreproError(f"{path}: read-only (mode {stat.filemode(mode)}): refusing to replace a file you made "
+                           f"read-only; `chmod u+w {path}` first if the corrections should go in")
+
+
 def run(csv_path: Path, annotations: Path = ANNOTATIONS, dry_run: bool = False, task: str | None = None) -> dict:
     """Check the CSV against the labels file and, unless dry_run, rewrite it atomically. Returns the summary."""
     coco = read_json(annotations)
     rows = read_rows(csv_path)
     new, summary = apply_corrections(coco, rows, csv_path, task=task or infer_task(coco), labels_path=annotations)
     if not dry_run:
+        _require_writable(Path(annotations))
         write_json(annotations, new)
     steps = next_steps(annotations, summary["actions"])
     return {**summary, "dry_run": dry_run, "written": not dry_run, "next_steps": steps}

@@ -96,15 +96,18 @@ def parse_images(images: list, ann_path: Path, problems: Problems) -> dict[int, 
     """image id → {id, path, width, height, attributes} for every well-formed, unique image entry."""
     by_id: dict[int, dict] = {}
     by_path: dict[str, int] = {}
+    first: dict[int, int] = {}  # image id -> index of its first entry, well-formed or not: a duplicate is named
     for i, e in entries(images, "images", ("id", "file_name", "width", "height"), ann_path, problems):
         iid, name = e["id"], e["file_name"]
         where = f"{ann_path}: images[{i}] (image id {iid})"
         if not is_int(iid):
             problems.add(f"{ann_path}: images[{i}]: 'id' must be an integer, got {iid!r}")
             continue
-        if iid in by_id:
-            problems.add(f"{where}: duplicate image id {iid}")
+        if iid in first:
+            problems.add(f"{where}: duplicate image id {iid} (also images[{first[iid]}])")
+            by_id.pop(iid, None)  # neither entry is trusted: their annotations are not checked against one
             continue
+        first[iid] = i
         bad_dims = [k for k in ("width", "height") if not is_int(e[k]) or e[k] <= 0]
         if bad_dims:
             problems.add(f"{where}: '{bad_dims[0]}' must be a positive integer, got {e[bad_dims[0]]!r}")
@@ -163,7 +166,7 @@ def checked_annotations(
     `rejected` holds image and category ids already reported as malformed: an
     annotation pointing at one is skipped rather than reported as a second problem.
     """
-    seen: set[int] = set()
+    seen: dict[int, int] = {}  # annotation id -> index of its first entry
     for i, a in entries(annotations, "annotations", required, ann_path, problems):
         aid = a["id"]
         where = f"{ann_path}: annotations[{i}] (annotation id {aid})"
@@ -171,9 +174,9 @@ def checked_annotations(
             problems.add(f"{ann_path}: annotations[{i}]: 'id' must be an integer, got {aid!r}")
             continue
         if aid in seen:
-            problems.add(f"{where}: duplicate annotation id {aid}")
+            problems.add(f"{where}: duplicate annotation id {aid} (also annotations[{seen[aid]}])")
             continue
-        seen.add(aid)
+        seen[aid] = i
         if (a["image_id"], "image") in rejected or (a["category_id"], "category") in rejected:
             continue
         image = images.get(a["image_id"]) if is_int(a["image_id"]) else None

@@ -198,6 +198,9 @@ def build_manifest(
     if not problems.full:
         task.check_labels_on_disk(files, ann_path.parent, ann_path, class_map, ignore_index, problems)
     problems.raise_if_any()
+    if not files:
+        raise CvreproError(f"{ann_path}: 0 images in 'images': an empty dataset cannot be snapshotted or "
+                           "released; add images and their labels")
 
     for f in files:
         f["annotations"] = task.objects(f, by_image.get(f["id"], []), class_map)

@@ -21,7 +21,6 @@ classification the output records the images per class in every split
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 from cvrepro.core.fileio import CvreproError
 from cvrepro.core.paths import MANIFEST
@@ -76,12 +75,23 @@ def assign(manifest: dict, seed: int, ratios: dict[str, float], group_key: str |
     return {n: sorted(v) for n, v in members.items()}
 
 
+def require_no_empty_split(counts: dict[str, int], ratios: dict[str, float], where: str) -> None:
+    """An empty split (with a ratio above 0) trains or scores on nothing: refuse it, naming the zero count."""
+    empty = [n for n in SPLIT_NAMES if counts.get(n, 0) == 0 and ratios.get(n, 0) > 0]
+    if empty:
+        shown = ", ".join(f"{n} {counts.get(n, 0)}" for n in SPLIT_NAMES)
+        raise CvreproError(f"{where}: the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} would hold 0 "
+                           f"images ({shown} of {sum(counts.values())}, ratios {ratios}): add images, change "
+                           "split.ratios or split.seed")
+
+
 def split_record(manifest: dict, cfg: dict, task) -> dict:
     """splits.json: the membership of every split, with the seed, method and rule that rebuild it."""
     method = cfg.get("method", "sha256")
     if method not in METHODS:
         raise CvreproError(f"params.yaml: split.method '{method}' is unknown (supported: {', '.join(METHODS)})")
     members = assign(manifest, int(cfg["seed"]), cfg["ratios"], cfg.get("group_key"), method)
+    require_no_empty_split({n: len(v) for n, v in members.items()}, cfg["ratios"], "params.yaml: split")
     return {
         "method": method,
         "rule": "u = int(sha256(f'{seed}:{identity}')[:8 bytes]) / 2**64; train if u < r_train, "

@@ -2,7 +2,9 @@
 
 Import converts into a temporary folder beside data/raw and data/labels, validates
 the result there (the snapshot stage's own checks where it supports the task) and
-only then swaps it in, so a bad source changes nothing; then `dvc add`s both.
+only then swaps it in, so a bad source changes nothing; then `dvc add`s both. The
+swap is journaled: at every instant each folder is whole (old or new), and a kill part
+way is settled by the next command (`recover_imports`), never leaving a mix.
 Export reads the workspace, or any git revision through DVC without a checkout,
 and builds the output beside DEST before renaming it into place.
 """
@@ -10,8 +12,11 @@ and builds the output beside DEST before renaming it into place.
 from __future__ import annotations
 
 import csv
+import ctypes
+import errno
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -19,16 +24,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cvrepro.core.faults import kill_point
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, atomic_write_text, write_json
 from cvrepro.core.paths import ANNOTATIONS, LABELS_DIR, PARAMS, RAW_DIR
 from cvrepro.dataset.masks import decode_mask, mask_png
 from cvrepro.formats.common import BoxCheck, Dataset, read_local
+from cvrepro.formats.registry import plugin
 
 REPORT = "import_report.csv"  # under data/labels: every box --invalid dropped or clipped
 CONF_DATASET = Path("conf/dataset")
 CONF_CONFIG = Path("conf/config.yaml")
 GENERATED = "# Written by `cvrepro import`"  # an option file with this first line may be rewritten by the next import
-from cvrepro.formats.registry import plugin
 
 
 def _ignore_index(root: Path) -> int:
@@ -101,21 +107,109 @@ def _validate(task: str, raw_dir: Path, labels_dir: Path) -> None:
                            f"are unchanged:\n{message}") from None
 
 
-def _swap_in(pairs: list[tuple[Path, Path]], attic: Path) -> None:
-    """Move each target aside into attic, then each new folder in; on failure undo every rename."""
-    done: list[tuple[Path, Path]] = []  # (from, to) of each rename made
+WORK_PREFIX = ".import-"  # data/.import-*: ignored by git (data/.gitignore) and DVC (.dvcignore)
+_EXCHANGE_UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap folders a and b in one atomic step (Linux renameat2 RENAME_EXCHANGE), so b is never
+    missing; where the file system cannot, three renames (the journal covers the gap)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is not None:
+        if fn(-100, os.fsencode(a), -100, os.fsencode(b), 2) == 0:  # AT_FDCWD, RENAME_EXCHANGE
+            return
+        err = ctypes.get_errno()
+        if err not in _EXCHANGE_UNSUPPORTED:
+            raise OSError(err, os.strerror(err), str(b))
+    parked = a.with_name(a.name + ".old")
+    b.rename(parked)
+    a.rename(b)
+    parked.rename(a)
+
+
+def _ino(path: Path) -> int | None:
+    try:
+        return path.lstat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _put(target: Path, want: int | None, places: list[Path]) -> None:
+    """Make `target` the folder whose inode is `want` (None: no folder), the other going to `places`."""
+    if _ino(target) == want:
+        return
+    source = next((p for p in places if want is not None and _ino(p) == want), None)
+    if source is not None and target.exists():
+        _exchange(source, target)
+    elif source is not None:
+        source.rename(target)
+    else:
+        target.rename(next(p for p in places if not p.exists()))
+
+
+def _settle(work: Path, state: dict, side: str) -> None:
+    """Put the 'old' or 'new' folder of every pair in `state` in place (see _swap_in)."""
+    for pair in state["pairs"]:
+        places = [work / pair["new"], work / f"{pair['new']}.old", work / f"{pair['new']}.spare"]
+        _put(work.parent / pair["target"], pair[f"{side}_ino"], places)
+
+
+def _step(work: Path) -> str | None:
+    try:
+        return json.loads((work / "journal.json").read_text()).get("step")
+    except (OSError, ValueError):
+        return None
+
+
+def _swap_in(pairs: list[tuple[Path, Path]], work: Path, dvc_add: bool = False) -> None:
+    """Exchange each target folder with its new one, journaled in work/journal.json with each
+    folder's inode: a kill anywhere leaves a state `recover_imports` can tell apart and settle
+    (before every exchange is done: back to the old set; after: the new set). An OSError here
+    puts the old set back at once."""
+    state = {"pid": os.getpid(), "step": "swapping", "dvc_add": dvc_add,
+             "pairs": [{"new": new.name, "target": target.name, "new_ino": _ino(new), "old_ino": _ino(target)}
+                       for new, target in pairs]}
+    assert all(target.parent == work.parent for _, target in pairs)
+    write_json(work / "journal.json", state)
     try:
         for i, (new, target) in enumerate(pairs):
-            if target.exists():
-                target.rename(attic / f"old-{i}")
-                done.append((target, attic / f"old-{i}"))
-        for new, target in pairs:
-            new.rename(target)
-            done.append((new, target))
+            _exchange(new, target) if target.exists() else new.rename(target)
+            kill_point(f"import:swapped-{i}")
     except OSError as e:
-        for origin, moved in reversed(done):
-            moved.rename(origin)
-        raise CvreproError(f"could not move the imported dataset into place: {e}") from None
+        _settle(work, state, "old")  # if this fails too, the journal stays and the next command settles
+        (work / "journal.json").unlink()
+        raise CvreproError(f"could not move the imported dataset into place ({e}); "
+                           f"{RAW_DIR} and {LABELS_DIR} are unchanged") from None
+    write_json(work / "journal.json", {**state, "step": "swapped"})
+
+
+def recover_imports(root: Path) -> list[dict]:
+    """Settle and remove the work folders of imports that died (call under the repository lock):
+    swapped in completely, the new set stays; part way, the old set is put back."""
+    done = []
+    for work in sorted(Path(root, "data").glob(f"{WORK_PREFIX}*")):
+        try:
+            state = json.loads((work / "journal.json").read_text())
+        except (OSError, ValueError):
+            state = {"step": "converting"}  # the journal is written before the first exchange
+        if state.get("step") == "swapping":
+            _settle(work, state, "old")
+            said = f"rolled back: {RAW_DIR} and {LABELS_DIR} hold the dataset they held before it"
+        elif state.get("step") == "swapped":
+            _settle(work, state, "new")
+            said = f"completed: {RAW_DIR} and {LABELS_DIR} hold the imported dataset"
+            if state.get("dvc_add"):
+                try:
+                    _dvc_add(Path(root))
+                    said += f", `dvc add {RAW_DIR} {LABELS_DIR}` done"
+                except CvreproError as e:
+                    said += f"; {e}"
+        else:
+            said = "removed: it had changed nothing"
+        shutil.rmtree(work)
+        done.append({"action": "import " + said.split(":")[0], "message": f"an interrupted import ({work.name}) was {said}"})
+    return done
 
 
 def _dvc_add(root: Path) -> None:
@@ -161,21 +255,31 @@ def import_dataset(fmt: str, src: Path, root: Path = Path("."), force: bool = Fa
     info = {"format": fmt, "invalid": check.counts()}
 
     (root / "data").mkdir(exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".import-", dir=root / "data"))
+    work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=root / "data"))
     try:
         new_raw, new_labels = work / "raw", work / "labels"
         write_project(dataset, new_raw, new_labels, info, check.rows)
         _validate(dataset.task, new_raw, new_labels)
-        _swap_in([(new_raw, raw_dir), (new_labels, labels_dir)], work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        kill_point("import:converted")
+        _swap_in([(new_raw, raw_dir), (new_labels, labels_dir)], work, dvc_add)
+        kill_point("import:swapped")
+        for old in (new_raw, new_labels):  # the old set, now out of place; the journal stays until dvc add
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        if _step(work) != "swapping":  # else the old set may be in there: the next command settles it
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     summary = {**_summary(fmt, dataset), "invalid": check.counts()}
     if check.rows:
         summary["report"] = str(LABELS_DIR / REPORT)
-    if select and (root / CONF_CONFIG).is_file():
-        summary["config"] = select_dataset(root, name, dataset, fmt)
-    if dvc_add:
-        _dvc_add(root)
+    try:
+        if select and (root / CONF_CONFIG).is_file():
+            summary["config"] = select_dataset(root, name, dataset, fmt)
+        if dvc_add:
+            kill_point("import:before-dvc-add")
+            _dvc_add(root)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return summary
 
 

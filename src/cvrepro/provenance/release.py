@@ -4,27 +4,34 @@ git-tracked release record with human notes, and the bytes pushed to the DVC rem
 Order of work, so that a refusal or a failure changes nothing: check everything
 (clean tree, pipeline up to date, version free and large enough), push the data
 (idempotent), then write the record, commit it and tag. If committing or tagging
-fails, the record commit is undone; tags are never moved or reused.
+fails, the record commit is undone; tags are never moved or reused. The caller holds
+the repository lock (core/lock.py), and each step is journaled (provenance/journal.py):
+a release killed at any point is completed or rolled back by the next command.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
 from cvrepro.dataset import diff as datadiff
+from cvrepro.dataset.splits import require_no_empty_split
 from cvrepro.provenance import preflight
-from cvrepro.provenance import registry
+from cvrepro.provenance import journal, registry
 from cvrepro.config.compose import MISSING, changed_keys
-from cvrepro.core.fileio import CvreproError, atomic_write_text, read_json, sha256_file, write_json
+from cvrepro.core.faults import kill_point
+from cvrepro.core.fileio import CvreproError, atomic_write_bytes, read_json, sha256_bytes, sha256_file
 from cvrepro.config.params import config_id, load_params
 from cvrepro.core.paths import (DVC_LOCK, LABEL_MAP, LINEAGE, MANIFEST, METRICS, PARAMS, PREPROCESSING, SPLITS,
                     WEIGHTS, CHECKPOINT)
-from cvrepro.core.vcs import (BUMPS, dvc_changed, bump, bump_level, dirty_paths, dvc, format_version, git, head_commit, parse_version,
+from cvrepro.core.vcs import (BUMPS, dvc_changed, dvc_watched, bump, bump_level, dirty_paths, dvc, format_version, git, head_commit, parse_version,
                   tag_exists)
 
 DATA_STAGES = ["compose", "snapshot", "split"]  # the .dvc-tracked inputs: preflight's "data pinned"
@@ -104,24 +111,120 @@ def choose_version(root: Path, prefix: str, newest: tuple | None, required: str 
 
 
 def _publish(root: Path, tag: str, record: dict, notes_md: str, message: str, remote: str, head: str) -> None:
-    """Push the data, then write, commit and tag the record; undo the commit if tagging fails."""
-    dvc(root, "push", "-r", remote, stream=True)  # DVC's own progress bar: large datasets take a while
-    json_path = root / registry.record_path(tag)
-    md_path = json_path.with_suffix(".md")
-    write_json(json_path, record)
-    atomic_write_text(md_path, notes_md)
-    rel = [str(registry.record_path(tag)), str(registry.record_path(tag).with_suffix(".md"))]
+    """Push the data, then write, commit and tag the record, each step noted in the journal
+    (see `journal`) so that a kill at any point is finished or rolled back by the next command.
+    If committing or tagging fails, the commit is undone, only while HEAD is still that commit."""
+    rel = registry.record_path(tag)
+    files = {rel.as_posix(): _json_bytes(record), rel.with_suffix(".md").as_posix(): notes_md.encode()}
+    journal.begin(root, tag=tag, head=head, message=message,
+                  files={p: sha256_bytes(b) for p, b in files.items()})
+    kill_point("release:before-push")
     try:
-        git(root, "add", "--", *rel)
-        git(root, "commit", "-q", "-m", message, "--", *rel)
-        git(root, "tag", "-a", tag, "--cleanup=verbatim", "-F", "-", input=notes_md)
+        push(root, remote)
     except CvreproError:
-        if head_commit(root) != head:
-            git(root, "reset", "-q", "--soft", head)  # our own, unpublished commit
-        git(root, "reset", "-q", "--", *rel, check=False)
-        json_path.unlink(missing_ok=True)
-        md_path.unlink(missing_ok=True)
+        journal.clear(root)  # nothing written yet; what arrived in the remote is reused by the rerun
         raise
+    kill_point("release:after-push")
+    for path, data in files.items():
+        atomic_write_bytes(root / path, data)
+    kill_point("release:after-write")
+    commit = None
+    try:
+        git(root, "add", "--", *files)
+        git(root, "commit", "-q", "-m", message, "--", *files)
+        commit = head_commit(root)
+        journal.note(root, commit=commit)
+        kill_point("release:after-commit")
+        git(root, "tag", "-a", tag, "--cleanup=verbatim", "-F", "-", commit, input=notes_md)
+        kill_point("release:after-tag")
+    except CvreproError:
+        tagged = git(root, "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}", check=False)
+        if commit is not None and head_commit(root) == commit and tagged != commit:
+            git(root, "reset", "-q", "--soft", head)  # our own, untagged commit, still HEAD: nothing else
+        journal.remove_files(root, files={p: sha256_bytes(b) for p, b in files.items()})
+        journal.clear(root)
+        raise
+    journal.clear(root)
+
+
+def _json_bytes(obj) -> bytes:
+    """The bytes write_json writes: the record's file is hashed before it is written."""
+    return (json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+S3_TIMEOUTS = {"connect_timeout": "5", "read_timeout": "5"}  # seconds per request: a dead endpoint fails in ~35 s
+PUSH_ATTEMPTS = "1"  # botocore's attempts per request (s3fs adds a few retries of its own, with back-off)
+
+
+def _remote_facts(root: Path, remote: str) -> tuple[str, dict[str, str]]:
+    """(url, {option: value}) of a DVC remote, from `dvc config` (all levels merged)."""
+    res = dvc(root, "config", "--list", check=False)
+    opts = {}
+    for line in (res.stdout or "").splitlines():
+        key, _, value = line.partition("=")
+        if key.startswith(f"remote.{remote}."):
+            opts[key[len(f"remote.{remote}."):]] = value
+    return opts.get("url", "?"), opts
+
+
+def push(root: Path, remote: str) -> None:
+    """`dvc push` with bounded waits: an S3 remote without timeouts gets S3_TIMEOUTS in .dvc/config.local
+    (`dvc remote modify --local`, said on stderr), and botocore makes PUSH_ATTEMPTS attempts per request
+    (AWS_MAX_ATTEMPTS overrides), so a dead endpoint fails the push in about a minute, naming the remote
+    and its URL. DVC's progress bars show on stderr. A rerun uploads only what is missing."""
+    url, opts = _remote_facts(root, remote)
+    where = f"remote '{remote}' ({url}" + (f" at {opts['endpointurl']}" if opts.get("endpointurl") else "") + ")"
+    if url.startswith("s3://"):
+        for key, value in S3_TIMEOUTS.items():
+            if key not in opts:
+                dvc(root, "remote", "modify", "--local", remote, key, value)
+                print(f"note: {where} had no {key}: set {value} s in .dvc/config.local", file=sys.stderr)
+    env = {"AWS_MAX_ATTEMPTS": os.environ.get("AWS_MAX_ATTEMPTS", PUSH_ATTEMPTS)}
+    print(f"pushing the data to {where}", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    after = "nothing was committed or tagged; rerun the release when the remote is back (what arrived is not " \
+            "uploaded again)"
+    watch = _Watchdog(opts.get("endpointurl"), f"dvc push to {where} stopped: the endpoint has not answered for "
+                      f"{DEAD_AFTER:g} s; {after}")
+    code = dvc_watched(root, "push", "-r", remote, env=env, stalled=watch)  # DVC's own progress bars
+    if code != 0:
+        raise CvreproError(f"dvc push to {where} failed after {time.monotonic() - started:.0f} s (DVC's message "
+                           f"above): {after}")
+
+
+DEAD_AFTER = 30.0  # seconds without an answer from the endpoint before a push is stopped
+
+
+class _Watchdog:
+    """Probes an S3 endpoint every few seconds while DVC pushes: DVC retries each file on its own, so
+    a dead endpoint would otherwise cost (files / jobs) x (timeouts x retries). Any HTTP answer, an
+    error status included, counts as alive; `__call__` returns the message once it was dead DEAD_AFTER s."""
+
+    def __init__(self, endpoint: str | None, message: str, every: float = 5.0):
+        self.endpoint, self.message, self.every = endpoint, message, every
+        self.last_alive = self.last_probe = time.monotonic()
+
+    def _alive(self) -> bool:
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(self.endpoint, timeout=self.every).close()
+            return True
+        except urllib.error.HTTPError:
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def __call__(self) -> str | None:
+        now = time.monotonic()
+        if not self.endpoint or now - self.last_probe < self.every:
+            return None
+        self.last_probe = now
+        if self._alive():
+            self.last_alive = time.monotonic()
+            return None
+        return self.message if time.monotonic() - self.last_alive >= DEAD_AFTER else None
 
 
 def _lock_hashes(root: Path) -> dict[str, str]:
@@ -185,6 +288,9 @@ def release_dataset(root: Path = Path("."), version: str | None = None, level: s
 
     splits = current.splits or {}
     members = splits.get("splits", {})
+    if not current.manifest["stats"].get("images"):
+        raise CvreproError(f"{MANIFEST}: 0 images: an empty dataset is not released")
+    require_no_empty_split(splits.get("counts") or {}, splits.get("ratios") or {}, str(SPLITS))
     record = {
         "schema": "cvrepro.release.dataset/1",
         "version": tag,
