@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from cvrepro.dataset import diff as datadiff
-from cvrepro.provenance import preflight
+from cvrepro.provenance import export, preflight
 from cvrepro.provenance import registry
 from cvrepro.config.compose import MISSING, changed_keys
 from cvrepro.core.fileio import CvreproError, atomic_write_text, read_json, sha256_file, write_json
@@ -103,14 +103,16 @@ def choose_version(root: Path, prefix: str, newest: tuple | None, required: str 
     return tag, chosen
 
 
-def _publish(root: Path, tag: str, record: dict, notes_md: str, message: str, remote: str, head: str) -> None:
-    """Push the data, then write, commit and tag the record; undo the commit if tagging fails."""
+def _publish(root: Path, tag: str, record: dict, notes_md: str, message: str, remote: str, head: str,
+             extra: list[Path] = ()) -> None:
+    """Push the data, then write, commit and tag the record (and the `extra` files already written,
+    e.g. the model bundle); undo the commit if tagging fails."""
     dvc(root, "push", "-r", remote, stream=True)  # DVC's own progress bar: large datasets take a while
     json_path = root / registry.record_path(tag)
     md_path = json_path.with_suffix(".md")
     write_json(json_path, record)
     atomic_write_text(md_path, notes_md)
-    rel = [str(registry.record_path(tag)), str(registry.record_path(tag).with_suffix(".md"))]
+    rel = [str(registry.record_path(tag)), str(registry.record_path(tag).with_suffix(".md")), *map(str, extra)]
     try:
         git(root, "add", "--", *rel)
         git(root, "commit", "-q", "-m", message, "--", *rel)
@@ -375,6 +377,12 @@ def release_model(root: Path = Path("."), version: str | None = None, level: str
     record["deltas"] = metric_deltas(previous["metrics"], metrics) if previous else None
     record["params_changed"] = params_changed(previous["params"], params) if previous else None
     record["caveats"] = caveats(record)
+    record["export"], bundle = export.make_bundle(root, record, previous)  # ONNX with parity, safetensors, card
     notes_md = model_notes(record)
-    _publish(root, tag, record, notes_md, f"Release {tag}: {chosen} ({reason}), on {dataset_version}", remote, head)
+    try:
+        _publish(root, tag, record, notes_md, f"Release {tag}: {chosen} ({reason}), on {dataset_version}", remote,
+                 head, extra=bundle)
+    except BaseException:
+        export.discard(root, tag)
+        raise
     return record
