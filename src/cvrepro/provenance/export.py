@@ -160,31 +160,39 @@ def _predict(model, images: np.ndarray, batch: int = 8) -> list[dict[str, np.nda
     return out
 
 
-def _box_pairs(ref: dict, got: dict, tol: dict) -> tuple[float, float, int]:
-    """Greedy match of detections by label and box: (max box difference, max score difference,
-    detections left unmatched above the score tolerance of the weakest kept score)."""
+def _box_pairs(ref: dict, got: dict, tol: dict, floor: float, cap: int | None) -> tuple[float, float, int]:
+    """Greedy match of detections by label and box: (max box difference, max score difference, detections
+    of either side without a partner). A detection may lack one only where the two runtimes may rightly
+    disagree: its score within the tolerance of the model's score threshold `floor`, or of the weakest
+    kept score when a side is cut at `cap` detections."""
+    cut = floor
+    for side in (ref, got):
+        if cap is not None and len(side["scores"]) >= cap:
+            cut = max(cut, float(side["scores"].min()))
+    excused = (lambda score: float(score) <= cut + tol["score_abs"])  # noqa: E731
     used, box_diff, score_diff, unmatched = set(), 0.0, 0.0, 0
-    floor = min([*ref["scores"].tolist(), *got["scores"].tolist(), 1.0]) + tol["score_abs"]
     for i in np.argsort(-ref["scores"]):
         cands = [j for j in range(len(got["scores"])) if j not in used and got["labels"][j] == ref["labels"][i]]
         if not cands:
-            unmatched += ref["scores"][i] > floor  # a detection at the threshold may fall either side of it
+            unmatched += not excused(ref["scores"][i])
             continue
         j = min(cands, key=lambda j: float(np.abs(got["boxes"][j] - ref["boxes"][i]).max()))
         used.add(j)
         box_diff = max(box_diff, float(np.abs(got["boxes"][j] - ref["boxes"][i]).max()))
         score_diff = max(score_diff, abs(float(got["scores"][j] - ref["scores"][i])))
-    unmatched += sum(got["scores"][j] > floor for j in range(len(got["scores"])) if j not in used)
+    unmatched += sum(not excused(got["scores"][j]) for j in range(len(got["scores"])) if j not in used)
     return box_diff, score_diff, int(unmatched)
 
 
-def compare(ref: list[dict], got: list[dict], tolerance: dict = TOLERANCE) -> dict:
-    """The parity report of two runtimes' outputs on the same images; `ok` within `tolerance`."""
+def compare(ref: list[dict], got: list[dict], tolerance: dict = TOLERANCE, score_floor: float = 0.0,
+            max_detections: int | None = None) -> dict:
+    """The parity report of two runtimes' outputs on the same images; `ok` within `tolerance`.
+    Detection: `score_floor` and `max_detections` are the model's own cuts (see _box_pairs)."""
     report = {"images": len(ref), "tolerance": dict(tolerance), "max_score_diff": 0.0}
     if ref and "boxes" in ref[0]:
         report.update(max_box_diff_px=0.0, unmatched_detections=0, detections=int(sum(len(r["scores"]) for r in ref)))
         for r, g in zip(ref, got):
-            box, score, unmatched = _box_pairs(r, g, tolerance)
+            box, score, unmatched = _box_pairs(r, g, tolerance, score_floor, max_detections)
             report["max_box_diff_px"] = round(max(report["max_box_diff_px"], box), 6)
             report["max_score_diff"] = max(report["max_score_diff"], score)
             report["unmatched_detections"] += unmatched
@@ -204,7 +212,11 @@ def compare(ref: list[dict], got: list[dict], tolerance: dict = TOLERANCE) -> di
 
 
 def parity(model, onnx_path: Path, images: np.ndarray, tolerance: dict = TOLERANCE) -> dict:
-    return compare(_predict(model, images), _predict(OnnxModel(onnx_path), images), tolerance)
+    """Compare PyTorch and ONNX Runtime on `images` (uint8 [N,3,S,S]); detection models' own score threshold and
+    detection cap (torchvision's `score_thresh`, `detections_per_img`) bound where a detection may be missing."""
+    cap = getattr(model, "detections_per_img", None)
+    return compare(_predict(model, images), _predict(OnnxModel(onnx_path), images), tolerance,
+                   float(getattr(model, "score_thresh", 0.0)), int(cap) if cap else None)
 
 
 def format_parity(report: dict) -> str:

@@ -42,7 +42,7 @@ h3{font-size:14px;margin:16px 0 6px}a{color:#0b5cad;text-decoration:none}a:hover
 table{border-collapse:collapse;background:#fff;margin:4px 0 10px;font-size:13px}
 th,td{border:1px solid #d8dce3;padding:3px 8px;text-align:left;vertical-align:top}th{background:#eef0f4}
 td.n{text-align:right;font-variant-numeric:tabular-nums}.up{color:#1a7f37}.down{color:#c0362c}
-.muted{color:#69707d}.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(340px,1fr));gap:14px}
+.muted{color:#69707d}.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(340px,1fr));gap:14px}.grid>div{min-width:0}
 .card{background:#fff;border:1px solid #d8dce3;border-radius:6px;padding:10px 14px}
 .lineage{display:grid;grid-template-columns:minmax(200px,280px) 1fr;gap:6px 18px;align-items:start}
 .node{display:inline-block;background:#fff;border:1px solid #b9c0cc;border-radius:12px;padding:1px 9px;margin:2px}
@@ -106,12 +106,16 @@ def line_chart(title: str, xs: list[str], series: dict[str, list], width: int = 
     if not values or not xs:
         return ""
     lo, hi = min(values), max(values)
+    bounded = lo >= 0 and hi <= 1  # scores and rates: keep the axis inside [0, 1]
     lo, hi = (lo - 0.05, hi + 0.05) if hi - lo < 1e-9 else (lo - (hi - lo) * 0.08, hi + (hi - lo) * 0.08)
+    if bounded:
+        lo, hi = max(lo, 0.0), min(hi, 1.0)
     left, right, top, bottom = 44, 12, 22, 34
     w, h = width - left - right, height - top - bottom
     x = (lambda i: left + w * (i / (len(xs) - 1) if len(xs) > 1 else 0.5))
     y = (lambda v: top + h * (1 - (v - lo) / (hi - lo)))
-    parts = [f"<svg role='img' aria-label='{e(title)}' width='{width}' height='{height}' viewBox='0 0 {width} {height}'>",
+    parts = [f"<svg role='img' aria-label='{e(title)}' style='width:100%;max-width:{width}px;height:auto' "
+             f"viewBox='0 0 {width} {height}'>",
              f"<text x='{left}' y='15' font-size='12' font-weight='600'>{e(title)}</text>"]
     for t in range(5):
         v = lo + (hi - lo) * t / 4
