@@ -92,9 +92,12 @@ def check_bundle(root: Path, record: dict) -> None:
     from safetensors.torch import load_file
     import torch
 
-    weights = torch.load(root / "models/model.pt", map_location="cpu", weights_only=True)
     saved = load_file(str(root / f"models/releases/{tag}/model.safetensors"))
-    assert saved.keys() == weights.keys() and all(torch.equal(saved[k], weights[k]) for k in weights)
+    weights_file = root / "models/model.pt"
+    if hashlib.sha256(weights_file.read_bytes()).hexdigest() == record["artifacts"]["models/model.pt"]:
+        weights = torch.load(weights_file, map_location="cpu", weights_only=True)  # the release's own weights
+        assert set(saved) == set(weights) and all(torch.equal(saved[k], weights[k]) for k in weights)
+    assert saved, "no tensors in model.safetensors"
 
 
 def same_predictions(task_out_torch, task_out_onnx, tolerance: dict, scale: float) -> None:
@@ -134,6 +137,7 @@ def check_onnx_runtime(root: Path, record: dict) -> None:
 
 
 def test_detection_release_carries_a_parity_checked_onnx_bundle(detection):
+    assert run(["git", "status", "--porcelain"], detection["root"]).stdout == ""  # every bundle file committed
     for record in detection["records"].values():
         check_bundle(detection["root"], record)
         assert record["export"]["batch"] == 1 and record["export"]["parity"]["max_box_diff_px"] <= 0.5
