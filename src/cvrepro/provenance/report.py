@@ -88,6 +88,8 @@ def delta_cell(v, old) -> str:
     if not _num(old):
         return f"<td class='n'>{_fmt(v)}</td>"
     d = v - old
+    if isinstance(v, int) and isinstance(old, int):  # counts (images per slice): no colour, no decimals
+        return f"<td class='n'>{v}" + (f" <span class='muted'>({d:+d})</span>" if d else "") + "</td>"
     cls = "up" if d > 0.0005 else "down" if d < -0.0005 else "muted"
     return f"<td class='n'>{_fmt(v)} <span class='{cls}'>({d:+.3f})</span></td>"
 
@@ -117,13 +119,16 @@ def line_chart(title: str, xs: list[str], series: dict[str, list], width: int = 
     parts = [f"<svg role='img' aria-label='{e(title)}' style='width:100%;max-width:{width}px;height:auto' "
              f"viewBox='0 0 {width} {height}'>",
              f"<text x='{left}' y='15' font-size='12' font-weight='600'>{e(title)}</text>"]
+    digits = 2 if hi - lo >= 0.2 else 3 if hi - lo >= 0.02 else 4  # ticks that differ from each other
     for t in range(5):
         v = lo + (hi - lo) * t / 4
         parts.append(f"<line x1='{left}' x2='{left + w}' y1='{y(v):.1f}' y2='{y(v):.1f}' stroke='#eceef2'/>"
-                     f"<text x='{left - 4}' y='{y(v) + 4:.1f}' font-size='10' text-anchor='end'>{v:.2f}</text>")
+                     f"<text x='{left - 4}' y='{y(v) + 4:.1f}' font-size='10' text-anchor='end'>{v:.{digits}f}</text>")
     step = max(1, len(xs) // 8)
-    for i in range(0, len(xs), step):
-        parts.append(f"<text x='{x(i):.1f}' y='{top + h + 14}' font-size='10' text-anchor='middle'>{e(xs[i])}</text>")
+    shown = sorted(set(range(0, len(xs), step)) | {len(xs) - 1})
+    for i in shown:
+        anchor = "end" if i == len(xs) - 1 and len(xs) > 1 else "start" if i == 0 and len(xs) > 1 else "middle"
+        parts.append(f"<text x='{x(i):.1f}' y='{top + h + 14}' font-size='10' text-anchor='{anchor}'>{e(xs[i])}</text>")
     for k, (name, vs) in enumerate(series.items()):
         color = PALETTE[k % len(PALETTE)]
         pts = [(x(i), y(v)) for i, v in enumerate(vs) if _num(v)]
@@ -276,7 +281,7 @@ def index_page(reg: dict) -> str:
     for t in tags["dataset"]:
         prev = recs[t].get("previous")
         body.append(f"<div>{link(t)}" + (f" <span class='muted'>from</span> {link(prev)}" if prev else "") + "</div><div>"
-                    + (" ".join(link(m) + (f"<span class='muted'> after {e(recs[m]['previous'])}</span>"
+                    + (" ".join(link(m) + (f"<span class='muted'> after</span> {link(recs[m]['previous'])}"
                                           if recs[m].get("previous") else "") for m in models_on.get(t, []))
                        or "<span class='muted'>no model</span>") + "</div>")
     orphans = [m for m in tags["model"] if recs[m].get("dataset_version") not in recs]
