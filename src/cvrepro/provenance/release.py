@@ -316,7 +316,8 @@ def model_notes(record: dict) -> str:
         if m.get("per_class"):
             keys = sorted({k for cm in m["per_class"].values() for k in cm})
             lines += ["", f"Per class ({split}):", ""]
-            lines += _md_table(["class", *keys], [[c, *(f"{cm.get(k, float('nan')):.3f}" for k in keys)]
+            lines += _md_table(["class", *keys], [[c, *(f"{cm[k]:.3f}" if isinstance(cm.get(k), (int, float)) else "n/a"
+                                                        for k in keys)]  # None: e.g. precision of a class never predicted
                                                   for c, cm in m["per_class"].items()])
     if prev and record.get("params_changed"):
         lines += ["", f"## Parameters changed since {prev}", ""]
@@ -377,8 +378,8 @@ def release_model(root: Path = Path("."), version: str | None = None, level: str
     record["deltas"] = metric_deltas(previous["metrics"], metrics) if previous else None
     record["params_changed"] = params_changed(previous["params"], params) if previous else None
     record["caveats"] = caveats(record)
-    record["export"], bundle = export.make_bundle(root, record, previous)  # ONNX with parity, safetensors, card
     notes_md = model_notes(record)
+    record["export"], bundle = export.make_bundle(root, record, previous)  # ONNX with parity, safetensors, card
     try:
         _publish(root, tag, record, notes_md, f"Release {tag}: {chosen} ({reason}), on {dataset_version}", remote,
                  head, extra=bundle)
