@@ -8,7 +8,7 @@
   report (also in the release record under `export`);
 - `model_card.md` (provenance/modelcard.py).
 
-The parity check runs ONNX Runtime and PyTorch on the validation images of `data/processed/val`
+The parity check runs ONNX Runtime and PyTorch on up to 64 validation images of `data/processed/val`
 and compares what a consumer sees: detection boxes (input pixels), labels and scores; the
 segmentation class scores and per-pixel labels; the classification scores and label. A bundle
 outside `TOLERANCE` is refused with the numbers, before anything is committed. The two ONNX files
@@ -220,7 +220,7 @@ def parity(model, onnx_path: Path, images: np.ndarray, tolerance: dict = TOLERAN
 
 
 def format_parity(report: dict) -> str:
-    skip = {"ok", "tolerance"}
+    skip = {"ok", "tolerance", "split"}
     return ", ".join(f"{k} {v}" for k, v in report.items() if k not in skip) + f" (tolerance {report['tolerance']})"
 
 
@@ -239,7 +239,7 @@ def make_bundle(root: Path, record: dict, previous: dict | None) -> tuple[dict, 
     folder = root / bundle_dir(tag)
     if folder.exists():
         raise CvreproError(f"{bundle_dir(tag)} already exists: a leftover of an interrupted release? "
-                           "Remove it if no tag {tag} exists")
+                           f"Remove it if no tag {tag} exists (docs/safety.md)")
     folder.mkdir(parents=True)
     try:
         model, spec, label_map = load_predictor(root / WEIGHTS.parent)
@@ -247,11 +247,11 @@ def make_bundle(root: Path, record: dict, previous: dict | None) -> tuple[dict, 
         files = bundle_files(tag)
         contract = export_onnx(model, size, root / files["onnx"])
         save_safetensors(model, root / files["safetensors"])
-        val = np.load(root / processed_split("val") / "images.npy", mmap_mode="r")[:PARITY_IMAGES]
-        report = parity(model, root / files["onnx"], np.asarray(val))
+        split, images = parity_images(root)
+        report = {"split": split, **parity(model, root / files["onnx"], images)}
         if not report["ok"]:
             raise CvreproError(f"{files['onnx']}: the ONNX export does not predict what the PyTorch model predicts "
-                               f"on {report['images']} validation images: {format_parity(report)}; release refused")
+                               f"on {report['images']} {split} images: {format_parity(report)}; release refused")
         export = {
             "format": "onnx", "opset": OPSET, **contract,
             "runtime": {"onnx": md.version("onnx"), "onnxruntime": md.version("onnxruntime"),
@@ -275,6 +275,19 @@ def make_bundle(root: Path, record: dict, previous: dict | None) -> tuple[dict, 
     tracked = [folder / BUNDLE_NAME, folder / CARD_NAME, folder / ".gitignore",
                *(root / p.with_name(p.name + ".dvc") for p in files.values())]
     return export, [p.relative_to(root) for p in tracked]
+
+
+def parity_images(root: Path) -> tuple[str, np.ndarray]:
+    """Up to PARITY_IMAGES preprocessed images of the validation split (test, then train, if it is empty):
+    a parity check on no image would prove nothing, so none at all is an error."""
+    for split in ("val", "test", "train"):
+        path = root / processed_split(split) / "images.npy"
+        if path.exists():
+            images = np.load(path, mmap_mode="r")[:PARITY_IMAGES]
+            if len(images):
+                return split, np.asarray(images)
+    raise CvreproError(f"{processed_split('val')}/images.npy: no preprocessed image to check the ONNX export on; "
+                       "run `dvc repro` first")
 
 
 def output_meaning(outputs: list[str], size: int) -> dict[str, str]:

@@ -154,8 +154,8 @@ def render(record: dict, dataset: dict | None, previous: dict | None) -> str:
                   f"({export['input_spec']['layout']}, {export['input_spec']['resize']}); the graph applies "
                   f"{export['input_spec']['in_graph']}. Outputs:", ""]
         lines += [f"- `{k}`: {v}" for k, v in (export.get("output_spec") or {}).items()]
-        lines += ["", f"Parity with PyTorch on {p.get('images')} validation images: "
-                  + ", ".join(f"{k} {v}" for k, v in p.items() if k not in ("ok", "tolerance", "images"))
+        lines += ["", f"Parity with PyTorch on {p.get('images')} {p.get('split', 'val')} images: "
+                  + ", ".join(f"{k} {v}" for k, v in p.items() if k not in ("ok", "tolerance", "images", "split"))
                   + f" (tolerance {p.get('tolerance')}).", ""]
     return "\n".join(lines)
 

@@ -392,8 +392,8 @@ def model_page(reg: dict, t: str, pictures: dict[str, str]) -> str:
     if export:
         p = export.get("parity", {})
         body += ["<h2>Export</h2>", f"<p>ONNX opset {e(export.get('opset'))}, batch {e(export.get('batch'))}; parity with "
-                 f"PyTorch on {e(p.get('images'))} val images: <b>{'ok' if p.get('ok') else 'FAILED'}</b> "
-                 + e(", ".join(f"{k} {v}" for k, v in p.items() if k not in ('ok', 'tolerance', 'images')))
+                 f"PyTorch on {e(p.get('images'))} {e(p.get('split', 'val'))} images: <b>{'ok' if p.get('ok') else 'FAILED'}</b> "
+                 + e(", ".join(f"{k} {v}" for k, v in p.items() if k not in ('ok', 'tolerance', 'images', 'split')))
                  + f" (tolerance {e(p.get('tolerance'))}).</p>",
                  table(["file", "sha256"], [[e(k), f"<code>{e(v)}</code>"] for k, v in (export.get("files") or {}).items()])]
     card = files.get("card") or files.get("notes")
