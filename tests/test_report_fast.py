@@ -95,3 +95,14 @@ def test_report_refuses_to_replace_a_folder_it_did_not_write(registry_repo: Path
 def test_markdown_of_a_card_escapes_html():
     html = report.markdown("# T\n\n| a | b |\n|---|---|\n| <x> | `y` |\n\n- **bold**\n")
     assert "<table>" in html and "&lt;x&gt;" in html and "<code>y</code>" in html and "<b>bold</b>" in html
+
+
+def test_parity_needs_images_to_check(tmp_path: Path):
+    with pytest.raises(CvreproError, match="no preprocessed image to check the ONNX export on"):
+        export.parity_images(tmp_path)
+    (tmp_path / "data/processed/val").mkdir(parents=True)
+    np.save(tmp_path / "data/processed/val/images.npy", np.zeros((0, 3, 8, 8), np.uint8))  # an empty val split
+    (tmp_path / "data/processed/test").mkdir(parents=True)
+    np.save(tmp_path / "data/processed/test/images.npy", np.ones((2, 3, 8, 8), np.uint8))
+    split, images = export.parity_images(tmp_path)
+    assert split == "test" and images.shape == (2, 3, 8, 8)
