@@ -26,7 +26,7 @@ from pathlib import Path
 
 from cvrepro.core.fileio import CvreproError
 from cvrepro.core.paths import PLOTS_DIR
-from cvrepro.core.vcs import git_blobs
+from cvrepro.core.vcs import git_blobs, run_git
 from cvrepro.provenance import registry
 from cvrepro.provenance.modelcard import headline, slices
 
@@ -219,6 +219,10 @@ def markdown(md: str) -> str:
 def load(root: Path) -> dict:
     """Every release's record and committed files, read at its tag."""
     root = Path(root)
+    res = run_git(root, "rev-parse", "--git-dir")
+    if res is None or res.returncode != 0:
+        raise CvreproError(f"{root.resolve()}: not a git repository; the registry is its release tags "
+                           "(run `cvrepro report` in the project, or give --root)")
     facts = registry._tag_facts(root)
     tags = {kind: [t for _, t in registry.versions(root, prefix)] for kind, prefix in registry.KINDS.items()}
     every = tags["dataset"] + tags["model"]
