@@ -106,3 +106,9 @@ def test_parity_needs_images_to_check(tmp_path: Path):
     np.save(tmp_path / "data/processed/test/images.npy", np.ones((2, 3, 8, 8), np.uint8))
     split, images = export.parity_images(tmp_path)
     assert split == "test" and images.shape == (2, 3, 8, 8)
+
+
+def test_report_outside_git_is_one_clear_error(tmp_path: Path):
+    with pytest.raises(CvreproError, match="not a git repository; the registry is its release tags"):
+        report.build(tmp_path, tmp_path / "site")
+    assert not (tmp_path / "site").exists()
