@@ -31,7 +31,7 @@ from cvrepro.provenance import registry
 from cvrepro.provenance.modelcard import headline, slices
 
 MARKER = ".cvrepro-report"  # what lets `build` replace an existing --out folder
-PICTURES = ("predictions_val.png",)  # copied as they are
+PICTURES = ("predictions_val.png", "confusion_val.png")  # copied as they are
 CSV_PLOTS = ("pr_val.csv", "confusion_val.csv")  # drawn as SVG / tables
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -387,7 +387,10 @@ def model_page(reg: dict, t: str, pictures: dict[str, str]) -> str:
                     f"src='../{pictures['predictions_val.png']}'></div>")
     if "pr_val.csv" in files:
         body.append(f"<div><h3>Precision-recall per class</h3>{pr_chart(files['pr_val.csv'].decode())}</div>")
-    if "confusion_val.csv" in files:
+    if "confusion_val.png" in pictures:  # classification, from the evaluate stage: counts drawn for people
+        body.append(f"<div><h3>Confusion matrix</h3><img class='plot' alt='confusion matrix of {e(t)}' "
+                    f"src='../{pictures['confusion_val.png']}'></div>")
+    elif "confusion_val.csv" in files:  # releases made before the PNG existed
         body.append(f"<div>{confusion_table(files['confusion_val.csv'].decode())}</div>")
     if not ({"predictions_val.png", "pr_val.csv", "confusion_val.csv"} & set(files)):
         body.append("<p class='muted'>no pictures committed with this release (metrics/plots)</p>")
