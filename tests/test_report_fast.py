@@ -112,3 +112,10 @@ def test_report_outside_git_is_one_clear_error(tmp_path: Path):
     with pytest.raises(CvreproError, match="not a git repository; the registry is its release tags"):
         report.build(tmp_path, tmp_path / "site")
     assert not (tmp_path / "site").exists()
+
+
+def test_confusion_table_counts_actual_against_predicted():
+    html = report.confusion_table("image_id,actual,predicted\n1,cart,cart\n2,cart,person\n3,person,person\n4,cart,cart\n")
+    rows = html.split("<tr>")[2:]  # header row first
+    assert ">2</td>" in rows[0] and ">1</td>" in rows[0]  # cart: 2 right, 1 taken for a person
+    assert report.confusion_table("a,b\n1,2\n") == ""  # not a confusion CSV: nothing drawn
