@@ -113,11 +113,20 @@ def test_bad_labels_are_clear_errors_and_write_nothing(small, change, message):
 
 
 def test_the_index_file_is_chosen_by_dataset_annotations(small):
+    # a dataset option without a per-task file (what `cvrepro import` writes): dataset.annotations decides
     with pytest.raises(CvreproError, match="must be a file name inside data/labels"):
-        snapshot.run(cls_params("dataset.annotations=../x.json"), small)
+        snapshot.run(cls_params("dataset=demo_classification", "dataset.annotations=../x.json"), small)
     # the scenes' index has several boxes per image: not a classification dataset
     with pytest.raises(CvreproError, match="exactly one label"):
-        snapshot.run(cls_params("dataset.annotations=annotations.json"), small)
+        snapshot.run(cls_params("dataset=demo_classification", "dataset.annotations=annotations.json"), small)
+    # the demo names its classification index per task; the task option never switches the dataset
+    params = cls_params()
+    assert params["dataset"]["name"] == "demo"
+    assert params["dataset"]["annotations_by_task"]["classification"] == "classification.json"
+    # a dataset that states its task refuses another one, saying so
+    with pytest.raises(CvreproError, match="task is 'detection' but the dataset 'demo_classification' holds "
+                                           "classification labels"):
+        snapshot.run(tiny_params(overrides=["dataset=demo_classification"]), small)
 
 
 # --------------------------------------------------------------------------- preprocess, train, evaluate

@@ -1,4 +1,5 @@
-"""coco_metrics against the real pycocotools on small hand-built ground truth."""
+"""coco_metrics (faster-coco-eval) on small hand-built ground truth, and against bare pycocotools
+on the demo and thousands of synthetic images, slices included."""
 
 import copy
 
@@ -172,3 +173,115 @@ def test_slice_ids_groups_by_attribute():
     gt["images"][0]["tags"] = ["x"]
     with pytest.raises(CvreproError):
         slice_ids(gt, "tags")
+
+
+# ----------------------------------------------------------------- faster-coco-eval equals pycocotools
+
+
+def _pycocotools(gt: dict, dets: list[dict], ids: list[int]) -> tuple[list, np.ndarray]:
+    """The reference: bare pycocotools on a deep copy, as evaluation ran before faster-coco-eval."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = copy.deepcopy(gt)
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(copy.deepcopy(dets))
+        ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        ev.params.imgIds = ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return list(ev.stats), ev.eval["precision"]
+
+
+def _noisy_detections(gt: dict, seed: int) -> list[dict]:
+    """Ground-truth boxes jittered, some missed, some relabelled, plus false positives; seeded."""
+    rng = np.random.default_rng(seed)
+    cat_ids = [c["id"] for c in gt["categories"]]
+    dets = []
+    for a in gt["annotations"]:
+        if rng.random() < 0.15:
+            continue  # missed
+        x, y, w, h = a["bbox"]
+        j = rng.normal(0, 0.12, 4) * [w, h, w, h]
+        cat = a["category_id"] if rng.random() > 0.1 else int(rng.choice(cat_ids))
+        dets.append({"image_id": a["image_id"], "category_id": cat, "score": float(rng.random()),
+                     "bbox": [float(x + j[0]), float(y + j[1]), float(max(1.0, w + j[2])), float(max(1.0, h + j[3]))]})
+    for img in gt["images"]:
+        for _ in range(int(rng.integers(0, 3))):
+            w, h = (float(v) for v in rng.uniform(4, 60, 2))
+            dets.append({"image_id": img["id"], "category_id": int(rng.choice(cat_ids)), "score": float(rng.random()),
+                         "bbox": [float(rng.uniform(0, img["width"] - w)), float(rng.uniform(0, img["height"] - h)), w, h]})
+    return dets
+
+
+def _synthetic_gt(n_images: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    images, anns = [], []
+    for i in range(1, n_images + 1):
+        images.append({"id": i, "width": 640, "height": 480, "weather": ["sun", "rain", "fog"][i % 3]})
+        for _ in range(int(rng.integers(0, 6))):
+            w, h = (float(v) for v in rng.uniform(6, 300, 2))  # small, medium and large objects
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(rng.integers(1, 6)),
+                         "bbox": [float(rng.uniform(0, 640 - w)), float(rng.uniform(0, 480 - h)), w, h],
+                         "area": w * h, "iscrowd": int(rng.random() < 0.02)})
+    return {"images": images, "annotations": anns,
+            "categories": [{"id": k, "name": f"c{k}"} for k in range(1, 6)]}
+
+
+def _assert_equal_to_pycocotools(gt: dict, dets: list[dict], ids: list[int], slices: dict) -> None:
+    from cvrepro.learning.coco_metrics import STAT_KEYS, CocoEvaluation
+
+    evaluation = CocoEvaluation(gt, dets, ids)
+    for subset in [ids, *slices.values()]:
+        got = evaluation.metrics(subset)
+        stats, precision = _pycocotools(gt, dets, subset)
+        assert [got[k] for k in STAT_KEYS] == [None if s < 0 else round(float(s), 4) for s in stats]
+        for k, cat in enumerate(sorted(gt["categories"], key=lambda c: c["id"])):
+            p = precision[:, :, k, 0, 2]
+            want = round(float(p[p > -1].mean()), 4) if (p > -1).any() else None
+            assert got["per_class"][cat["name"]]["AP"] == want
+            if (p[0] > -1).all():
+                assert got["pr_curve"][cat["name"]] == [round(float(v), 4) for v in p[0]]
+
+
+@pytest.mark.slow  # the pycocotools reference takes ~15 s
+def test_equals_pycocotools_on_thousands_of_synthetic_images():
+    gt = _synthetic_gt(3000)
+    dets = _noisy_detections(gt, seed=1)
+    ids = [img["id"] for img in gt["images"] if img["id"] % 5]  # a split: not every image
+    slices = {v: [i for i in ids_ if i in set(ids)] for v, ids_ in slice_ids(gt, "weather").items()}
+    _assert_equal_to_pycocotools(gt, dets, ids, slices)
+
+
+@pytest.mark.slow  # renders the demo and runs the pycocotools reference
+def test_equals_pycocotools_on_the_demo(tmp_path):
+    from cvrepro.dataset.demo import generate_demo
+    from cvrepro.core.fileio import read_json
+
+    generate_demo(tmp_path, n_images=300, n_classification=0)
+    gt = read_json(tmp_path / "data" / "labels" / "annotations.json")
+    dets = _noisy_detections(gt, seed=2)
+    ids = [img["id"] for img in gt["images"]]
+    _assert_equal_to_pycocotools(gt, dets, ids, slice_ids(gt, "time_of_day"))
+
+
+def test_split_metrics_slices_equal_separate_evaluations():
+    """Slices accumulated from the split's one evaluation equal evaluating each slice on its own."""
+    from cvrepro.tasks.detection import split_metrics
+
+    gt = _synthetic_gt(400, seed=3)
+    dets = _noisy_detections(gt, seed=4)
+    ids = [img["id"] for img in gt["images"] if img["id"] % 4]
+    slices = {"weather": slice_ids(gt, "weather")}
+    out, _ = split_metrics(gt, dets, ids, {}, slices)
+    for value, members in slices["weather"].items():
+        alone = coco_metrics(gt, dets, sorted(set(ids) & set(members)))
+        assert out["weather"][value] == {"images": alone["n_images"],
+                                         **{k: alone[k] for k in ("AP", "AP50", "AP75")}}
+        assert alone["n_images"] < len(ids)

@@ -96,8 +96,8 @@ def voc_source(src: Path) -> None:
     picture(src / "JPEGImages/003.jpg", 16, 16, seed=8)  # no XML: an image without objects
     (src / "Annotations").mkdir()
     (src / "Annotations/001.xml").write_text(voc_xml("001.jpg", 48, 36, [
-        ("dog", (1, 1, 48, 36), 0), ("cat", (5, 7, 14, 20), 1)]))
-    (src / "Annotations/002.xml").write_text(voc_xml("002.jpg", 20, 20, [("cat", (3, 4, 3, 4), 0)]))
+        ("dog", (0, 0, 48, 36), 0), ("cat", (4, 6, 14, 20), 1)]))  # plain numbers, as CVAT/globox write them
+    (src / "Annotations/002.xml").write_text(voc_xml("002.jpg", 20, 20, [("cat", (2, 3, 3, 4), 0)]))
 
 
 def masks_source(src: Path, palette_mask: bool = True) -> None:
@@ -137,15 +137,18 @@ def test_coco_round_trip(project: Path, tmp_path: Path):
                                       {"id": 2, "name": "cart"}]
     assert (project / "data/raw/night/b.png").read_bytes() == (tmp_path / "src/images/night/b.png").read_bytes()
 
-    export_dataset("coco", tmp_path / "out", root=project)
-    out = json.loads((tmp_path / "out/annotations.json").read_text())
+    export_dataset("coco", tmp_path / "out", root=project)  # the CVAT/Datumaro layout, one subset: default
+    out = json.loads((tmp_path / "out/annotations/instances_default.json").read_text())
     names_in, names_out = ({c["id"]: c["name"] for c in d["categories"]} for d in (coco, out))
     assert [im for im in out["images"]] == coco["images"]
     for a_in, a_out in zip(coco["annotations"], out["annotations"], strict=True):
         assert names_in[a_in["category_id"]] == names_out[a_out["category_id"]]
         assert {k: v for k, v in a_in.items() if k != "category_id"} == \
                {k: v for k, v in a_out.items() if k != "category_id"}
-    assert tree(tmp_path / "out/images") == tree(tmp_path / "src/images")
+    assert tree(tmp_path / "out/images/default") == tree(tmp_path / "src/images")
+    first = index(project)
+    do_import("coco", tmp_path / "out", project, force=True)  # our export imports back to the same index
+    assert index(project) == first
 
 
 def yolo_lines(path: Path) -> list[tuple[int, list[float]]]:
@@ -197,14 +200,14 @@ def voc_objects(path: Path) -> list[tuple]:
             for o in root.findall("object")]
 
 
-def test_voc_round_trip_is_exact_with_the_one_based_convention(project: Path, tmp_path: Path):
+def test_voc_round_trip_is_exact_with_plain_coordinates(project: Path, tmp_path: Path):
     src, out = tmp_path / "src", tmp_path / "out"
     voc_source(src)
     do_import("voc", src, project)
     imported = index(project)
-    assert [c["name"] for c in imported["categories"]] == ["cat", "dog"]  # no classes.txt: sorted names
+    assert [c["name"] for c in imported["categories"]] == ["cat", "dog"]  # no class list: sorted names
     first = [a for a in imported["annotations"] if a["image_id"] == 1]
-    assert first[0]["bbox"] == [0, 0, 48, 36]  # xmin=1..xmax=48 covers all 48 pixel columns
+    assert first[0]["bbox"] == [0, 0, 48, 36]  # xmin=0, on the left edge: accepted
     assert first[1]["bbox"] == [4, 6, 10, 14] and first[1]["difficult"] == 1
     assert next(a for a in imported["annotations"] if a["image_id"] == 2)["bbox"] == [2, 3, 1, 1]  # one pixel
 
@@ -213,7 +216,47 @@ def test_voc_round_trip_is_exact_with_the_one_based_convention(project: Path, tm
         assert voc_objects(out / "Annotations" / name) == voc_objects(src / "Annotations" / name)
     assert not (out / "Annotations/003.xml").exists() or voc_objects(out / "Annotations/003.xml") == []
     assert (out / "classes.txt").read_text() == "cat\ndog\n"
+    assert (out / "labelmap.txt").read_text().splitlines()[1:] == ["background:0,0,0::", "cat:128,0,0::",
+                                                                   "dog:0,128,0::"]
+    assert (out / "ImageSets/Main/default.txt").read_text() == "001\n002\n003\n"
     assert tree(out / "JPEGImages") == tree(src / "JPEGImages")
+
+
+def test_voc_devkit_convention_is_an_option_and_edge_boxes_pass_either_way(project: Path, tmp_path: Path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    picture(src / "JPEGImages/001.jpg", 48, 36, seed=6)
+    (src / "Annotations").mkdir()
+    # the devkit's 1-based inclusive pixels: 1..48 is the whole width; a 0 (a 0-based writer) is the edge too
+    (src / "Annotations/001.xml").write_text(voc_xml("001.jpg", 48, 36, [
+        ("dog", (1, 1, 48, 36), 0), ("cat", (5, 7, 14, 20), 0), ("cat", (0, 0, 10, 10), 0)]))
+    do_import("voc", src, project, voc_coords="devkit")
+    assert [a["bbox"] for a in index(project)["annotations"]] == [[0, 0, 48, 36], [4, 6, 10, 14], [0, 0, 10, 10]]
+    export_dataset("voc", out, root=project, voc_coords="devkit")
+    assert voc_objects(out / "Annotations/001.xml")[:2] == voc_objects(src / "Annotations/001.xml")[:2]
+    # read as plain numbers, the devkit file's xmax=48 on a 48 px image is the edge, never refused
+    do_import("voc", src, project, force=True)
+    assert index(project)["annotations"][0]["bbox"] == [1, 1, 47, 35]
+
+
+def test_voc_labelmap_and_image_sets_give_class_order_and_subsets(project: Path, tmp_path: Path):
+    """The layout Datumaro 1.x and CVAT write for "PASCAL VOC 1.1" (labelmap.txt, ImageSets/Main/<subset>.txt)."""
+    src = tmp_path / "src"
+    voc_source(src)
+    (src / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\n"
+                                      "dog:128,0,0::\ncat:0,128,0::\n")
+    (src / "ImageSets/Main").mkdir(parents=True)
+    (src / "ImageSets/Main/train.txt").write_text("001\n003\n")
+    (src / "ImageSets/Main/val.txt").write_text("002\n")
+    (src / "ImageSets/Main/trainval.txt").write_text("001\n002\n003\n")
+    (src / "ImageSets/Main/cat_train.txt").write_text("001  1\n003 -1\n")
+    do_import("voc", src, project)
+    imported = index(project)
+    assert [c["name"] for c in imported["categories"]] == ["dog", "cat"]  # the labelmap's order, not sorted
+    assert [im.get("subset") for im in imported["images"]] == ["train", "val", "train"]
+    out = tmp_path / "out"
+    export_dataset("voc", out, root=project)
+    assert (out / "ImageSets/Main/train.txt").read_text() == "001\n003\n"
+    assert (out / "classes.txt").read_text() == "dog\ncat\n"
 
 
 def test_masks_round_trip(project: Path, tmp_path: Path):
@@ -265,12 +308,12 @@ def break_yolo_class(src: Path) -> str:
 
 def break_yolo_range(src: Path) -> str:
     (src / "labels/train/a.txt").write_text("0 0.5 0.5 0.2 0.2\n0 1.2 0.5 0.2 0.2\n")
-    return "labels/train/a.txt, line 2: coordinates must be normalised"
+    return "labels/train/a.txt: line 2: box [x, y, w, h] [44, 8, 8, 4] is outside the 40x20 image (--invalid drop"
 
 
 def break_voc_bndbox(src: Path) -> str:
     xml = src / "Annotations/002.xml"
-    xml.write_text(xml.read_text().replace("<bndbox><xmin>3", "<box><xmin>3").replace("</ymax></bndbox>", "</ymax></box>"))
+    xml.write_text(xml.read_text().replace("<bndbox><xmin>2", "<box><xmin>2").replace("</ymax></bndbox>", "</ymax></box>"))
     return "Annotations/002.xml: <object> #1 (cat): missing <bndbox>"
 
 
@@ -283,15 +326,22 @@ def break_coco_width(src: Path) -> str:
     coco = json.loads((src / "annotations.json").read_text())
     coco["annotations"][1]["bbox"] = [2, 3, -4, 5]
     (src / "annotations.json").write_text(json.dumps(coco))
-    return "annotations.json: annotations[1] (annotation id 12): 'bbox' [2, 3, -4, 5] has a non-positive width"
+    return "annotations.json: annotation id 12: box [x, y, w, h] [2, 3, -4, 5] is zero or negative size"
 
 
 def break_coco_outside(src: Path) -> str:
-    """Caught by the snapshot validation on the converted dataset, named where the file will live."""
     coco = json.loads((src / "annotations.json").read_text())
     coco["annotations"][2]["bbox"] = [30, 30, 5, 5]
     (src / "annotations.json").write_text(json.dumps(coco))
-    return "data/labels/annotations.json: annotations[2] (annotation id 13), image id 9 (night/b.png)"
+    return "annotations.json: annotation id 13: box [x, y, w, h] [30, 30, 5, 5] is outside the 32x32 image"
+
+
+def break_coco_duplicate(src: Path) -> str:
+    """Caught by the snapshot validation on the converted dataset, named where the file will live."""
+    coco = json.loads((src / "annotations.json").read_text())
+    coco["annotations"][2]["id"] = 12
+    (src / "annotations.json").write_text(json.dumps(coco))
+    return "data/labels/annotations.json: annotations[2]"
 
 
 def break_mask_size(src: Path) -> str:
@@ -312,7 +362,7 @@ def break_imagefolder_image(src: Path) -> str:
 @pytest.mark.parametrize("fmt, breaker", [
     ("yolo", break_yolo_fields), ("yolo", break_yolo_class), ("yolo", break_yolo_range),
     ("voc", break_voc_bndbox), ("voc", break_voc_class),
-    ("coco", break_coco_width), ("coco", break_coco_outside),
+    ("coco", break_coco_width), ("coco", break_coco_outside), ("coco", break_coco_duplicate),
     ("masks", break_mask_size), ("masks", break_mask_value),
     ("imagefolder", break_imagefolder_image),
 ], ids=lambda x: getattr(x, "__name__", x))
@@ -357,7 +407,7 @@ def test_export_refuses_a_non_empty_dest_and_a_format_of_another_task(project: P
     assert not (tmp_path / "m").exists() and not (tmp_path / "f").exists()
     (tmp_path / "empty").mkdir()
     export_dataset("coco", tmp_path / "empty", root=project)  # an empty folder is fine
-    assert (tmp_path / "empty/annotations.json").is_file()
+    assert (tmp_path / "empty/annotations/instances_default.json").is_file()
     export_dataset("voc", tmp_path / "new/voc", root=project)
     assert (tmp_path / "new/voc").stat().st_mode & 0o777 == (tmp_path / "new").stat().st_mode & 0o777
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["voc"]  # no temporary left
@@ -366,7 +416,7 @@ def test_export_refuses_a_non_empty_dest_and_a_format_of_another_task(project: P
 # --------------------------------------------------------------------------- real photo folders
 
 
-def test_exif_rotated_jpeg_is_baked_upright_and_labels_stay_in_the_displayed_frame(project: Path, tmp_path: Path):
+def test_exif_rotated_jpeg_is_kept_byte_for_byte_and_read_in_the_displayed_frame(project: Path, tmp_path: Path):
     src = tmp_path / "src"
     exif = Image.Exif()
     exif[0x0112] = 6  # stored 40x20, displayed rotated a quarter turn: 20x40
@@ -377,16 +427,18 @@ def test_exif_rotated_jpeg_is_baked_upright_and_labels_stay_in_the_displayed_fra
     do_import("yolo", src, project)
 
     [image] = index(project)["images"]
-    assert image == {"id": 1, "file_name": "IMG_0001.png", "width": 20, "height": 40}
+    assert image == {"id": 1, "file_name": "IMG_0001.JPG", "width": 20, "height": 40}
     [ann] = index(project)["annotations"]
     assert ann["bbox"] == [0, 20, 20, 20]
-    stored = load(project / "data/raw/IMG_0001.png")
-    assert stored.format == "PNG" and stored.size == (20, 40) and 0x0112 not in stored.getexif()
-    assert np.array_equal(np.asarray(stored), np.asarray(ImageOps.exif_transpose(load(photo))))
+    assert (project / "data/raw/IMG_0001.JPG").read_bytes() == photo.read_bytes()  # raw data as delivered
+    upright = load_image_rgb(project / "data/raw/IMG_0001.JPG")  # the one reader applies the orientation
+    assert upright.size == (20, 40)
+    assert np.array_equal(np.asarray(upright), np.asarray(ImageOps.exif_transpose(load(photo)).convert("RGB")))
     manifest = build_manifest(project / "data/raw", project / "data/labels/annotations.json", task="detection")
     assert (manifest["files"][0]["width"], manifest["files"][0]["height"]) == (20, 40)
 
     export_dataset("yolo", tmp_path / "out", root=project)
+    assert (tmp_path / "out/images/IMG_0001.JPG").read_bytes() == photo.read_bytes()  # the original name back
     assert yolo_lines(tmp_path / "out/labels/IMG_0001.txt") == [(0, [0.5, 0.75, 1.0, 0.5])]
 
 
@@ -403,7 +455,7 @@ def test_coco_width_height_must_match_the_displayed_frame(project: Path, tmp_pat
     coco["images"][0].update(width=10, height=30)
     (src / "annotations.json").write_text(json.dumps(coco))
     do_import("coco", src, project)
-    assert index(project)["images"][0]["file_name"] == "p.png"
+    assert index(project)["images"][0]["file_name"] == "p.jpeg"
 
 
 def test_grayscale_rgba_and_upper_case_extensions_are_kept_as_they_are(project: Path, tmp_path: Path):
@@ -490,3 +542,104 @@ def test_cli_help_and_a_bad_source_exits_2_naming_the_file(project: Path, tmp_pa
     res = run(["cvrepro", "import", "yolo", str(tmp_path / "src")], project, check=False)
     assert res.returncode == 2 and res.stderr.startswith("error: ") and "labels/val/b.txt, line 2" in res.stderr
     assert not (project / "data/raw").exists() and not (project / "data/labels").exists()
+
+
+# --------------------------------------------------------------------------- layouts, --invalid, conf option
+
+
+def test_coco_in_the_cvat_datumaro_layout_keeps_subsets_and_renumbers_clashing_ids(project: Path, tmp_path: Path):
+    """CVAT's "COCO 1.0" / Datumaro `coco_instances` export: annotations/instances_<subset>.json, images/<subset>/,
+    ids numbered from 1 in each subset (Datumaro 1.x documented layout)."""
+    src = tmp_path / "cvat"
+    for subset, seed in (("train", 30), ("val", 31)):
+        picture(src / f"images/{subset}/frame_000.jpg", 20, 10, seed=seed)
+        coco = {"licenses": [], "info": {"version": ""},
+                "categories": [{"id": 1, "name": "zebra", "supercategory": ""}, {"id": 2, "name": "apple",
+                                                                                  "supercategory": ""}],
+                "images": [{"id": 1, "file_name": "frame_000.jpg", "width": 20, "height": 10}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [0.0, 0.0, 20.0, 10.0],
+                                 "area": 200.0, "iscrowd": 0, "segmentation": []}]}
+        (src / "annotations").mkdir(parents=True, exist_ok=True)
+        (src / f"annotations/instances_{subset}.json").write_text(json.dumps(coco))
+    do_import("coco", src, project)  # found without --annotations
+    imported = index(project)
+    assert [(im["id"], im["file_name"], im["subset"]) for im in imported["images"]] == \
+           [(1, "train/frame_000.jpg", "train"), (2, "val/frame_000.jpg", "val")]
+    assert [(a["id"], a["image_id"]) for a in imported["annotations"]] == [(1, 1), (2, 2)]
+    assert [c["name"] for c in imported["categories"]] == ["zebra", "apple"]
+    export_dataset("coco", tmp_path / "out", root=project)
+    assert sorted(tree(tmp_path / "out")) == ["annotations/instances_train.json", "annotations/instances_val.json",
+                                              "images/train/frame_000.jpg", "images/val/frame_000.jpg"]
+    do_import("coco", tmp_path / "out", project, force=True)
+    assert index(project) == imported
+
+
+def test_yolo_in_the_ultralytics_roboflow_layout_keeps_subsets(project: Path, tmp_path: Path):
+    """data.yaml naming `train/images` and `valid/images` (Ultralytics 8.x docs, Roboflow's YOLOv8 export)."""
+    src = tmp_path / "rf"
+    picture(src / "train/images/a.jpg", 40, 20, seed=32)
+    picture(src / "valid/images/b.jpg", 40, 20, seed=33)
+    (src / "train/labels").mkdir(parents=True)
+    (src / "valid/labels").mkdir(parents=True)
+    (src / "train/labels/a.txt").write_text("1 0.5 0.5 0.5 0.5\n")
+    (src / "valid/labels/b.txt").write_text("0 0.25 0.5 0.5 1\n")
+    (src / "data.yaml").write_text("train: train/images\nval: valid/images\nnc: 2\nnames: ['zebra', 'apple']\n")
+    do_import("yolo", src, project)
+    imported = index(project)
+    assert [(im["file_name"], im["subset"]) for im in imported["images"]] == \
+           [("train/images/a.jpg", "train"), ("valid/images/b.jpg", "val")]
+    assert [(a["category_id"], a["bbox"]) for a in imported["annotations"]] == [(2, [10, 5, 20, 10]), (1, [0, 0, 20, 20])]
+
+
+def test_invalid_drop_and_clip_report_every_box_and_the_manifest_counts_them(project: Path, tmp_path: Path):
+    src = tmp_path / "src"
+    coco = coco_source(src)
+    good = [dict(a) for a in coco["annotations"]]
+    coco["annotations"] += [
+        {"id": 21, "image_id": 7, "category_id": 1, "bbox": [5, 5, 0, 4]},  # zero width
+        {"id": 22, "image_id": 7, "category_id": 1, "bbox": [30, 20, 20, 20]},  # reaches outside 40x30
+        {"id": 23, "image_id": 9, "category_id": 5, "bbox": [40, 40, 3, 3]},  # wholly outside 32x32
+    ]
+    (src / "annotations.json").write_text(json.dumps(coco))
+    with pytest.raises(CvreproError, match=r"annotation id 21: box .* is zero or negative size \(--invalid drop"):
+        do_import("coco", src, project)
+    assert not (project / "data/labels").exists()
+
+    summary = do_import("coco", src, project, invalid="drop")
+    assert summary["invalid"] == {"mode": "drop", "dropped": 3, "clipped": 0}
+    rows = (project / "data/labels/import_report.csv").read_text().splitlines()
+    assert rows[0] == "file,id,problem,action,before,after" and len(rows) == 4
+    assert [r.split(",")[1] for r in rows[1:]] == ["annotation id 21", "annotation id 22", "annotation id 23"]
+    kept = index(project)["annotations"]
+    assert [a["id"] for a in kept] == [11, 12, 13]
+    assert [{k: v for k, v in a.items() if k != "category_id"} for a in kept] == \
+           [{k: v for k, v in a.items() if k != "category_id"} for a in good]  # the rest exactly as delivered
+    manifest = build_manifest(project / "data/raw", project / "data/labels/annotations.json", task="detection")
+    assert manifest["stats"]["invalid_boxes"] == {"mode": "drop", "dropped": 3, "clipped": 0}
+
+    summary = do_import("coco", src, project, invalid="clip", force=True)
+    assert summary["invalid"] == {"mode": "clip", "dropped": 2, "clipped": 1}  # nothing left of 21 and 23
+    clipped = next(a for a in index(project)["annotations"] if a["id"] == 22)
+    assert clipped["bbox"] == [30, 20, 10, 10] and clipped["area"] == 100
+    assert "annotation id 22,outside the 40x30 image,clipped,\"[30, 20, 20, 20]\",\"[30, 20, 10, 10]\"" in \
+           (project / "data/labels/import_report.csv").read_text()
+
+
+def test_import_writes_a_dataset_option_and_selects_it_with_its_task(project: Path, tmp_path: Path):
+    import yaml as _yaml
+
+    from cvrepro.config.params import load_params
+
+    imagefolder_source(tmp_path / "My Photos")
+    summary = do_import("imagefolder", tmp_path / "My Photos", project)
+    assert summary["config"] == {"dataset_option": "conf/dataset/my_photos.yaml", "task": "classification"}
+    option = _yaml.safe_load((project / "conf/dataset/my_photos.yaml").read_text())
+    assert option["task"] == "classification" and option["classes"] == ["cat", "dog"]
+    config = (project / "conf/config.yaml").read_text()
+    assert "  - dataset: my_photos\n" in config and "  - task: classification  #" in config
+    params = load_params(project / "params.yaml")
+    assert params["task"] == "classification" and params["dataset"]["name"] == "my_photos"
+    assert params["model"]["name"] == "cnn_small"  # the task option's defaults came with it
+    (project / "conf/dataset/mine.yaml").write_text("name: mine\n")  # hand-written: never overwritten
+    with pytest.raises(CvreproError, match="conf/dataset/mine.yaml: exists and was not written by `cvrepro import`"):
+        do_import("imagefolder", tmp_path / "My Photos", project, force=True, name="mine")

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -120,7 +121,7 @@ def test_dataset_version_comes_from_tagged_records(repo, tmp_path):
 def test_environment_versions():
     env = environment()
     assert re.match(r"^3\.\d+\.\d+", env["python"])
-    for k in ("torch", "torchvision", "dvc", "numpy", "pycocotools"):
+    for k in ("torch", "torchvision", "dvc", "numpy", "pycocotools", "faster-coco-eval"):
         assert isinstance(env[k], str) and env[k]
     assert isinstance(env["torch_num_threads"], int) and env["torch_num_threads"] >= 1
     assert env["platform"]
@@ -190,3 +191,25 @@ def test_build_lineage_errors(tmp_path):
         build_lineage(tmp_path, {}, {}, {}, [], {})
     with pytest.raises(CvreproError, match="missing.pt"):
         build_lineage(tmp_path, {}, {"snapshot_id": "s"}, {}, ["missing.pt"], {})
+
+
+def test_dir_hash_is_dvcs_hash_of_a_stage_output(tmp_path):
+    """A stage output's hash is the one DVC wrote to dvc.lock (read from DVC's state, not re-hashed);
+    a directory that is no stage output falls back to sha256_dir."""
+    import yaml
+
+    from cvrepro.provenance.lineage import dir_hash, dvc_hash
+
+    _git(tmp_path, "init", "-q")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  make:\n    cmd: mkdir -p out && echo a > out/a.txt && echo b > out/b.txt\n    outs: [out]\n")
+    subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], cwd=tmp_path, check=True)
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]["make"]["outs"][0]
+    assert dvc_hash(tmp_path, "out") == dir_hash(tmp_path, "out") == f"md5:{lock['md5']}"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x").write_text("x")
+    assert dvc_hash(tmp_path, "other") is None
+    assert dir_hash(tmp_path, "other") == sha256_dir(tmp_path / "other")
+    (tmp_path / "out" / "a.txt").write_text("changed")
+    assert dvc_hash(tmp_path, "out") != f"md5:{lock['md5']}"  # the state is keyed by mtime/size: no stale hash

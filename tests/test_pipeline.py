@@ -53,6 +53,9 @@ def test_repro_then_up_to_date_and_clean(pipeline: Path):
     head = run(["git", "rev-parse", "HEAD~1"], pipeline).stdout.strip()
     assert lineage["code"]["commit"] == head  # the run happened on the "template with demo data" commit
     assert lineage["config_id"].startswith("smoke+")
+    lock = yaml.safe_load((pipeline / "dvc.lock").read_text())["stages"]["preprocess"]["outs"]
+    processed = next(o["md5"] for o in lock if o["path"] == "data/processed")
+    assert lineage["artifacts"]["data/processed"] == f"md5:{processed}"  # DVC's hash, not a second pass
     plots = json.loads(run(["dvc", "plots", "show", "--json"], pipeline).stdout)["data"]
     assert {"Training loss per epoch", "Precision-recall per class (val, IoU 0.5)",
             "metrics/plots/predictions_val.png"} <= set(plots)
@@ -93,3 +96,22 @@ def test_exp_run_group_override_switches_the_model(pipeline: Path):
     assert used["model"]["name"] == "ssdlite320_mobilenet_v3_large"
     assert used["train"]["epochs"] == 1
     assert used["experiment"]["name"] == "smoke"  # the rest of the composition is intact
+
+
+def test_a_code_edit_makes_exactly_the_stages_that_run_it_stale(pipeline: Path):
+    # The stages' code deps are what tests/test_architecture.py computes: prediction code only
+    # evaluate runs; a task module every stage runs (DVC then skips what follows an unchanged output).
+    def stale() -> set[str]:
+        return set(json.loads(run(["dvc", "status", "--json"], pipeline).stdout))
+
+    evaluation = pipeline / "src/cvrepro/learning/evaluation.py"
+    evaluation.write_text(evaluation.read_text() + "\n# an edit\n")
+    assert stale() == {"evaluate"}
+    run(["git", "checkout", "--", "src"], pipeline)
+    trainer = pipeline / "src/cvrepro/learning/trainer.py"
+    trainer.write_text(trainer.read_text() + "\n# an edit\n")
+    assert stale() == {"train"}
+    run(["git", "checkout", "--", "src"], pipeline)
+    detection = pipeline / "src/cvrepro/tasks/detection.py"
+    detection.write_text(detection.read_text() + "\n# an edit\n")
+    assert stale() == {"snapshot", "split", "preprocess", "train", "evaluate"}

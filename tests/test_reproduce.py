@@ -105,7 +105,7 @@ def test_reproduce_rebuilds_the_release_bit_for_bit(released: Path):
     checks = {c["check"]: c for c in verdict["checks"]}
     want = record(released, "v0.1.0")
     assert checks["models/model.pt sha256"]["got"] == want["artifacts"]["models/model.pt"]  # bit for bit
-    assert checks["data/processed sha256"]["got"] == want["lineage"]["artifacts"]["data/processed"]
+    assert checks["data/processed hash"]["got"] == want["lineage"]["artifacts"]["data/processed"]
     assert checks["snapshot_id"]["got"] == want["snapshot_id"]
     assert checks["metric val.AP50"]["ok"] and "metric latency_ms" not in checks
     assert verdict["tolerance"] == 0.005 and verdict["skipped"] == ["latency_ms"]

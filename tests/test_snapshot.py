@@ -489,3 +489,64 @@ def test_dvc_listing_absent(tmp_path: Path):
     assert dvc_listing(tmp_path) is None  # cache object missing
     (tmp_path / "data/raw.dvc").write_text(": not yaml : [")
     assert dvc_listing(tmp_path) is None
+
+
+# --------------------------------------------------------------------------- the check cache (incremental snapshot)
+
+
+def _inspected(monkeypatch) -> list[str]:
+    seen: list[str] = []
+    real = image_reader.inspect_image
+    monkeypatch.setattr(image_reader, "inspect_image", lambda p, want_md5: (seen.append(Path(p).name), real(p, want_md5))[1])
+    return seen
+
+
+def test_unchanged_images_are_not_opened_again(root: Path, monkeypatch):
+    from cvrepro.core.paths import SNAPSHOT_CHECKS
+
+    first = run(_params(), root)
+    assert (root / SNAPSHOT_CHECKS).is_file()
+    seen = _inspected(monkeypatch)
+    assert run(_params(), root) == first and seen == []  # nothing decoded, same manifest
+    _write_image(root / RAW_DIR / "night/c.png", "PNG", (32, 32), seed=99)  # edited
+    _write_image(root / RAW_DIR / "night/d.png", "PNG", (16, 16), seed=7)  # added
+    coco = _coco()
+    coco["images"].append({"id": 4, "file_name": "night/d.png", "width": 16, "height": 16})
+    _write_coco(root, coco)
+    second = run(_params(), root)
+    assert sorted(seen) == ["c.png", "d.png"]
+    # exactly what checking every image gives
+    assert second == build_manifest(root / RAW_DIR, root / ANNOTATIONS, task="detection")
+    assert second["snapshot_id"] != first["snapshot_id"]
+
+
+def test_a_file_broken_after_it_passed_is_caught(root: Path):
+    run(_params(), root)
+    path = root / RAW_DIR / "day/a.png"
+    path.write_bytes(path.read_bytes()[:100])  # truncated: size and mtime change
+    with pytest.raises(CvreproError, match="day/a.png.*truncated"):
+        run(_params(), root)
+
+
+def test_a_touched_file_or_a_changed_dvc_md5_is_checked_again(root: Path, monkeypatch):
+    from cvrepro.core.paths import SNAPSHOT_CHECKS
+
+    run(_params(), root)
+    seen = _inspected(monkeypatch)
+    path = root / RAW_DIR / "day/b.jpg"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1))
+    run(_params(), root)
+    assert seen == ["b.jpg"]
+    seen.clear()
+    listing = {name: _md5(root / RAW_DIR / name) for name, *_ in IMAGES}
+    listing["day/a.png"] = "f" * 32  # DVC says the content changed
+    monkeypatch.setattr("cvrepro.stages.snapshot.dvc_listing", lambda r: listing)
+    run(_params(), root)
+    assert seen == ["a.png"]
+    # a damaged cache file is no cache: everything is checked, nothing fails
+    (root / SNAPSHOT_CHECKS).write_bytes(b"\xff\xfe garbage\nx\ty\n")
+    monkeypatch.setattr("cvrepro.stages.snapshot.dvc_listing", lambda r: None)
+    want = build_manifest(root / RAW_DIR, root / ANNOTATIONS, task="detection")
+    seen.clear()
+    assert run(_params(), root) == want
+    assert sorted(seen) == ["a.png", "b.jpg", "c.png"]

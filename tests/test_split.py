@@ -51,3 +51,23 @@ def test_missing_group_attribute_names_the_image():
 def test_bad_ratios_are_refused():
     with pytest.raises(CvreproError, match="split.ratios"):
         assign(manifest(3), 3, {"train": 0.9, "val": 0.2, "test": 0.1}, None)
+
+
+def test_subset_method_keeps_an_official_test_set_and_divides_train_into_train_and_val():
+    from cvrepro.dataset.splits import assign
+
+    files = ([{"path": f"train/{i}.jpg", "image_id": i, "attributes": {"subset": "train"}} for i in range(400)]
+             + [{"path": f"test/{i}.jpg", "image_id": 1000 + i, "attributes": {"subset": "test"}} for i in range(30)]
+             + [{"path": f"other/{i}.jpg", "image_id": 2000 + i, "attributes": {}} for i in range(50)])
+    ratios = {"train": 0.7, "val": 0.2, "test": 0.1}
+    members = assign({"files": files}, 42, ratios, None, "subset")
+    assert {p for p in members["test"] if not p.startswith("other/")} == {f["path"] for f in files[400:430]}
+    assert not any(p.startswith("train/") for p in members["test"])  # train never leaks into the test set
+    val_share = sum(p.startswith("train/") for p in members["val"]) / 400
+    assert abs(val_share - 0.2 / 0.9) < 0.06  # train/val by the ratios
+    with_val = files + [{"path": "val/0.jpg", "image_id": 3000, "attributes": {"subset": "validation"}}]
+    members = assign({"files": with_val}, 42, ratios, None, "subset")
+    assert "val/0.jpg" in members["val"]  # with a val subset, train stays train and val stays val
+    assert set(members["val"]) - {"val/0.jpg"} <= {f["path"] for f in files[430:]}
+    assert {f["path"] for f in files[:400]} <= set(members["train"])
+    assert assign({"files": files}, 42, ratios, None) != assign({"files": files}, 42, ratios, None, "subset")

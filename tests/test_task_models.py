@@ -24,6 +24,9 @@ DEFAULTS = {"detection": ("fcos_tiny", "annotations.json"), "segmentation": ("un
             "classification": ("cnn_small", "classification.json")}
 
 
+from cvrepro.dataset.index import annotations_file  # noqa: E402
+
+
 def test_every_model_config_belongs_to_a_task():
     assert {option for _, option in TASK_MODELS} == set(MODEL_FILES)
 
@@ -32,7 +35,8 @@ def test_every_model_config_belongs_to_a_task():
 def test_the_task_switch_picks_its_model_and_dataset(task):
     cfg = compose(REPO / "conf", [f"task={task}"])
     assert cfg["task"] == task
-    assert (cfg["model"]["name"], cfg["dataset"]["annotations"]) == DEFAULTS[task]
+    assert (cfg["model"]["name"], annotations_file(cfg).name) == DEFAULTS[task]
+    assert cfg["dataset"]["name"] == "demo"  # the task option never switches the dataset
     # an experiment still applies on top of the task (smoke shortens training)
     assert compose(REPO / "conf", [f"task={task}", "experiment=smoke"])["train"]["epochs"] == 2
 

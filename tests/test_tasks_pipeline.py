@@ -51,7 +51,10 @@ def test_exp_run_task_classification(committed: Path):
     out = run(["dvc", "exp", "run", "-S", "task=classification"], committed).stdout
     assert {"snapshot", "split", "preprocess", "train", "evaluate"} <= stages_run(out), out
     params = yaml.safe_load((committed / "params.yaml").read_text())
-    assert params["task"] == "classification" and params["dataset"]["annotations"] == "classification.json"
+    assert params["task"] == "classification" and params["dataset"]["name"] == "demo"  # the task keeps the dataset
+    assert params["dataset"]["annotations_by_task"]["classification"] == "classification.json"
+    assert json.loads((committed / "data/snapshot/manifest.json").read_text())["task"] == "classification"
+    assert (committed / "metrics/plots/confusion_val.png").is_file()
     metrics = json.loads((committed / "metrics/metrics.json").read_text())
     assert 0 <= metrics["val"]["accuracy"] <= 1 and "macro_f1" in metrics["val"]
     plots = _plots(committed)["data"]

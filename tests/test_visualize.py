@@ -98,3 +98,51 @@ def test_pr_curves_csv(tmp_path):
 def test_pr_curves_csv_rejects_wrong_length(tmp_path):
     with pytest.raises(CvreproError, match="101"):
         vz.pr_curves_csv({"car": [1.0] * 100}, tmp_path / "pr.csv")
+
+
+def test_grid_leads_with_mistakes_then_low_scores_then_a_deterministic_sample():
+    from cvrepro.learning.pictures import classification_badness, grid_order
+
+    # a dataset sorted into class folders: 40 correct, confident images first, the 3 mistakes last
+    actual = [0] * 20 + [1] * 23
+    predicted = [0] * 20 + [1] * 20 + [0, 0, 0]
+    scores = [0.99] * 20 + [0.98] * 19 + [0.55] + [0.9, 0.6, 0.7]
+    ids = list(range(100, 143))
+    order = grid_order([classification_badness(a, p, s) for a, p, s in zip(actual, predicted, scores)], ids, 8)
+    assert order[:4] == [40, 42, 41, 39]  # confident mistakes first, then the least confident correct image
+    assert len(order) == 8 and len(set(order)) == 8
+    assert order == grid_order([classification_badness(a, p, s) for a, p, s in zip(actual, predicted, scores)],
+                               ids, 8)  # deterministic
+    assert order[-2:] != [4, 5]  # the sample is not file order
+
+
+def test_detection_badness_ranks_missed_and_extra_boxes_above_correct_ones():
+    from cvrepro.learning.pictures import detection_badness
+
+    gt = {"boxes": [[0, 0, 10, 10]], "labels": [1]}
+    right = {"boxes": [[0, 0, 10, 10]], "labels": [1], "scores": [0.8]}
+    wrong_class = {"boxes": [[0, 0, 10, 10]], "labels": [2], "scores": [0.8]}
+    missed = {"boxes": np.zeros((0, 4)), "labels": [], "scores": []}
+    assert detection_badness(gt, right, 0.3) == pytest.approx(0.2)
+    assert detection_badness(gt, missed, 0.3) == pytest.approx(2.0)
+    assert detection_badness(gt, wrong_class, 0.3) == pytest.approx(2.0)  # one missed, one extra
+    two = {"boxes": [[0, 0, 10, 10], [20, 20, 30, 30]], "labels": [1, 1]}
+    assert detection_badness(two, right, 0.3) == pytest.approx(1 + 1 / 3)  # one of three boxes wrong
+    low = {"boxes": [[0, 0, 10, 10]], "labels": [1], "scores": [0.2]}
+    assert detection_badness(gt, low, 0.3) == pytest.approx(2.0)  # below the grid's threshold: missed
+
+
+def test_confusion_picture_shows_counts(tmp_path):
+    from PIL import Image
+
+    from cvrepro.learning.pictures import confusion_png
+
+    m = np.array([[0, 0, 0], [0, 369, 2], [0, 3, 0]])
+    confusion_png(m, {0: "-", 1: "cat", 2: "dog"}, tmp_path / "c.png", "val confusion")
+    with Image.open(tmp_path / "c.png") as im:
+        a = np.asarray(im.convert("RGB"))
+    red_cells = np.all(a == a[0, 0], axis=2)  # not all background: cells and numbers drawn
+    assert not red_cells.all() and im.size[0] > 100
+    again = tmp_path / "d.png"
+    confusion_png(m, {0: "-", 1: "cat", 2: "dog"}, again, "val confusion")
+    assert again.read_bytes() == (tmp_path / "c.png").read_bytes()  # byte-stable, as DVC needs

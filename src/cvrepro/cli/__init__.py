@@ -9,6 +9,7 @@ and a stage's command runs only its stage's code.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from cvrepro.cli import data, pipeline, releases
@@ -25,7 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def threads_env() -> None:
+    """OpenMP threads that sleep at barriers instead of spinning (OMP_WAIT_POLICY=PASSIVE) unless the user
+    chose otherwise. Spinning threads fight any other busy process for the cores (a CI neighbour, a pod's CPU
+    limit): on a busy 2-core machine 2 spinning threads took a median 15x the wall time of 2 sleeping ones
+    and 11x their CPU time (benchmarks/bench_threads.py, benchmarks/README.md). The arithmetic, hence the weights, do not change. Set here, before any
+    command imports torch, because OpenMP reads it once, when it starts."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    threads_env()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

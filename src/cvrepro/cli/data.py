@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from cvrepro.core.paths import ANNOTATIONS
 from cvrepro.formats.registry import format_names
+
+INVALID_MODES = ("fail", "drop", "clip")  # formats.common.INVALID_MODES, without importing PIL at start-up
+VOC_COORDS = ("plain", "devkit")  # formats.voc.COORDS
 
 
 def _print_summary(s: dict) -> None:
@@ -70,15 +74,22 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     summary = import_dataset(args.format, Path(args.src), root=Path(args.root), force=args.force,
                              dvc_add=not args.no_dvc_add,
-                             annotations=Path(args.annotations) if args.annotations else None)
+                             annotations=Path(args.annotations) if args.annotations else None,
+                             invalid=args.invalid, voc_coords=args.voc_coords, name=args.name,
+                             select=not args.no_select)
     print(json.dumps(summary, sort_keys=True, indent=2 if args.json else None))
+    invalid = summary["invalid"]
+    if invalid["dropped"] or invalid["clipped"]:
+        print(f"--invalid {invalid['mode']}: {invalid['dropped']} boxes dropped, {invalid['clipped']} clipped; "
+              f"each is listed in {summary['report']}", file=sys.stderr)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from cvrepro.formats.transfer import export_dataset
 
-    summary = export_dataset(args.format, Path(args.dest), root=Path(args.root), rev=args.rev)
+    options = {"voc_coords": args.voc_coords} if args.format == "voc" else {}
+    summary = export_dataset(args.format, Path(args.dest), root=Path(args.root), rev=args.rev, **options)
     print(json.dumps(summary, sort_keys=True, indent=2 if args.json else None))
     return 0
 
@@ -90,6 +101,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", metavar="SRC", help="the source dataset folder (layouts: docs/import-export.md)")
     p.add_argument("--annotations", metavar="FILE", help="coco: the annotations JSON (default SRC/annotations.json)")
     p.add_argument("--force", action="store_true", help="replace data/raw and data/labels if they hold data")
+    p.add_argument("--invalid", choices=INVALID_MODES, default="fail",
+                   help="a zero-size or out-of-image box: fail (default), drop it, or clip it to the image; "
+                        "each one dropped or clipped is listed in data/labels/import_report.csv")
+    p.add_argument("--voc-coords", choices=VOC_COORDS, default="plain",
+                   help="voc: plain numbers as CVAT/Datumaro/globox write them (default), or devkit 1-based pixels")
+    p.add_argument("--name", help="the dataset option conf/dataset/NAME.yaml to write (default: SRC's folder name)")
+    p.add_argument("--no-select", action="store_true",
+                   help="do not write conf/dataset/NAME.yaml nor select it and its task in conf/config.yaml")
     p.add_argument("--no-dvc-add", action="store_true", help="do not run `dvc add data/raw data/labels`")
     p.add_argument("--root", default=".", help="project root (default: current directory)")
     p.add_argument("--json", action="store_true", help="pretty-print the summary")
@@ -100,6 +119,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, choices=format_names())
     p.add_argument("dest", metavar="DEST", help="output folder (must not exist or be empty)")
     p.add_argument("--rev", help="git tag or commit to export from, read through DVC without a checkout")
+    p.add_argument("--voc-coords", choices=VOC_COORDS, default="plain",
+                   help="voc: plain numbers as CVAT/Datumaro/globox read them (default), or devkit 1-based pixels")
     p.add_argument("--root", default=".", help="project root (default: current directory)")
     p.add_argument("--json", action="store_true", help="pretty-print the summary")
     p.set_defaults(func=cmd_export)

@@ -1,0 +1,1 @@
+"""Configuration: params.yaml, the only config the stages read, and its composition from conf/ by Hydra."""

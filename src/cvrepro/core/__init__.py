@@ -1,0 +1,1 @@
+"""Foundations every package uses: file I/O and errors, paths, git and DVC, problem collection, relative paths."""

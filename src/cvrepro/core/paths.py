@@ -16,6 +16,8 @@ ANNOTATIONS = LABELS_DIR / "annotations.json"  # COCO detection format
 
 SNAPSHOT_DIR = Path("data/snapshot")
 MANIFEST = SNAPSHOT_DIR / "manifest.json"
+# results of earlier image checks (snapshot opens only new or changed images); git-ignored, per checkout
+SNAPSHOT_CHECKS = Path(".cvrepro/snapshot-checks.tsv")
 
 SPLITS_DIR = Path("data/splits")
 SPLITS = SPLITS_DIR / "splits.json"

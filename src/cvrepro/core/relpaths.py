@@ -33,14 +33,17 @@ class Containment:
     """
 
     def __init__(self, folder: Path):
-        self.folder = folder
+        self.folder = os.fspath(folder)  # a str: os.path on a Path converts it on every call
         self.prefix = os.path.realpath(folder) + os.sep
         self.folders: dict[str, str] = {}
 
-    def inside(self, rel: str) -> bool:
+    def inside(self, rel: str, is_link: bool | None = None) -> bool:
+        """is_link: whether the file itself is a symlink, when the caller already lstat'ed it."""
         path = os.path.join(self.folder, rel)
         parent, name = os.path.split(path)
         if parent not in self.folders:
             self.folders[parent] = os.path.realpath(parent)
-        real = os.path.realpath(path) if os.path.islink(path) else os.path.join(self.folders[parent], name)
+        if is_link is None:
+            is_link = os.path.islink(path)
+        real = os.path.realpath(path) if is_link else os.path.join(self.folders[parent], name)
         return real.startswith(self.prefix)

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from cvrepro.core.fileio import CvreproError, read_json, write_json
-from cvrepro.core.paths import ANNOTATIONS, PARAMS
+from cvrepro.core.paths import ANNOTATIONS
+from cvrepro.core.problems import Problems
+from cvrepro.core.relpaths import normalize_relpath
 
 COLUMNS = ("image", "annotation_id", "action", "category", "x", "y", "w", "h")
 BOX = ("x", "y", "w", "h")
@@ -32,34 +34,24 @@ ALLOWED = {
     "add": {"image", "action", "category", *BOX},
 }
 OPTIONAL = {"move": {"category"}}
-MAX_PROBLEMS = 20
 
 Row = tuple[int, list[str]]  # (line number of the row's first line, its fields)
 
 
-class _Problems:
-    """Collects every problem (up to MAX_PROBLEMS) so one run reports them together, like snapshot."""
+class _Problems(Problems):
+    """Every problem of the CSV (up to the first 20), each named by file, line and field."""
 
     def __init__(self, csv_path: Path):
+        super().__init__(subject=str(csv_path), outcome="nothing written", outcome_on_single=True)
         self.csv_path = csv_path
-        self.items: list[str] = []
 
-    def add(self, line: int, fields: str | list[str] | None, message: str) -> None:
+    def add(self, line: int, fields: str | list[str] | None, message: str) -> None:  # type: ignore[override]
         """fields: the column (or columns) at fault; None when it is the whole row."""
         names = [fields] if isinstance(fields, str) else fields or []
         where = f"{self.csv_path}:{line}"
         if names:
             where += f": field{'s' if len(names) > 1 else ''} {', '.join(repr(n) for n in names)}"
-        if len(self.items) < MAX_PROBLEMS:
-            self.items.append(f"{where}: {message}")
-
-    def raise_if_any(self) -> None:
-        if len(self.items) == 1:
-            raise CvreproError(f"{self.items[0]}; nothing written")
-        if self.items:
-            more = f" (stopped after the first {MAX_PROBLEMS})" if len(self.items) >= MAX_PROBLEMS else ""
-            lines = "\n".join(f"  {m}" for m in self.items)
-            raise CvreproError(f"{len(self.items)} problems in {self.csv_path}{more}; nothing written:\n{lines}")
+        super().add(f"{where}: {message}")
 
 
 # --------------------------------------------------------------------------- reading
@@ -93,8 +85,6 @@ class _Labels:
     """Look-ups over the COCO index: images by file_name and id, categories by name and id, annotations by id."""
 
     def __init__(self, coco: Any, labels_path: Path):
-        from cvrepro.core.relpaths import normalize_relpath
-
         self.normalize = normalize_relpath
         if not isinstance(coco, dict) or not all(isinstance(coco.get(k), list) for k in ("images", "categories")):
             raise CvreproError(f"{labels_path}: expected a COCO object with 'images' and 'categories' lists")

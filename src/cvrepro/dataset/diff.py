@@ -5,7 +5,7 @@ the labels themselves and the split membership. States are read from the work
 tree or, at any git revision (a `DS-x.y.z` tag), through DVC, which takes the
 bytes from the local cache or the remote.
 
-Bump rules (DESIGN.md, "Versions and tags"):
+Bump rules (README, "Releases: dataset and model versions"):
 - major: the class map, the task or the manifest schema changed;
 - minor: images added, removed or changed in content; new labels on images
   (boxes added); images moved to another split;

@@ -27,12 +27,16 @@ LABEL_IMAGE_KEYS = {"mask_file"}  # labels kept on the image entry (segmentation
 MISSING = object()  # an image entry without a mask_file key
 
 
-def load_coco(ann_path: Path, problems: Problems, annotations_required: bool = True) -> tuple[list, list, list]:
+def load_coco(ann_path: Path, problems: Problems, annotations_required: bool = True,
+              info: dict | None = None) -> tuple[list, list, list]:
     """(images, annotations, categories) of the index; `annotations_required` False lets a task whose labels
-    live elsewhere (segmentation: a mask per image) omit the key."""
+    live elsewhere (segmentation: a mask per image) omit the key. `info`, if given, receives the index's
+    COCO `info` object (where `cvrepro import` records what it did)."""
     coco = read_json(ann_path)  # raises CvreproError naming the file on bad JSON
     if not isinstance(coco, dict):
         raise CvreproError(f"{ann_path}: expected a JSON object with images, annotations and categories")
+    if info is not None and isinstance(coco.get("info"), dict):
+        info.update(coco["info"])
     lists = []
     for key in ("images", "annotations", "categories"):
         if key == "annotations" and not annotations_required and key not in coco:
@@ -183,8 +187,16 @@ def checked_annotations(
 
 
 def annotations_file(params: dict) -> Path:
-    """The index file under data/labels named by `dataset.annotations` (default annotations.json)."""
-    name = (params.get("dataset") or {}).get("annotations") or ANNOTATIONS.name
+    """The index file under data/labels for the task: `dataset.annotations_by_task[task]` (a dataset that serves
+    several tasks from different files, as the demo does), else `dataset.annotations` (default annotations.json).
+    A dataset option that names its `task` (what `cvrepro import` writes) refuses another task."""
+    dataset, task = params.get("dataset") or {}, params.get("task")
+    if dataset.get("task") and task and dataset["task"] != task:
+        raise CvreproError(f"params.yaml: task is {task!r} but the dataset {dataset.get('name')!r} holds "
+                           f"{dataset['task']} labels (conf/dataset/{dataset.get('name')}.yaml: task); select a "
+                           f"{task} dataset with `dataset=<name>` or drop the task override")
+    by_task = dataset.get("annotations_by_task") or {}
+    name = by_task.get(task) or dataset.get("annotations") or ANNOTATIONS.name
     rel = normalize_relpath(str(name))
     if rel is None:
         raise CvreproError(f"params.yaml: dataset.annotations {name!r} must be a file name inside {ANNOTATIONS.parent}")

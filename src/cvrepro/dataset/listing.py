@@ -1,15 +1,18 @@
-"""What DVC already knows about data/raw: the per-file md5s it recorded at `dvc add`, read
-from its cache so snapshot does not hash every image a second time."""
+"""What is already known about data/raw: the per-file md5s DVC recorded at `dvc add`, read
+from its cache so snapshot does not hash every image a second time, and the results of
+earlier snapshots' checks (`CheckCache`), so an unchanged image is never opened again."""
 
 from __future__ import annotations
 
 import configparser
 import json
 import os
+import sys
 from pathlib import Path
 
 import yaml
 
+from cvrepro.core.fileio import atomic_write_text
 from cvrepro.core.paths import RAW_DIR
 
 
@@ -66,3 +69,57 @@ def usable_listing(raw_dir: Path, listing: dict[str, str] | None) -> dict[str, s
     if not listing:
         return {}
     return listing if set(listing) == files_on_disk(raw_dir) else {}
+
+
+class CheckCache:
+    """Results of earlier checks of images that passed: relpath -> (md5, size, mtime_ns, width, height).
+
+    An image is taken as checked, without being opened, when its size and mtime are those recorded
+    with its md5 (the way DVC's own state database trusts a file), and, where DVC's listing is used,
+    that listing gives the same md5: its content hash has not changed since it last decoded cleanly.
+    Anything else (a new file, an edited one, a touched one) is read, hashed and decoded again.
+
+    One tab-separated text file, written atomically after each snapshot (a killed or concurrent
+    snapshot leaves the old or the new file, never half of one); unreadable lines are ignored,
+    a missing or unreadable file just means every image is checked.
+    """
+
+    def __init__(self, path: Path | None):
+        self.path = Path(path) if path else None
+        self.entries: dict[str, tuple[str, int, int, int, int]] = {}
+        if self.path is None:
+            return
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return
+        for line in text.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 6 and len(parts[1]) == 32:
+                try:
+                    self.entries[parts[0]] = (parts[1], int(parts[2]), int(parts[3]), int(parts[4]), int(parts[5]))
+                except ValueError:
+                    continue
+
+    def lookup(self, rel: str, st: os.stat_result, listed_md5: str | None) -> tuple[str, tuple[int, int]] | None:
+        """(md5, (width, height)) if `rel` is unchanged since it passed its check, else None."""
+        hit = self.entries.get(rel)
+        if hit is None or hit[1] != st.st_size or hit[2] != st.st_mtime_ns:
+            return None
+        if listed_md5 is not None and listed_md5 != hit[0]:
+            return None
+        return hit[0], (hit[3], hit[4])
+
+    def record(self, rel: str, md5: str, size: int, mtime_ns: int, dims: tuple[int, int]) -> None:
+        self.entries[rel] = (md5, size, mtime_ns, dims[0], dims[1])
+
+    def save(self, keep: set[str]) -> None:
+        """Write the entries of the files in `keep` (those still in the dataset)."""
+        if self.path is None:
+            return
+        lines = (f"{rel}\t{e[0]}\t{e[1]}\t{e[2]}\t{e[3]}\t{e[4]}\n" for rel, e in sorted(self.entries.items())
+                 if rel in keep and "\t" not in rel and "\n" not in rel)
+        try:
+            atomic_write_text(self.path, "".join(lines))
+        except OSError as e:  # a read-only checkout still snapshots, only without the speed-up
+            print(f"warning: {self.path}: cannot save the snapshot check cache ({e.strerror or e})", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -20,7 +21,7 @@ from cvrepro.core.problems import Problems
 from cvrepro.core.relpaths import Containment
 from cvrepro.dataset.images import default_workers, inspect_all
 from cvrepro.dataset.index import load_coco, parse_categories, parse_images, rejected_ids
-from cvrepro.dataset.listing import usable_listing
+from cvrepro.dataset.listing import CheckCache, usable_listing
 
 if TYPE_CHECKING:
     from cvrepro.tasks import Task
@@ -30,21 +31,48 @@ MAX_PROBLEMS = 20
 
 
 def _check_files(
-    raw_dir: Path, ann_path: Path, images: dict[int, dict], listing: dict[str, str], workers: int, problems: Problems
+    raw_dir: Path, ann_path: Path, images: dict[int, dict], listing: dict[str, str], workers: int, problems: Problems,
+    cache: CheckCache,
 ) -> list[dict]:
-    """Open every image once: exists, inside data/raw, decodes, size as declared. Returns the manifest entries."""
+    """Every image checked: exists, inside data/raw, decodes, size as declared. Images whose content hash
+    passed before (`CheckCache`) are not opened again. Returns the manifest entries."""
     containment = Containment(raw_dir)
+    raw = os.fspath(raw_dir)
     todo: list[dict] = []
+    known: dict[int, tuple] = {}  # image id -> the cached inspection result
     for image in sorted(images.values(), key=lambda im: im["path"]):
-        image["abs"] = os.path.join(raw_dir, image["path"])
-        if containment.inside(image["path"]):
-            todo.append(image)
-        else:
+        image["abs"] = os.path.join(raw, image["path"])
+        try:  # one lstat serves the symlink check and, for a plain file, the cache lookup
+            st = os.lstat(image["abs"])
+        except OSError:
+            st = None  # inspect_image says what is wrong
+        link = st is not None and stat.S_ISLNK(st.st_mode)
+        if not containment.inside(image["path"], is_link=link if st is not None else None):
             problems.add(f"{image['abs']}: image id {image['id']} ('file_name' in {ann_path}): "
                          f"resolves outside {raw_dir} (symlink)")
-    jobs = [(im["abs"], im["path"] not in listing) for im in todo]
+            continue
+        todo.append(image)
+        if link:
+            try:
+                st = os.stat(image["abs"])
+            except OSError:
+                continue
+        if st is None or not stat.S_ISREG(st.st_mode):
+            continue
+        image["stat"] = (st.st_size, st.st_mtime_ns)
+        hit = cache.lookup(image["path"], st, listing.get(image["path"]))
+        if hit is not None:
+            known[image["id"]] = (None, st.st_size, hit[0], hit[1])
+    jobs = [(im["abs"], im["path"] not in listing) for im in todo if im["id"] not in known]
     with contextlib.closing(inspect_all(jobs, workers)) as inspected:  # closing shuts the pool if we stop early
-        return _collect(todo, inspected, listing, ann_path, problems)
+        fresh = iter(inspected)
+        results = (known[im["id"]] if im["id"] in known else next(fresh) for im in todo)
+        files = _collect(todo, results, listing, ann_path, problems)
+    for f in files:
+        if "stat" in f and f["size"] == f["stat"][0]:  # stat taken before the read: an edit since shows next time
+            cache.record(f["path"], f["md5"], f["size"], f["stat"][1], (f["width"], f["height"]))
+    cache.save({f["path"] for f in files} | {im["path"] for im in todo if im["id"] in known})
+    return files
 
 
 def _collect(
@@ -95,6 +123,13 @@ def _stats(files: list[dict], class_map: dict[int, str], task, ignore_index: int
     }
 
 
+def _import_stats(info: dict) -> dict:
+    """The boxes `cvrepro import --invalid drop|clip` left out or cut ({} for an index not imported)."""
+    record = info.get("cvrepro_import")
+    invalid = record.get("invalid") if isinstance(record, dict) else None
+    return {"invalid_boxes": invalid} if isinstance(invalid, dict) else {}
+
+
 def _snapshot_id(task: str, class_map: dict[str, str], files: list[dict]) -> str:
     """Hash of the content only (paths, bytes, labels, class map): notes, sizes and stats are derived or free text."""
     keys = ("path", "md5", "labels_hash", "image_id", "attributes", "width", "height")
@@ -128,6 +163,7 @@ def build_manifest(
     dvc_listing: dict[str, str] | None = None,
     workers: int | None = None,
     ignore_index: int = 255,
+    check_cache: Path | None = None,
 ) -> dict:
     """Check images and labels; return the manifest. Raises CvreproError listing the problems found.
 
@@ -135,6 +171,8 @@ def build_manifest(
     dvc_listing (relpath → md5, see `dvc_listing()`) is trusted only if it lists
     exactly the files under raw_dir; otherwise every file is hashed here.
     workers: processes reading images (default: 2 if at least 3 CPUs, else 1).
+    check_cache: a file where the results of image checks are kept between runs (`CheckCache`):
+    an image whose content hash passed before is not opened again. None: check every image.
     """
     from cvrepro import tasks
 
@@ -145,7 +183,8 @@ def build_manifest(
 
     # Labels first (cheap), then every image on disk (the slow part), unless labels already gave MAX_PROBLEMS.
     problems = Problems()
-    images_raw, annotations_raw, categories_raw = load_coco(ann_path, problems, task.annotations_required)
+    info: dict = {}
+    images_raw, annotations_raw, categories_raw = load_coco(ann_path, problems, task.annotations_required, info)
     class_map = parse_categories(categories_raw, ann_path, problems)
     images = parse_images(images_raw, ann_path, problems)
     rejected = {(i, "image") for i in rejected_ids(images_raw, images)}
@@ -154,7 +193,8 @@ def build_manifest(
     files: list[dict] = []
     if not problems.full:
         listing = usable_listing(raw_dir, dvc_listing)
-        files = _check_files(raw_dir, ann_path, images, listing, workers or default_workers(), problems)
+        files = _check_files(raw_dir, ann_path, images, listing, workers or default_workers(), problems,
+                             CheckCache(check_cache))
     if not problems.full:
         task.check_labels_on_disk(files, ann_path.parent, ann_path, class_map, ignore_index, problems)
     problems.raise_if_any()
@@ -169,6 +209,6 @@ def build_manifest(
         "snapshot_id": _snapshot_id(task.name, class_map_json, entries),
         "class_map": class_map_json,
         "files": entries,
-        "stats": _stats(files, class_map, task, ignore_index),
+        "stats": {**_stats(files, class_map, task, ignore_index), **_import_stats(info)},
         "notes": notes,
     }

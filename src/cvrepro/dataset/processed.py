@@ -13,7 +13,10 @@ Beside images.npy / image_ids.npy / scales.npy each task stores its labels
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -21,40 +24,144 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from cvrepro.core.fileio import write_json
+from cvrepro.core.fileio import CvreproError, write_json
 from cvrepro.core.paths import PROCESSED_DIR, PROCESSED_INFO, RAW_DIR
+from cvrepro.dataset.encoded import EncodedImages, ShardWriter, encode, store_of
 from cvrepro.dataset.images import load_image_rgb
 from cvrepro.dataset.splits import SPLIT_NAMES
+
+
+POOL_MIN_IMAGES = 200  # below this a process pool costs more to start than it saves
+
+
+def preprocess_workers() -> int:
+    """Every core this process may use (its CPU affinity: a container's or taskset's limit)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+RESIZE_MODES = ("stretch", "letterbox")
+
+
+def resize_mode(params: dict) -> str:
+    """`preprocess.resize`: stretch (to size x size, the aspect ratio lost) or letterbox (the longer side to
+    size, the aspect ratio kept, padded bottom and right)."""
+    mode = params["preprocess"].get("resize") or "stretch"
+    if mode not in RESIZE_MODES:
+        raise CvreproError(f"params.yaml: preprocess.resize '{mode}' is not one of {', '.join(RESIZE_MODES)}")
+    return mode
+
+
+def fitted(width: int, height: int, size: int, mode: str = "stretch") -> tuple[int, int]:
+    """The (width, height) a width x height frame takes inside the size x size input."""
+    if mode == "stretch":
+        return size, size
+    s = size / max(width, height)
+    return max(1, round(width * s)), max(1, round(height * s))
+
+
+def fit_image(im: Image.Image, frame: tuple[int, int], size: int, mode: str = "stretch") -> np.ndarray:
+    """`im` (the frame, or a reduced-scale decode of it) as uint8 [3, size, size]: bilinear to its fitted
+    size, then (letterbox) zero-padded bottom and right, so coordinates scale without an offset."""
+    w, h = fitted(*frame, size, mode)
+    pixels = np.asarray(im.resize((w, h), Image.BILINEAR)).transpose(2, 0, 1)
+    if (w, h) == (size, size):
+        return pixels
+    out = np.zeros((3, size, size), dtype=np.uint8)
+    out[:, :h, :w] = pixels
+    return out
+
+
+def resized(path: str, size: int, mode: str = "stretch", frame: tuple[int, int] | None = None) -> np.ndarray:
+    """One image as uint8 [3, size, size] (`fit_image`), a JPEG decoded at the reduced scale closest above
+    its fitted size. frame: its stored (width, height), known from the manifest (read here if None).
+    A pure function of the file's bytes: any worker, same pixels."""
+    if frame is None:
+        with Image.open(path) as im:
+            frame = im.size
+    im = load_image_rgb(Path(path), draft=fitted(*frame, size, mode))
+    return fit_image(im, frame, size, mode)
+
+
+def _resized_job(job: tuple):
+    """A worker's job: resize, and (an encoded store) encode there too, so encoding runs on every core."""
+    *args, store, quality = job
+    pixels = resized(*args)
+    return pixels if store == "npy" else encode(pixels, store, quality)
+
+
+def resize_all(paths: list[str], size: int, desc: str, workers: int | None = None, mode: str = "stretch",
+               frames: list[tuple[int, int]] | None = None, store: tuple[str, int] = ("npy", 90)) -> Iterator:
+    """`resized` of every path (encoded as `store` says: arrays for npy, else bytes), in order, with a
+    progress bar; in a process pool on large splits."""
+    workers = workers or preprocess_workers()
+    jobs = [(p, size, mode, frames[i] if frames else None, *store) for i, p in enumerate(paths)]
+    # no tqdm monitor thread: forking a process that runs threads can deadlock the children
+    tqdm.monitor_interval = 0
+    if workers <= 1 or len(paths) < POOL_MIN_IMAGES:
+        with tqdm(total=len(paths), desc=desc, unit="img", disable=None, file=sys.stderr) as bar:
+            for job in jobs:
+                yield _resized_job(job)
+                bar.update()
+        return
+    # fork, as the snapshot's pool does: no re-import of the caller's __main__
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    with context.Pool(workers) as pool, tqdm(total=len(paths), desc=desc, unit="img", disable=None,
+                                             file=sys.stderr) as bar:
+        for pixels in pool.imap(_resized_job, jobs, chunksize=16):
+            yield pixels
+            bar.update()
 
 
 class SplitWriter:
     """Writes one split's images.npy (memory-mapped, filled image by image), image_ids.npy and scales.npy;
     a task adds its label arrays beside them."""
 
-    def __init__(self, out_dir: Path, n: int, size: int):
-        self.dir, self.n, self.size = Path(out_dir), n, size
+    def __init__(self, out_dir: Path, n: int, size: int, mode: str = "stretch", store: tuple[str, int] = ("npy", 90)):
+        self.dir, self.n, self.size, self.mode, self.store = Path(out_dir), n, size, mode, store
         self.dir.mkdir(parents=True)
-        self.array = self.memmap("images.npy", np.uint8, (n, 3, size, size))
+        if store[0] == "npy":
+            self.array, self.shard = self.memmap("images.npy", np.uint8, (n, 3, size, size)), None
+        else:  # encoded images in one shard file (dataset/encoded.py)
+            self.array, self.shard = None, ShardWriter(self.dir, store[0], store[1], size)
         self.image_ids: list[int] = []
         self.scales: list[list[float]] = []
+
+    @classmethod
+    def for_params(cls, out_dir: Path, n: int, size: int, params: dict) -> "SplitWriter":
+        """A writer with the resize mode and store of `params.preprocess`."""
+        return cls(out_dir, n, size, resize_mode(params), store_of(params))
 
     def memmap(self, name: str, dtype, shape: tuple[int, ...]) -> np.ndarray:
         return np.lib.format.open_memmap(self.dir / name, mode="w+", dtype=dtype, shape=shape)
 
     def images(self, paths: list[str], by_path: dict, root: Path) -> Iterator[tuple[int, dict]]:
-        """Resize and store each image (bilinear, stretched to size x size); yields (index, manifest entry)."""
+        """Resize and store each image (`fit_image`: stretched, or letterboxed); yields (index, manifest entry).
+
+        Images are decoded and resized in a pool of worker processes on every core (`resize_all`),
+        in order; the scales come from the manifest's width/height (snapshot checked them
+        against the files), so a JPEG decoded at reduced scale still maps boxes exactly."""
         size = self.size
-        for i, rel in enumerate(tqdm(paths, desc=f"preprocess {self.dir.name}", unit="img", disable=None)):
+        jobs = [str(root / RAW_DIR / rel) for rel in paths]
+        frames = [(by_path[rel]["width"], by_path[rel]["height"]) for rel in paths]
+        pixels_of = resize_all(jobs, size, desc=f"preprocess {self.dir.name}", mode=self.mode, frames=frames,
+                               store=self.store)
+        for i, (rel, frame, pixels) in enumerate(zip(paths, frames, pixels_of)):
             entry = by_path[rel]
-            im = load_image_rgb(root / RAW_DIR / rel)
-            self.scales.append([size / im.width, size / im.height])
-            self.array[i] = np.asarray(im.resize((size, size), Image.BILINEAR)).transpose(2, 0, 1)
+            w, h = fitted(*frame, size, self.mode)
+            self.scales.append([w / frame[0], h / frame[1]])
+            if self.shard is None:
+                self.array[i] = pixels
+            else:
+                self.shard.append(pixels)  # already encoded by the worker
             self.image_ids.append(entry["image_id"])
             yield i, entry
 
     def close(self) -> None:
-        self.array.flush()
-        del self.array
+        if self.shard is None:
+            self.array.flush()
+            del self.array
+        else:
+            self.shard.close()
         np.save(self.dir / "image_ids.npy", np.asarray(self.image_ids, dtype=np.int64))
         np.save(self.dir / "scales.npy", np.asarray(self.scales, dtype=np.float32).reshape(-1, 2))
 
@@ -64,6 +171,7 @@ def write_processed(task, manifest: dict, splits: dict, cfg: dict, params: dict,
 
     Built beside the output, then swapped in: a crash leaves the old data or none, never half."""
     size = int(cfg["size"])
+    mode = resize_mode(params)
     by_path = {f["path"]: f for f in manifest["files"]}
     out = root / PROCESSED_DIR
     tmp = out.with_name(f".{out.name}.tmp")
@@ -80,6 +188,8 @@ def write_processed(task, manifest: dict, splits: dict, cfg: dict, params: dict,
         "snapshot_id": manifest["snapshot_id"],
         "counts": {n: len(splits["splits"][n]) for n in SPLIT_NAMES},
         **task.preprocess_info(),
+        **({"resize": mode} if mode != "stretch" else {}),  # stretch: the bytes of earlier releases
+        **({"store": store_of(params)[0], "quality": store_of(params)[1]} if store_of(params)[0] != "npy" else {}),
     }
     write_json(tmp / PROCESSED_INFO.name, info)
     shutil.rmtree(out, ignore_errors=True)
@@ -92,7 +202,8 @@ class ProcessedSplit:
 
     def __init__(self, split_dir: Path):
         self.dir = Path(split_dir)
-        self.images = np.load(self.dir / "images.npy", mmap_mode="r")
+        encoded = (self.dir / "images.bin").exists()
+        self.images = EncodedImages(self.dir) if encoded else np.load(self.dir / "images.npy", mmap_mode="r")
         self.image_ids = np.load(self.dir / "image_ids.npy")
         self.scales = np.load(self.dir / "scales.npy")
         self.offsets = self._optional("offsets.npy")  # detection

@@ -4,6 +4,11 @@ An image's split depends only on (seed, its identity): its path, or the value of
 `group_key` so that a whole group (video, store, patient) lands in one split.
 Adding images therefore never moves an existing image to another split.
 
+`split.method: subset` honours the split a source came with (the `subset` attribute
+the importers record, e.g. an official test set): test and val subsets are kept, a train
+subset is divided into train and val by the same hash when the source has no val; images
+with no or another subset (`default`) are assigned by the hash.
+
 Stratification: an exact per-class stratified split would have to move images when
 new ones arrive (it ranks the images of a class), which the rule above forbids. So
 every task keeps the per-image hash, which is stratified in expectation: each class's
@@ -22,6 +27,16 @@ from cvrepro.core.fileio import CvreproError
 from cvrepro.core.paths import MANIFEST
 
 SPLIT_NAMES = ("train", "val", "test")
+METHODS = ("sha256", "subset")
+SUBSET_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                "test": "test", "testing": "test"}  # a source's subset attribute -> our split
+
+
+def _subset_split(f: dict, has_val: bool) -> str | None:
+    """`split.method: subset`: the split the source's subset names (an official test set stays the test set);
+    None where the hash decides. A train subset is divided into train/val by the hash if the source has no val."""
+    name = SUBSET_NAMES.get(str(f.get("attributes", {}).get("subset", "")).lower())
+    return None if name is None or (name == "train" and not has_val) else name
 
 
 def unit_interval(seed: int, identity: str) -> float:
@@ -30,13 +45,20 @@ def unit_interval(seed: int, identity: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def assign(manifest: dict, seed: int, ratios: dict[str, float], group_key: str | None) -> dict[str, list[str]]:
+def assign(manifest: dict, seed: int, ratios: dict[str, float], group_key: str | None,
+           method: str = "sha256") -> dict[str, list[str]]:
     missing = [n for n in SPLIT_NAMES if n not in ratios]
     if missing or any(ratios[n] < 0 for n in SPLIT_NAMES) or abs(sum(ratios[n] for n in SPLIT_NAMES) - 1) > 1e-6:
         raise CvreproError(f"params.yaml: split.ratios must give train, val and test, each >= 0, summing to 1; got {ratios}")
     bounds = (ratios["train"], ratios["train"] + ratios["val"])
     members: dict[str, list[str]] = {n: [] for n in SPLIT_NAMES}
+    subsets = [SUBSET_NAMES.get(str(f.get("attributes", {}).get("subset", "")).lower()) for f in manifest["files"]]
+    has_val = "val" in subsets
     for f in manifest["files"]:
+        fixed = _subset_split(f, has_val) if method == "subset" else None
+        if fixed:
+            members[fixed].append(f["path"])
+            continue
         identity = f["path"]
         if group_key:
             value = f.get("attributes", {}).get(group_key)
@@ -47,6 +69,8 @@ def assign(manifest: dict, seed: int, ratios: dict[str, float], group_key: str |
                 )
             identity = f"group:{value}"
         u = unit_interval(seed, identity)
+        if method == "subset" and SUBSET_NAMES.get(str(f.get("attributes", {}).get("subset", "")).lower()) == "train":
+            u *= bounds[1]  # a train subset without a val subset: train/val by the ratios, never test
         name = "train" if u < bounds[0] else "val" if u < bounds[1] else "test"
         members[name].append(f["path"])
     return {n: sorted(v) for n, v in members.items()}
@@ -54,13 +78,16 @@ def assign(manifest: dict, seed: int, ratios: dict[str, float], group_key: str |
 
 def split_record(manifest: dict, cfg: dict, task) -> dict:
     """splits.json: the membership of every split, with the seed, method and rule that rebuild it."""
-    if cfg.get("method", "sha256") != "sha256":
-        raise CvreproError(f"params.yaml: split.method '{cfg['method']}' is unknown (supported: sha256)")
-    members = assign(manifest, int(cfg["seed"]), cfg["ratios"], cfg.get("group_key"))
+    method = cfg.get("method", "sha256")
+    if method not in METHODS:
+        raise CvreproError(f"params.yaml: split.method '{method}' is unknown (supported: {', '.join(METHODS)})")
+    members = assign(manifest, int(cfg["seed"]), cfg["ratios"], cfg.get("group_key"), method)
     return {
-        "method": "sha256",
+        "method": method,
         "rule": "u = int(sha256(f'{seed}:{identity}')[:8 bytes]) / 2**64; train if u < r_train, "
-        "val if u < r_train + r_val, else test; identity = image path or 'group:<value>'",
+        "val if u < r_train + r_val, else test; identity = image path or 'group:<value>'"
+        + ("; method subset: an image's `subset` attribute (train/val/test, valid, validation) decides first, "
+           "a train subset without a val subset takes u * (r_train + r_val)" if method == "subset" else ""),
         "seed": int(cfg["seed"]),
         "ratios": cfg["ratios"],
         "group_key": cfg.get("group_key"),

@@ -7,20 +7,21 @@ mask's) bytes come from, so a converter never holds pixels of the whole dataset.
 
 from __future__ import annotations
 
-import io
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from cvrepro.core.fileio import CvreproError
+from cvrepro.dataset.images import QUARTER_TURNS, orientation
+from cvrepro.dataset.index import BOX_TOLERANCE
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}  # compared lower-cased
-EXIF_ORIENTATION = 0x0112
-PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"}
+INVALID_MODES = ("fail", "drop", "clip")  # what --invalid does with a zero-size or out-of-image box
 BOX_DIGITS = 6  # pixel boxes converted from normalised or 1-based coordinates are rounded to 1e-6 px
 
 
@@ -120,49 +121,72 @@ def labels_by_stem(label_dir: Path, suffix: str, stems: dict[str, str], image_di
     return found
 
 
-def _orientation(im: Image.Image) -> int:
-    try:
-        value = im.getexif().get(EXIF_ORIENTATION, 1)
-    except Exception:  # a broken EXIF block: treat as not rotated, as most viewers do
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
 def probe_image(path: Path, rel: str) -> dict:
     """{file_name, width, height} of an image as displayed: decodes it fully (unreadable -> error naming it).
 
-    A JPEG with an EXIF orientation other than 1 is displayed rotated, and labelling tools
-    draw boxes in that displayed frame; the import bakes the rotation into a PNG
-    (`baked_image_bytes`), so the file name gets the suffix .png.
+    The file is stored as delivered (name, format and bytes); a JPEG with an EXIF
+    orientation other than 1 is displayed rotated, labelling tools draw boxes in that
+    displayed frame, and the one reader (`dataset.images.load_image_rgb`) applies it,
+    so `width`/`height` are the displayed size.
     """
     try:
         with Image.open(path) as im:
             im.load()
             width, height = im.size
-            orientation = _orientation(im)
+            turned = orientation(im) in QUARTER_TURNS
     except UnidentifiedImageError:
         raise CvreproError(f"{path}: unreadable image: not a format PIL can identify") from None
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError ... on broken files
         raise CvreproError(f"{path}: unreadable or truncated image ({type(e).__name__}: {e})") from None
-    if orientation != 1:
-        rel = stem_key(rel) + ".png"
-        if orientation in (5, 6, 7, 8):  # a quarter turn: displayed width is the stored height
-            width, height = height, width
+    if turned:  # a quarter turn: displayed width is the stored height
+        width, height = height, width
     return {"file_name": rel, "width": width, "height": height}
 
 
-def baked_image_bytes(data: bytes) -> bytes:
-    """The image bytes to store: unchanged, unless EXIF orientation rotates it; then the displayed pixels as PNG
-    (lossless, no EXIF), so every reader sees the frame the labels were drawn in."""
-    with Image.open(io.BytesIO(data)) as im:
-        if _orientation(im) == 1:
-            return data
-        upright = ImageOps.exif_transpose(im)
-    if upright.mode not in PNG_MODES:  # a CMYK or YCbCr JPEG: PNG stores RGB
-        upright = upright.convert("RGB")
-    buf = io.BytesIO()
-    upright.save(buf, format="PNG")
-    return buf.getvalue()
+class BoxCheck:
+    """What an importer does with a zero-size or out-of-image box, by `--invalid`:
+
+    - `fail` (default): a CvreproError naming the file and the box, as snapshot would;
+    - `drop`: the box is left out; `clip`: it is cut to the image, and dropped if nothing is left.
+    Every box dropped or clipped becomes a report row (file, id, problem, before, after, action):
+    nothing is dropped silently. Boxes overhanging the border by up to BOX_TOLERANCE are kept as they are.
+    """
+
+    def __init__(self, mode: str = "fail"):
+        if mode not in INVALID_MODES:
+            raise CvreproError(f"--invalid {mode!r}: choose one of {', '.join(INVALID_MODES)}")
+        self.mode = mode
+        self.rows: list[dict] = []
+
+    def __call__(self, bbox: list[float], width: int, height: int, file: str, ident: str) -> list | None:
+        """The box to keep ([x, y, w, h]) or None to drop it."""
+        x, y, w, h = bbox
+        problem = None
+        if not all(math.isfinite(v) for v in bbox):
+            problem = "not finite"
+        elif w <= 0 or h <= 0:
+            problem = "zero or negative size"
+        elif x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE \
+                or y + h > height + BOX_TOLERANCE:
+            problem = f"outside the {width}x{height} image"
+        if problem is None:
+            return bbox
+        if self.mode == "fail":
+            raise CvreproError(f"{file}: {ident}: box [x, y, w, h] {[tidy(v) for v in bbox]} is {problem} "
+                               "(--invalid drop or clip to import the rest and report it)")
+        after = None
+        if self.mode == "clip" and problem != "not finite":
+            x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
+            x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
+            if x1 > x0 and y1 > y0:
+                after = [tidy(x0), tidy(y0), tidy(x1 - x0), tidy(y1 - y0)]
+        self.rows.append({"file": file, "id": ident, "problem": problem, "before": [tidy(v) for v in bbox],
+                          "after": after, "action": "clipped" if after else "dropped"})
+        return after
+
+    def counts(self) -> dict:
+        return {"mode": self.mode, "dropped": sum(r["action"] == "dropped" for r in self.rows),
+                "clipped": sum(r["action"] == "clipped" for r in self.rows)}
 
 
 def check_mask(mask: np.ndarray, n_classes: int, size: tuple[int, int], where: str, image: str,
@@ -179,4 +203,6 @@ def check_mask(mask: np.ndarray, n_classes: int, size: tuple[int, int], where: s
 def tidy(v: float) -> int | float:
     """Round away float noise from a conversion; 12.0 -> 12."""
     v = round(float(v), BOX_DIGITS)
+    if not math.isfinite(v):
+        return v
     return int(v) if v.is_integer() else v

@@ -9,17 +9,25 @@ and builds the output beside DEST before renaming it into place.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from cvrepro.core.fileio import CvreproError, atomic_write_bytes, write_json
+from cvrepro.core.fileio import CvreproError, atomic_write_bytes, atomic_write_text, write_json
 from cvrepro.core.paths import ANNOTATIONS, LABELS_DIR, PARAMS, RAW_DIR
 from cvrepro.dataset.masks import decode_mask, mask_png
-from cvrepro.formats.common import Dataset, baked_image_bytes, read_local
+from cvrepro.formats.common import BoxCheck, Dataset, read_local
+
+REPORT = "import_report.csv"  # under data/labels: every box --invalid dropped or clipped
+CONF_DATASET = Path("conf/dataset")
+CONF_CONFIG = Path("conf/config.yaml")
+GENERATED = "# Written by `cvrepro import`"  # an option file with this first line may be rewritten by the next import
 from cvrepro.formats.registry import plugin
 
 
@@ -28,7 +36,7 @@ def _ignore_index(root: Path) -> int:
     from cvrepro.config.params import load_params
     from cvrepro.dataset.index import ignore_index_of
 
-    return ignore_index_of(load_params(root / PARAMS)) if (root / PARAMS).exists() else 255
+    return ignore_index_of(load_params(root / PARAMS) if (root / PARAMS).exists() else {})
 
 
 def _holds_files(folder: Path) -> bool:
@@ -40,21 +48,38 @@ def _summary(fmt: str, dataset: Dataset) -> dict:
             "annotations": len(dataset.annotations), "classes": [c["name"] for c in dataset.categories]}
 
 
+def _report_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["file", "id", "problem", "action", "before", "after"])
+    for r in rows:
+        w.writerow([r["file"], r["id"], r["problem"], r["action"], json.dumps(r["before"]),
+                    json.dumps(r["after"]) if r["after"] else ""])
+    return buf.getvalue()
+
+
 # --------------------------------------------------------------------------- import
 
 
-def write_project(dataset: Dataset, raw_dir: Path, labels_dir: Path) -> None:
-    """Lay the dataset out as docs/label-formats.md says: images (EXIF rotation baked in), masks, annotations.json."""
+def write_project(dataset: Dataset, raw_dir: Path, labels_dir: Path, info: dict | None = None,
+                  report: list[dict] = ()) -> None:
+    """Lay the dataset out as docs/label-formats.md says: the images byte for byte under their own names, masks,
+    annotations.json (with `info.cvrepro_import` when given) and the --invalid report."""
     for im in dataset.images:
         target = raw_dir / im["file_name"]
         if target.exists():
             raise CvreproError(f"{dataset.image_source[im['id']]}: imports as {im['file_name']}, "
-                               "which another image already took (an EXIF-rotated JPEG is stored as .png)")
-        atomic_write_bytes(target, baked_image_bytes(dataset.read(dataset.image_source[im["id"]])))
+                               "which another image already took")
+        atomic_write_bytes(target, dataset.read(dataset.image_source[im["id"]]))
         if "mask_file" in im:
             source = dataset.mask_source[im["id"]]
             atomic_write_bytes(labels_dir / im["mask_file"], mask_png(decode_mask(dataset.read(source), source, stored=False)))
-    write_json(labels_dir / ANNOTATIONS.name, dataset.index())
+    index = dataset.index()
+    if info:
+        index = {"info": {"cvrepro_import": info}, **index}
+    write_json(labels_dir / ANNOTATIONS.name, index)
+    if report:
+        atomic_write_text(labels_dir / REPORT, _report_csv(list(report)))
 
 
 def _check_task(dataset: Dataset) -> None:
@@ -102,8 +127,13 @@ def _dvc_add(root: Path) -> None:
 
 
 def import_dataset(fmt: str, src: Path, root: Path = Path("."), force: bool = False, dvc_add: bool = True,
-                   annotations: Path | None = None) -> dict:
-    """Convert SRC (in format fmt) into root/data/raw + root/data/labels; return a summary."""
+                   annotations: Path | None = None, invalid: str = "fail", voc_coords: str = "plain",
+                   name: str | None = None, select: bool = True) -> dict:
+    """Convert SRC (in format fmt) into root/data/raw + root/data/labels; return a summary.
+
+    invalid: what to do with a zero-size or out-of-image box (formats.common.BoxCheck);
+    select: describe the dataset in conf/dataset/<name>.yaml and select it (and its task) in conf/config.yaml.
+    """
     root, src = Path(root), Path(src)
     raw_dir, labels_dir = root / RAW_DIR, root / LABELS_DIR
     if not src.exists():
@@ -116,24 +146,79 @@ def import_dataset(fmt: str, src: Path, root: Path = Path("."), force: bool = Fa
                 raise CvreproError(f"{folder} already holds data; refusing to replace it (use --force)")
     if annotations is not None and fmt != "coco":
         raise CvreproError("--annotations applies to the coco format only")
-    dataset = plugin(fmt).read(src, annotations=annotations, ignore_index=_ignore_index(root))
+    if voc_coords != "plain" and fmt != "voc":
+        raise CvreproError("--voc-coords applies to the voc format only")
+    name = dataset_option_name(name or src.resolve().name)
+    option = root / CONF_DATASET / f"{name}.yaml"
+    if select and option.exists() and not option.read_text().startswith(GENERATED):
+        raise CvreproError(f"{option}: exists and was not written by `cvrepro import`; choose another --name")
+    check = BoxCheck(invalid)
+    dataset = plugin(fmt).read(src, annotations=annotations, ignore_index=_ignore_index(root), check=check,
+                               voc_coords=voc_coords)
     if not dataset.images:
         raise CvreproError(f"{src}: no images found (see docs/import-export.md for the {fmt} layout)")
     _check_task(dataset)
+    info = {"format": fmt, "invalid": check.counts()}
 
     (root / "data").mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".import-", dir=root / "data"))
     try:
         new_raw, new_labels = work / "raw", work / "labels"
-        write_project(dataset, new_raw, new_labels)
+        write_project(dataset, new_raw, new_labels, info, check.rows)
         _validate(dataset.task, new_raw, new_labels)
         _swap_in([(new_raw, raw_dir), (new_labels, labels_dir)], work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    summary = {**_summary(fmt, dataset), "invalid": check.counts()}
+    if check.rows:
+        summary["report"] = str(LABELS_DIR / REPORT)
+    if select and (root / CONF_CONFIG).is_file():
+        summary["config"] = select_dataset(root, name, dataset, fmt)
     if dvc_add:
         _dvc_add(root)
-    return _summary(fmt, dataset)
+    return summary
 
+
+# --------------------------------------------------------------------------- conf/dataset option
+
+
+def dataset_option_name(text: str) -> str:
+    """A Hydra option name from a folder name: letters, digits, _ and -."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_-").lower()
+    return slug or "imported"
+
+
+def _option_yaml(name: str, dataset: Dataset, fmt: str) -> str:
+    import yaml
+
+    body = {"name": name, "notes": f"Imported with `cvrepro import {fmt}` ({len(dataset.images)} images).",
+            "task": dataset.task, "annotations": ANNOTATIONS.name, "annotations_by_task": {},
+            "classes": [c["name"] for c in sorted(dataset.categories, key=lambda c: c["id"])], "ignore_index": 255}
+    return (f"{GENERATED} {fmt}: your dataset, selected in conf/config.yaml. Edit `notes` freely;\n"
+            "# `task` and `classes` describe the data (category id i is classes[i - 1]).\n"
+            + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
+
+
+def _set_default(text: str, group: str, option: str) -> str:
+    pattern = re.compile(rf"^(\s*-\s*{group}\s*:\s*)([^\s#]+)", re.MULTILINE)
+    if not pattern.search(text):
+        raise CvreproError(f"{CONF_CONFIG}: no `- {group}: ...` line in the defaults list to select {option!r}")
+    return pattern.sub(lambda m: m.group(1) + option, text, count=1)
+
+
+def select_dataset(root: Path, name: str, dataset: Dataset, fmt: str) -> dict:
+    """Write conf/dataset/<name>.yaml, select it and its task in conf/config.yaml, recompose params.yaml."""
+    from cvrepro.config.compose import write_params
+
+    option = root / CONF_DATASET / f"{name}.yaml"
+    if option.exists() and not option.read_text().startswith(GENERATED):
+        raise CvreproError(f"{option}: exists and was not written by `cvrepro import`; choose another --name")
+    config = root / CONF_CONFIG
+    text = _set_default(_set_default(config.read_text(), "dataset", name), "task", dataset.task)
+    atomic_write_text(option, _option_yaml(name, dataset, fmt))
+    atomic_write_text(config, text)
+    write_params(root, force=True, log=lambda line: None)
+    return {"dataset_option": str(CONF_DATASET / f"{name}.yaml"), "task": dataset.task}
 
 # --------------------------------------------------------------------------- export
 
@@ -193,7 +278,7 @@ def project_dataset(root: Path = Path("."), rev: str | None = None, task: str | 
                    read)
 
 
-def export_dataset(fmt: str, dest: Path, root: Path = Path("."), rev: str | None = None) -> dict:
+def export_dataset(fmt: str, dest: Path, root: Path = Path("."), rev: str | None = None, **options) -> dict:
     """Write the project's dataset (or that of git revision `rev`) to DEST in format fmt; return a summary."""
     dest = Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
@@ -208,7 +293,7 @@ def export_dataset(fmt: str, dest: Path, root: Path = Path("."), rev: str | None
     try:
         out = work / "out"  # made by mkdir, not mkdtemp: the usual permissions, not 0700
         out.mkdir()
-        plugin(fmt).write(dataset, out)
+        plugin(fmt).write(dataset, out, **options)
         if dest.exists():
             dest.rmdir()  # empty, checked above
         out.rename(dest)

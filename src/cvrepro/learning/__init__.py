@@ -1,0 +1,1 @@
+"""Learning: the epoch engine, networks, augmentation, training, evaluation, prediction, metrics and pictures."""

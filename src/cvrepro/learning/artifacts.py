@@ -11,9 +11,10 @@ import torch
 from cvrepro import tasks
 from cvrepro.core.fileio import atomic_write_bytes, read_json
 from cvrepro.core.paths import LABEL_MAP, PREPROCESSING, WEIGHTS
-from cvrepro.learning.models import build_model
+from cvrepro.learning.models import architecture_only, build_model
 
 INPUT_RESIZE = "stretch to size x size, bilinear"
+INPUT_LETTERBOX = "longer side to size, bilinear, aspect ratio kept, zero padding bottom and right"
 
 
 def save_torch(obj, path: Path) -> None:
@@ -31,6 +32,8 @@ def predictor_spec(params: dict, class_map: dict[str, str]) -> dict:
         "input": {"size": pre["size"], "resize": INPUT_RESIZE, "color": "RGB",
                   "scale": "uint8 / 255", "mean": pre["mean"], "std": pre["std"]},
     }
+    if (pre.get("resize") or "stretch") != "stretch":  # stretch: no key, the bytes of earlier releases
+        base["input"].update(resize=INPUT_LETTERBOX, fit=pre["resize"])
     return tasks.of_params(params).output_spec(params, base)
 
 
@@ -48,7 +51,8 @@ def load_predictor(models_dir: Path):
     models_dir = Path(models_dir)
     spec = read_json(models_dir / PREPROCESSING.name)
     label_map = read_json(models_dir / LABEL_MAP.name)
-    model = build_from_spec(spec, spec["input"]["size"], label_map)
+    # the architecture alone: the pretrained files training started from are not needed (nor loaded)
+    model = build_from_spec({**spec, "model": architecture_only(spec["model"])}, spec["input"]["size"], label_map)
     model.load_state_dict(torch.load(models_dir / WEIGHTS.name, map_location="cpu", weights_only=True))
     model.eval()
     return model, spec, label_map

@@ -19,11 +19,6 @@ def to_tensor(image_uint8: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(image_uint8, dtype=np.float32, copy=True)).div_(255.0)
 
 
-def flip_drawn(seed: int, epoch: int, index: int, probability: float) -> bool:
-    """Whether sample `index` is flipped in `epoch`: a draw fixed by (seed, epoch, index)."""
-    return np.random.default_rng([seed, epoch, index]).random() < probability
-
-
 def collate(batch):
     return tuple(zip(*batch))
 

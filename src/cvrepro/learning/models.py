@@ -8,8 +8,9 @@ mode a list of per-image dicts.
   segmentation: targets {mask}; outputs {scores [K,S,S] softmax, mask [S,S]}
   classification: targets {label}; outputs {scores [K] softmax, label}
 Labels are the dataset's category ids (0 = background in segmentation). Nothing is
-downloaded: stock architectures start from scratch unless `model.weights` names a
-local state-dict file.
+downloaded: stock architectures start from scratch unless `model.weights_backbone` (a
+pretrained backbone) or `model.weights` (a whole model, any class count) names a local
+state-dict file or a file of torch's hub cache (`load_weights`).
 """
 
 from __future__ import annotations
@@ -210,14 +211,139 @@ def build_model(model_cfg: dict, num_classes: int, size: int, mean: list[float],
     return chosen.build_model(model_cfg, num_classes, size, mean, std, class_ids, ignore_index)
 
 
+INIT_KEYS = ("weights", "weights_backbone", "freeze")  # how training starts; nothing a predictor needs
+
+
+def architecture_only(model_cfg: dict) -> dict:
+    """`model_cfg` without the keys that only say how training starts (pretrained files, freezing):
+    a predictor rebuilds the architecture and loads models/model.pt, and never needs those files."""
+    return {k: v for k, v in model_cfg.items() if k not in INIT_KEYS}
+
+
+def weights_file(value: str, key: str) -> Path:
+    """A local state-dict file: a path, or `hub:<file name>` in torch's hub cache (where torchvision
+    keeps the weights it downloaded: `torch.hub.get_dir()/checkpoints`). Nothing is ever downloaded."""
+    if str(value).startswith("hub:"):
+        path = Path(torch.hub.get_dir()) / "checkpoints" / str(value)[4:]
+        missing = f"is not in the torch hub cache ({path.parent})"
+    else:
+        path, missing = Path(value), "is not a local file"
+    if not path.is_file():
+        raise CvreproError(f"params.yaml: model.{key} '{value}' {missing}; nothing is downloaded "
+                           "(README, 'Pretrained backbones')")
+    return path
+
+
+def _state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say which
+        raise CvreproError(f"params.yaml: model.{key} '{path}' is not a torch state dict ({type(e).__name__}: {e})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # a cvrepro checkpoint.pt
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CvreproError(f"params.yaml: model.{key} '{path}' is not a state dict of tensors")
+    return state
+
+
+def backbone_of(model: nn.Module) -> tuple[nn.Module, tuple[str, ...]]:
+    """The feature extractor that pretrained weights fill, and the prefixes of its head to leave out.
+
+    Detection: the torchvision `backbone.body` (ResNet, without the FPN) or the whole `backbone`
+    (fcos_tiny: conv stages and FPN; SSDlite: MobileNet features). Segmentation: the network's
+    `backbone`, or the U-Net's down path. Classification: the network without its last layer."""
+    net = model.net if isinstance(model, DenseTask) else model
+    if hasattr(net, "backbone"):
+        return getattr(net.backbone, "body", net.backbone), ()
+    if isinstance(net, UNet):
+        return net.down, ()
+    if isinstance(net, SmallCNN):
+        return net.features, ()
+    if hasattr(net, "fc"):  # torchvision ResNet
+        return net, ("fc.",)
+    raise CvreproError(f"{type(net).__name__}: this model has no backbone that pretrained weights can fill")
+
+
+def _strip_to(state: dict[str, torch.Tensor], want: set[str]) -> dict[str, torch.Tensor]:
+    """`state` with the key prefix removed that makes the most keys match `want` (a backbone saved on
+    its own, inside a whole detector `backbone.body.`, or as torchvision's `features.`)."""
+    prefixes = {""} | {k[: i + 1] for k in state for i, c in enumerate(k) if c == "."}
+    best = max(sorted(prefixes), key=lambda p: sum(k[len(p):] in want for k in state if k.startswith(p)))
+    return {k[len(best):]: v for k, v in state.items() if k.startswith(best) and k[len(best):] in want}
+
+
+def load_backbone(model: nn.Module, value: str) -> int:
+    """`model.weights_backbone`: fill the backbone from a state dict; every backbone tensor must be
+    there with its shape (a clear error otherwise). Returns the number of tensors loaded."""
+    backbone, head = backbone_of(model)
+    own = {k: v for k, v in backbone.state_dict().items() if not k.startswith(head)}
+    state = _strip_to(_state_dict(weights_file(value, "weights_backbone"), "weights_backbone"), set(own))
+    missing = sorted(set(own) - set(state))
+    wrong = sorted(k for k in state if state[k].shape != own[k].shape)
+    if missing or wrong:
+        what = f"missing {missing[:3]}" if missing else f"shape differs for {wrong[:3]}"
+        raise CvreproError(f"params.yaml: model.weights_backbone '{value}' does not fit the backbone of "
+                           f"model '{type(model).__name__}' ({len(missing) + len(wrong)} of {len(own)} tensors: {what})")
+    backbone.load_state_dict(state, strict=not head)
+    return len(state)
+
+
 def load_weights(model: nn.Module, model_cfg: dict) -> None:
-    """`model.weights`: a local state-dict file loaded into `model` (nothing is downloaded)."""
-    weights = model_cfg.get("weights")
-    if weights:
-        path = Path(weights)
-        if not path.is_file():
-            raise CvreproError(f"params.yaml: model.weights '{weights}' is not a local file (nothing is downloaded)")
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    """How training starts (nothing is downloaded), in this order:
+
+    `model.weights_backbone`: pretrained backbone weights (`load_backbone`);
+    `model.weights`: a whole-model state dict (a local file or `hub:` name). Tensors whose shape
+    differs (the class-count-dependent layers of the head) keep their initialisation, with a line on
+    stderr; any other mismatch (missing or unknown keys, a backbone tensor of another shape) is an error;
+    `model.freeze`: the first N top-level blocks of the backbone stop learning (`freeze_backbone`)."""
+    import sys
+
+    if model_cfg.get("weights_backbone"):
+        load_backbone(model, model_cfg["weights_backbone"])
+    if model_cfg.get("weights"):
+        value = model_cfg["weights"]
+        state = _state_dict(weights_file(value, "weights"), "weights")
+        own = model.state_dict()
+        missing, unknown = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unknown:
+            raise CvreproError(f"params.yaml: model.weights '{value}' is not a state dict of this model "
+                               f"(missing {missing[:3]}, unknown {unknown[:3]}); for a backbone alone use "
+                               "model.weights_backbone")
+        other = sorted(k for k in state if state[k].shape != own[k].shape)
+        backbone, _ = backbone_of(model)
+        in_backbone = {id(t) for t in backbone.state_dict(keep_vars=True).values()}
+        own_vars = model.state_dict(keep_vars=True)
+        if any(id(own_vars[k]) in in_backbone for k in other):
+            raise CvreproError(f"params.yaml: model.weights '{value}': backbone tensors differ in shape "
+                               f"({[k for k in other if id(own_vars[k]) in in_backbone][:3]}): another architecture")
+        model.load_state_dict({k: v for k, v in state.items() if k not in other}, strict=not other)
+        if other:
+            print(f"model.weights: {len(other)} head tensors have another shape (another class count) and "
+                  f"start from scratch: {', '.join(other)}", file=sys.stderr)
+    freeze_backbone(model, int(model_cfg.get("freeze") or 0))
+
+
+def freeze_backbone(model: nn.Module, blocks: int) -> list[str]:
+    """Stop the first `blocks` top-level modules of the backbone from learning: no gradients, and their
+    BatchNorm layers keep the pretrained statistics (eval mode even while the model trains).
+    Returns the frozen blocks' names."""
+    if blocks <= 0:
+        return []
+    backbone, _ = backbone_of(model)
+    children = list(backbone.named_children())
+    if blocks > len(children):
+        raise CvreproError(f"params.yaml: model.freeze {blocks}: the backbone has only {len(children)} blocks "
+                           f"({', '.join(n for n, _ in children)})")
+    for _, block in children[:blocks]:
+        block.requires_grad_(False)
+        for m in block.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.register_forward_pre_hook(_keep_eval)
+    return [n for n, _ in children[:blocks]]
+
+
+def _keep_eval(module: nn.Module, args) -> None:
+    module.train(False)  # a frozen block's BatchNorm never updates its running statistics
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -7,6 +7,7 @@ same inputs, so DVC does not see a changed plot when nothing changed.
 from __future__ import annotations
 
 import colorsys
+import hashlib
 import csv
 import io as _stdio
 import math
@@ -315,3 +316,93 @@ def confusion_csv(rows: list[tuple[int, str, str]], out_path: Path) -> None:
     w.writerow(["image_id", "actual", "predicted"])
     w.writerows(rows)
     atomic_write_bytes(out_path, buf.getvalue().encode("utf-8"))
+
+
+# --------------------------------------------------------------------------- what the grids show
+
+SAMPLE_SHARE = 4  # one grid slot in this many goes to a deterministic sample; the rest lead with the worst
+
+
+def _sample_key(image_id: int) -> str:
+    return hashlib.sha256(f"grid:{int(image_id)}".encode()).hexdigest()
+
+
+def grid_order(badness: list[float], image_ids: list[int], n: int) -> list[int]:
+    """Indices of the `n` images a grid shows, in order: the worst first (highest `badness`: a task gives
+    mistakes a badness above 1 and correct images 1 - their confidence, so mistakes lead, then the
+    lowest-scoring), then a deterministic sample of the rest (by a hash of the image id), one slot in
+    SAMPLE_SHARE, so the grid also shows what typical images look like. Ties go by the same hash: the
+    order depends only on the predictions, never on file order (a dataset sorted into class folders)."""
+    if len(badness) != len(image_ids):
+        raise CvreproError(f"grid_order: {len(badness)} scores but {len(image_ids)} image ids")
+    n = min(n, len(badness))
+    by_worst = sorted(range(len(badness)), key=lambda i: (-float(badness[i]), _sample_key(image_ids[i])))
+    worst = by_worst[:n - n // SAMPLE_SHARE]
+    rest = sorted(set(range(len(badness))) - set(worst), key=lambda i: _sample_key(image_ids[i]))
+    return worst + rest[:n - len(worst)]
+
+
+def detection_badness(gt: dict, pred: dict, score_threshold: float, iou: float = 0.5) -> float:
+    """1 + the share of boxes wrong (missed ground truth or false positives at IoU >= `iou`, predictions
+    at or above the grid's score threshold) for an image with a mistake; else 1 - its lowest matched score."""
+    gb, gl, _ = _boxes(gt, 0, "ground truth", with_scores=False)
+    pb, pl, ps = _boxes(pred, 0, "prediction", with_scores=True)
+    keep = ps >= score_threshold
+    pb, pl, ps = pb[keep], pl[keep], ps[keep]
+    used, matched = set(), []
+    for j in np.argsort(-ps, kind="stable"):
+        best, best_i = iou, None
+        for i in range(len(gb)):
+            if i in used or gl[i] != pl[j]:
+                continue
+            x0, y0 = max(gb[i][0], pb[j][0]), max(gb[i][1], pb[j][1])
+            x1, y1 = min(gb[i][2], pb[j][2]), min(gb[i][3], pb[j][3])
+            inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+            union = (gb[i][2] - gb[i][0]) * (gb[i][3] - gb[i][1]) + (pb[j][2] - pb[j][0]) * (pb[j][3] - pb[j][1]) - inter
+            if union > 0 and inter / union >= best:
+                best, best_i = inter / union, i
+        if best_i is not None:
+            used.add(best_i)
+            matched.append(float(ps[j]))
+    wrong = (len(gb) - len(used)) + (len(pb) - len(matched))
+    if wrong:
+        return 1.0 + wrong / max(1, len(gb) + len(pb))
+    return 1.0 - (min(matched) if matched else 1.0)
+
+
+def classification_badness(actual: int, predicted: int, score: float) -> float:
+    """Confident mistakes first, then the other mistakes, then correct images by rising confidence."""
+    return 1.0 + float(score) if actual != predicted else 1.0 - float(score)
+
+
+def confusion_png(matrix: np.ndarray, class_names: dict[int, str], out_path: Path, title: str) -> None:
+    """A confusion-matrix picture with the count in every cell (rows: actual, columns: predicted), shaded by
+    the share of the row, off-diagonal cells in red: 5 errors among 374 images stay visible as numbers."""
+    m = np.asarray(matrix, dtype=np.int64)
+    k = m.shape[0]
+    names = [class_names.get(i, str(i)) for i in range(k)]
+    font = _font()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = max(_text_size(probe, n, font)[0] for n in names) + 8
+    cell = max(40, max(_text_size(probe, str(int(v)), font)[0] for v in m.flat) + 10)
+    width, height = label_w + k * cell + 2 * PAD, TITLE_H * 2 + label_w // 2 + k * cell + 2 * PAD
+    img = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(img)
+    draw.text((PAD, PAD), f"{title}: {int(np.trace(m))} of {int(m.sum())} correct", fill=TITLE_FG, font=font)
+    top = PAD + TITLE_H * 2
+    for j, name in enumerate(names):  # column heads
+        draw.text((PAD + label_w + j * cell + 3, top - TITLE_H), name[: max(1, cell // 7)], fill=TITLE_FG, font=font)
+    rows = m.sum(axis=1)
+    for i, name in enumerate(names):
+        y = top + i * cell
+        draw.text((PAD, y + cell // 2 - FONT_SIZE // 2), name, fill=TITLE_FG, font=font)
+        for j in range(k):
+            share = m[i, j] / rows[i] if rows[i] else 0.0
+            base = (60, 180, 75) if i == j else (230, 25, 75)
+            fill = tuple(int(255 - (255 - c) * (0.15 + 0.85 * share)) if m[i, j] else 250 for c in base)
+            x = PAD + label_w + j * cell
+            draw.rectangle([x, y, x + cell - 2, y + cell - 2], fill=fill)
+            text = str(int(m[i, j]))
+            tw, th = _text_size(draw, text, font)
+            draw.text((x + (cell - tw) // 2, y + (cell - th) // 2), text, fill=_ink_for(fill), font=font)
+    _save_png(img, out_path)

@@ -27,27 +27,37 @@ class Predictor:
         self.class_names = {int(k): v for k, v in label_map.items()}
 
     def preprocess(self, image):
-        """The release's input transform: RGB, stretch to size x size (bilinear), uint8 CHW."""
-        from PIL import Image, ImageOps
+        """The release's input transform: RGB, stretched or letterboxed to size x size (bilinear), uint8 CHW,
+        and the (sx, sy) that map original pixels to it."""
+        pixels, scale, _ = self._prepare(image)
+        return pixels, scale
+
+    def _prepare(self, image):
+        """`preprocess`, plus the (height, width) of the part of the input the image fills (all of it when
+        stretched; a letterbox's padding is not the image): what postprocessing maps back."""
+        from PIL import Image
+
+        from cvrepro.dataset.images import load_image_rgb
+
+        from cvrepro.dataset.processed import fit_image, fitted
 
         if isinstance(image, (str, Path)):
-            with Image.open(image) as im:
-                image = ImageOps.exif_transpose(im).convert("RGB")
+            image = load_image_rgb(image)  # the one reader: EXIF orientation applied, as in training
         elif isinstance(image, np.ndarray):
             image = Image.fromarray(np.asarray(image, dtype=np.uint8))
         image = image.convert("RGB")
-        size = int(self.spec["input"]["size"])
-        resized = np.asarray(image.resize((size, size), Image.BILINEAR)).transpose(2, 0, 1)
-        return resized, (size / image.width, size / image.height)
+        size, mode = int(self.spec["input"]["size"]), self.spec["input"].get("fit", "stretch")
+        w, h = fitted(image.width, image.height, size, mode)
+        return fit_image(image, image.size, size, mode), (w / image.width, h / image.height), (h, w)
 
     def __call__(self, image, score_threshold: float = 0.3):
         import torch
 
         from cvrepro.learning.engine import to_tensor
 
-        pixels, scale = self.preprocess(image)
+        pixels, scale, content = self._prepare(image)
         with torch.no_grad():
             out = self.model([to_tensor(pixels)])[0]
-        return self.task.postprocess(out, pixels.shape[1:], scale, self.class_names, score_threshold)
+        return self.task.postprocess(out, content, scale, self.class_names, score_threshold)
 
     predict = __call__

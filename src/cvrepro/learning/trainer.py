@@ -66,7 +66,7 @@ def train(params: dict, root: Path = Path("."), preflight: dict | None = None) -
     split = ProcessedSplit(root / processed_split("train"))
     if len(split) == 0:
         raise CvreproError(f"{processed_split('train')}: the train split is empty")
-    dataset = task.train_set(split, int(cfg["seed"]), float(cfg["hflip"]))
+    dataset = task.train_set(split, int(cfg["seed"]), float(cfg["hflip"]), params.get("augment"))
     optimizer = make_optimizer(cfg, model)
     steps_per_epoch = math.ceil(len(split) / cfg["batch_size"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -156,7 +156,12 @@ def dataset_notes(record: dict) -> str:
              f"- snapshot: `{record['snapshot_id']}`",
              f"- made from commit `{record['source_commit']}`",
              f"- bump: {record['bump']}" + (f" over {prev} ({record['changelog']['reason']})" if prev else ""),
-             f"- split: seed {record['split'].get('seed')}, {record['split'].get('counts')}", ""]
+             f"- split: seed {record['split'].get('seed')}, {record['split'].get('counts')}"]
+    invalid = s.get("invalid_boxes")
+    if invalid and (invalid.get("dropped") or invalid.get("clipped")):
+        lines.append(f"- import `--invalid {invalid.get('mode')}`: {invalid.get('dropped', 0)} boxes dropped, "
+                     f"{invalid.get('clipped', 0)} clipped (data/labels/import_report.csv lists each)")
+    lines.append("")
     lines += _md_table(["class", "objects", "change"],
                        [[c, n, f"{record['changelog']['per_class_delta'].get(c, 0):+d}" if prev else "new"]
                         for c, n in s["per_class"].items()])

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from cvrepro.core.fileio import CvreproError, read_json, sha256_file
-from cvrepro.provenance.lineage import sha256_dir
+from cvrepro.provenance.lineage import dvc_hash, sha256_dir
 from cvrepro.core.paths import LABEL_MAP, MANIFEST, METRICS, PARAMS, PREPROCESSING, PROCESSED_DIR, WEIGHTS
 from cvrepro.provenance.registry import record_at
 from cvrepro.core.vcs import dvc, git, git_bytes, parse_version
@@ -75,8 +75,12 @@ def _check(name: str, expected: object, got: object, ok: bool | None = None) -> 
     return {"check": name, "expected": expected, "got": got, "ok": expected == got if ok is None else bool(ok)}
 
 
-def _sha(path: Path) -> str:
+def _sha(wt: Path, rel, expected=None) -> str:
+    """The hash of `wt/rel` in the form `expected` has: DVC's ``md5:`` of a stage output, else sha256."""
+    path = wt / rel
     if path.is_dir():
+        if isinstance(expected, str) and expected.startswith("md5:"):
+            return dvc_hash(wt, str(rel)) or "(not a DVC stage output)"
         return sha256_dir(path)
     return sha256_file(path) if path.is_file() else "(missing)"
 
@@ -84,7 +88,7 @@ def _sha(path: Path) -> str:
 def _pulled_checks(wt: Path, record: dict) -> list[dict]:
     """The release's own files as the remote gave them, against the record's sha256."""
     recorded = {**(record.get("lineage", {}).get("artifacts") or {}), **record.get("artifacts", {})}
-    return [_check(f"pulled {path}", sha, _sha(wt / path)) for path, sha in sorted(recorded.items())]
+    return [_check(f"pulled {path}", sha, _sha(wt, path, sha)) for path, sha in sorted(recorded.items())]
 
 
 def _rebuilt_checks(wt: Path, record: dict, tolerance: float) -> list[dict]:
@@ -92,10 +96,11 @@ def _rebuilt_checks(wt: Path, record: dict, tolerance: float) -> list[dict]:
     manifest = read_json(wt / MANIFEST) if (wt / MANIFEST).is_file() else {}
     checks = [
         _check("snapshot_id", record.get("snapshot_id"), manifest.get("snapshot_id", "(missing)")),
-        _check(f"{PROCESSED_DIR} sha256", lineage.get(str(PROCESSED_DIR)), _sha(wt / PROCESSED_DIR)),
-        _check(f"{WEIGHTS} sha256", record["artifacts"].get(str(WEIGHTS)), _sha(wt / WEIGHTS)),
-        _check(f"{LABEL_MAP} sha256", record["artifacts"].get(str(LABEL_MAP)), _sha(wt / LABEL_MAP)),
-        _check(f"{PREPROCESSING} sha256", record["artifacts"].get(str(PREPROCESSING)), _sha(wt / PREPROCESSING)),
+        _check(f"{PROCESSED_DIR} hash", lineage.get(str(PROCESSED_DIR)),
+               _sha(wt, PROCESSED_DIR, lineage.get(str(PROCESSED_DIR)))),
+        _check(f"{WEIGHTS} sha256", record["artifacts"].get(str(WEIGHTS)), _sha(wt, WEIGHTS)),
+        _check(f"{LABEL_MAP} sha256", record["artifacts"].get(str(LABEL_MAP)), _sha(wt, LABEL_MAP)),
+        _check(f"{PREPROCESSING} sha256", record["artifacts"].get(str(PREPROCESSING)), _sha(wt, PREPROCESSING)),
     ]
     got = read_json(wt / METRICS) if (wt / METRICS).is_file() else {}
     if checks[1]["expected"] is None:  # records made before lineage hashes were kept: nothing to compare with

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cvrepro import tasks
 from cvrepro.core.fileio import write_json
-from cvrepro.core.paths import MANIFEST, RAW_DIR
+from cvrepro.core.paths import MANIFEST, RAW_DIR, SNAPSHOT_CHECKS
 from cvrepro.dataset.index import annotations_file, ignore_index_of
 from cvrepro.dataset.listing import dvc_listing
 from cvrepro.dataset.manifest import build_manifest
@@ -23,6 +23,7 @@ def run(params: dict, root: Path = Path(".")) -> dict:
         task=tasks.of_params(params),
         dvc_listing=dvc_listing(root),
         ignore_index=ignore_index_of(params),
+        check_cache=root / SNAPSHOT_CHECKS,
     )
     write_json(root / MANIFEST, manifest)
     return manifest

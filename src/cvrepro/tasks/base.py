@@ -75,7 +75,8 @@ class Task:
         return {"task": self.name}
 
     # ----------------------------------------------------------------- train
-    def train_set(self, split, seed: int, hflip: float):
+    def train_set(self, split, seed: int, hflip: float, augment: dict | None = None):
+        """The training samples: seeded flip (`train.hflip`), then `augment` (learning/augment.py)."""
         raise NotImplementedError
 
     def model_builders(self) -> dict[str, Any]:
@@ -93,7 +94,9 @@ class Task:
     # ----------------------------------------------------------------- predict
     def postprocess(self, out: dict, input_shape: tuple[int, int], scale: tuple[float, float],
                     class_names: dict[int, str], score_threshold: float) -> Any:
-        """One model output -> the public prediction in original-image coordinates."""
+        """One model output -> the public prediction in original-image coordinates. input_shape: the
+        (height, width) of the input the image fills (less than size x size when letterboxed); scale: the
+        (sx, sy) with input pixel = original pixel * s."""
         raise NotImplementedError
 
     # ----------------------------------------------------------------- evaluate

@@ -18,8 +18,10 @@ from cvrepro.dataset.index import checked_annotations
 from cvrepro.dataset.manifest import slice_values
 from cvrepro.tasks import register
 from cvrepro.tasks.base import Task
+from cvrepro.learning.samples import SeededSamples
 
 CONFUSION_VAL = PLOTS_DIR / "confusion_val.csv"
+CONFUSION_PNG = PLOTS_DIR / "confusion_val.png"  # the same matrix with counts, for people
 
 
 def parse_classification(
@@ -55,24 +57,19 @@ def class_counts(manifest: dict, members: dict[str, list[str]]) -> dict[str, dic
     return out
 
 
-class LabelTrainSet:
-    """Classification samples: the image (seeded flip) and its category id."""
-
-    def __init__(self, split, seed: int, hflip: float):
-        self.split, self.seed, self.hflip, self.epoch = split, seed, hflip, 0
-
-    def __len__(self) -> int:
-        return len(self.split)
+class LabelTrainSet(SeededSamples):
+    """Classification samples: the image (seeded flip, then the `augment` transforms, all drawn from
+    (seed, epoch, index)) and its category id."""
 
     def __getitem__(self, i: int):
         import torch
 
-        from cvrepro.learning.engine import flip_drawn, to_tensor
+        from cvrepro.learning.engine import to_tensor
 
         image = to_tensor(self.split.images[i])
-        if flip_drawn(self.seed, self.epoch, i, self.hflip):
+        if self.flipped(i):
             image = image.flip(-1)
-        return image, {"label": torch.tensor(int(self.split.labels[i]))}
+        return self.augmented(i, image, {"label": torch.tensor(int(self.split.labels[i]))})
 
 
 class Classification(Task):
@@ -80,7 +77,7 @@ class Classification(Task):
     correction_actions = ("relabel",)
     layout = ("per split: images.npy uint8 [N,3,S,S]; labels.npy int64 [N] category id per image; "
               "image_ids.npy int64 [N]; scales.npy float32 [N,2]")
-    plots = (CONFUSION_VAL,)
+    plots = (CONFUSION_VAL, CONFUSION_PNG)
 
     def parse_labels(self, annotations, images, class_map, ann_path, problems, rejected):
         return parse_classification(annotations, images, class_map, ann_path, problems, rejected)
@@ -105,14 +102,14 @@ class Classification(Task):
 
         from cvrepro.dataset.processed import SplitWriter
 
-        writer = SplitWriter(out_dir, len(paths), size)
+        writer = SplitWriter.for_params(out_dir, len(paths), size, params)
         labels = [entry["category_id"] for _i, entry in writer.images(paths, by_path, root)]
         writer.close()
         np.save(out_dir / "labels.npy", np.asarray(labels, dtype=np.int64))
 
     # train
-    def train_set(self, split, seed, hflip):
-        return LabelTrainSet(split, seed, hflip)
+    def train_set(self, split, seed, hflip, augment=None):
+        return LabelTrainSet(split, seed, hflip, augment)
 
     def model_builders(self):
         from cvrepro.learning.models import CLASSIFICATION_BUILDERS
@@ -145,7 +142,7 @@ class Classification(Task):
     def evaluate_split(self, split, model, data, ctx):
         from cvrepro.learning.confusion_metrics import classification_scores, confusion
         from cvrepro.learning.engine import predict_batches
-        from cvrepro.learning.pictures import confusion_csv, label_grid
+        from cvrepro.learning.pictures import classification_badness, confusion_csv, confusion_png, grid_order, label_grid
 
         class_names, slice_key, k = ctx["class_names"], ctx["cfg"].get("slice_key"), int(ctx["spec"]["num_classes"])
         predicted, top = [], []
@@ -170,10 +167,13 @@ class Classification(Task):
             rows = sorted((int(i), class_names[a], class_names.get(p, str(p)))
                           for i, a, p in zip(data.image_ids.tolist(), actual, predicted))
             confusion_csv(rows, ctx["root"] / CONFUSION_VAL)
-            n = min(int(ctx["cfg"]["grid_images"]), len(data))
-            if n:
-                label_grid([data.images[i].transpose(1, 2, 0) for i in range(n)], actual[:n], predicted[:n], top[:n],
-                           class_names, ctx["grid_path"])
+            confusion_png(confusion(actual, predicted, k), {0: "-", **class_names}, ctx["root"] / CONFUSION_PNG,
+                          f"{split} confusion")
+            shown = grid_order([classification_badness(a, p, s) for a, p, s in zip(actual, predicted, top)],
+                               data.image_ids.tolist(), int(ctx["cfg"]["grid_images"]))
+            if shown:  # mistakes first, then the least confident, then a sample
+                label_grid([data.images[i].transpose(1, 2, 0) for i in shown], [actual[i] for i in shown],
+                           [predicted[i] for i in shown], [top[i] for i in shown], class_names, ctx["grid_path"])
         return metrics
 
     # formats

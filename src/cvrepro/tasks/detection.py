@@ -2,7 +2,7 @@
 
 Labels: each image's `annotations` with a `bbox` [x, y, w, h] in pixels and a category id.
 Preprocess stores boxes scaled to the resized images; the models keep torchvision's
-calling convention; evaluation is pycocotools on the original pixels, per class and per
+calling convention; evaluation is COCO AP (faster-coco-eval) on the original pixels, per class and per
 slice; the val plots are a precision-recall CSV and a grid of predictions.
 """
 
@@ -18,6 +18,7 @@ from cvrepro.core.problems import Problems, is_int
 from cvrepro.dataset.index import annotations_file, box_problem, canonical_number, checked_annotations
 from cvrepro.tasks import register
 from cvrepro.tasks.base import Task
+from cvrepro.learning.samples import SeededSamples
 
 HEADLINE = ("AP", "AP50", "AP75", "AR100")
 PR_VAL = PLOTS_DIR / "pr_val.csv"
@@ -72,42 +73,43 @@ def coco_detections(preds: list[dict], data) -> list[dict]:
 
 
 def split_metrics(coco: dict, dets: list[dict], ids: list[int], class_names: dict, slices: dict) -> tuple[dict, dict]:
-    from cvrepro.learning.coco_metrics import coco_metrics
+    """The split's metrics and its slices' from one COCO evaluation (each slice accumulates the
+    per-image results of its images: nothing is matched or copied again)."""
+    from cvrepro.learning.coco_metrics import CocoEvaluation
 
-    full = coco_metrics(coco, dets, ids, class_names)
+    evaluation = CocoEvaluation(coco, dets, ids, class_names)
+    full = evaluation.metrics()
     out = {k: full[k] for k in HEADLINE}
     out["per_class"] = {name: {k: v[k] for k in ("AP", "AP50", "AP75")} for name, v in full["per_class"].items()}
+    in_split = set(evaluation.ids)
     for key, groups in slices.items():
         out[key] = {}
         for value, group_ids in groups.items():
-            members = sorted(set(ids) & set(group_ids))
-            m = coco_metrics(coco, dets, members, class_names)
+            members = sorted(in_split.intersection(group_ids))
+            m = evaluation.metrics(members)
             out[key][str(value)] = {"images": len(members), **{k: m[k] for k in ("AP", "AP50", "AP75")}}
     return out, full["pr_curve"]
 
 
-class TrainSet:
-    """Samples of a processed split with a seeded horizontal flip (boxes flipped with the image)."""
+class TrainSet(SeededSamples):
+    """Samples of a processed split with a seeded horizontal flip (boxes flipped with the image), then
+    the `augment` transforms, all drawn from (seed, epoch, index)."""
 
-    def __init__(self, split, seed: int, hflip: float):
-        self.split, self.seed, self.hflip, self.epoch = split, seed, hflip, 0
-
-    def __len__(self) -> int:
-        return len(self.split)
+    augment_boxes = True
 
     def __getitem__(self, i: int):
         import torch
 
-        from cvrepro.learning.engine import flip_drawn, to_tensor
+        from cvrepro.learning.engine import to_tensor
 
         image = to_tensor(self.split.images[i])
         boxes, labels = self.split.target(i)
         boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-        if flip_drawn(self.seed, self.epoch, i, self.hflip):
+        if self.flipped(i):
             width = image.shape[-1]
             image = image.flip(-1)
             boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
-        return image, {"boxes": boxes, "labels": torch.as_tensor(labels, dtype=torch.int64)}
+        return self.augmented(i, image, {"boxes": boxes, "labels": torch.as_tensor(labels, dtype=torch.int64)})
 
 
 class Detection(Task):
@@ -135,7 +137,7 @@ class Detection(Task):
         for ann in read_json(root / annotations_file(params))["annotations"]:
             if not ann.get("iscrowd", 0):  # crowd regions are for evaluation only
                 boxes_by_image[ann["image_id"]].append(ann)
-        writer = SplitWriter(out_dir, len(paths), size)
+        writer = SplitWriter.for_params(out_dir, len(paths), size, params)
         offsets, boxes, labels = [0], [], []
         for i, entry in writer.images(paths, by_path, root):
             sx, sy = writer.scales[-1]
@@ -150,8 +152,8 @@ class Detection(Task):
         np.save(out_dir / "labels.npy", np.asarray(labels, dtype=np.int64))
 
     # train
-    def train_set(self, split, seed, hflip):
-        return TrainSet(split, seed, hflip)
+    def train_set(self, split, seed, hflip, augment=None):
+        return TrainSet(split, seed, hflip, augment)
 
     def model_builders(self):
         from cvrepro.learning.models import DETECTION_BUILDERS
@@ -173,8 +175,11 @@ class Detection(Task):
         return model
 
     def output_spec(self, params, base):
+        boxes = "xyxy in input pixels; divide x by size/width and y by size/height for the original image"
+        if base["input"].get("fit") == "letterbox":  # stretch keeps the text (the bytes of earlier releases)
+            boxes = "xyxy in input pixels; divide by the letterbox scale (fitted size / original size per axis)"
         return {**base, "output": {
-            "boxes": "xyxy in input pixels; divide x by size/width and y by size/height for the original image",
+            "boxes": boxes,
             "labels": "category ids; see label_map.json", "score_thresh": params["model"].get("score_thresh"),
             "nms_thresh": params["model"].get("nms_thresh")}}  # no "task" key: the bytes of earlier releases
 
@@ -194,7 +199,7 @@ class Detection(Task):
     def evaluate_split(self, split, model, data, ctx):
         from cvrepro.learning.coco_metrics import slice_ids
         from cvrepro.learning.engine import predict
-        from cvrepro.learning.pictures import pr_curves_csv, prediction_grid
+        from cvrepro.learning.pictures import detection_badness, grid_order, pr_curves_csv, prediction_grid
 
         cfg, class_names, root = ctx["cfg"], ctx["class_names"], ctx["root"]
         if "coco" not in ctx:  # once for every split
@@ -206,11 +211,13 @@ class Detection(Task):
                                           class_names, ctx["slices"])
         if ctx["grid_path"] is not None:
             pr_curves_csv(pr_curve, root / PR_VAL)
-            n = min(int(cfg["grid_images"]), len(data))
-            prediction_grid([data.images[i].transpose(1, 2, 0) for i in range(n)],
-                            [dict(zip(("boxes", "labels"), data.target(i))) for i in range(n)],
-                            preds[:n], class_names, ctx["grid_path"],
-                            score_threshold=float(cfg["grid_score_threshold"]))
+            threshold = float(cfg["grid_score_threshold"])
+            gts = [dict(zip(("boxes", "labels"), data.target(i))) for i in range(len(data))]
+            shown = grid_order([detection_badness(g, p, threshold) for g, p in zip(gts, preds)],
+                               data.image_ids.tolist(), int(cfg["grid_images"]))  # mistakes, lowest scores, sample
+            if shown:
+                prediction_grid([data.images[i].transpose(1, 2, 0) for i in shown], [gts[i] for i in shown],
+                                [preds[i] for i in shown], class_names, ctx["grid_path"], score_threshold=threshold)
         return metrics
 
     # formats

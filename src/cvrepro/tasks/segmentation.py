@@ -20,6 +20,7 @@ from cvrepro.dataset.manifest import slice_values
 from cvrepro.dataset.masks import mask_labels_hash, read_mask
 from cvrepro.tasks import register
 from cvrepro.tasks.base import Task
+from cvrepro.learning.samples import SeededSamples
 
 
 def check_masks(files: list[dict], labels_dir: Path, ann_path: Path, class_map: dict[int, str],
@@ -67,26 +68,21 @@ def check_masks(files: list[dict], labels_dir: Path, ann_path: Path, class_map: 
         f["pixels"] = {int(v): int(c) for v, c in zip(values, counts)}
 
 
-class MaskTrainSet:
-    """Segmentation samples: the image and its class mask, flipped together."""
-
-    def __init__(self, split, seed: int, hflip: float):
-        self.split, self.seed, self.hflip, self.epoch = split, seed, hflip, 0
-
-    def __len__(self) -> int:
-        return len(self.split)
+class MaskTrainSet(SeededSamples):
+    """Segmentation samples: the image and its class mask, flipped together, then the `augment`
+    transforms (the mask moved with the pixels, nearest), all drawn from (seed, epoch, index)."""
 
     def __getitem__(self, i: int):
         import numpy as np
         import torch
 
-        from cvrepro.learning.engine import flip_drawn, to_tensor
+        from cvrepro.learning.engine import to_tensor
 
         image = to_tensor(self.split.images[i])
         mask = torch.from_numpy(np.array(self.split.masks[i], dtype=np.int64))
-        if flip_drawn(self.seed, self.epoch, i, self.hflip):
+        if self.flipped(i):
             image, mask = image.flip(-1), mask.flip(-1)
-        return image, {"mask": mask}
+        return self.augmented(i, image, {"mask": mask})
 
 
 class Segmentation(Task):
@@ -117,20 +113,24 @@ class Segmentation(Task):
         import numpy as np
         from PIL import Image
 
-        from cvrepro.dataset.processed import SplitWriter
+        from cvrepro.dataset.index import ignore_index_of
+        from cvrepro.dataset.processed import SplitWriter, fitted
 
-        writer = SplitWriter(out_dir, len(paths), size)
+        writer = SplitWriter.for_params(out_dir, len(paths), size, params)
         masks = writer.memmap("masks.npy", np.uint8, (len(paths), size, size))
         for i, entry in writer.images(paths, by_path, root):
             mask = Image.fromarray(read_mask(root / LABELS_DIR / entry["mask_file"]))
-            masks[i] = np.asarray(mask.resize((size, size), Image.NEAREST))
+            w, h = fitted(entry["width"], entry["height"], size, writer.mode)
+            if (w, h) != (size, size):  # letterbox: the padding is no class, it is ignored by the loss
+                masks[i] = ignore_index_of(params)
+            masks[i, :h, :w] = np.asarray(mask.resize((w, h), Image.NEAREST))
         masks.flush()
         del masks
         writer.close()
 
     # train
-    def train_set(self, split, seed, hflip):
-        return MaskTrainSet(split, seed, hflip)
+    def train_set(self, split, seed, hflip, augment=None):
+        return MaskTrainSet(split, seed, hflip, augment)
 
     def model_builders(self):
         from cvrepro.learning.models import SEGMENTATION_BUILDERS
@@ -160,7 +160,8 @@ class Segmentation(Task):
 
         sx, sy = scale
         size = (round(input_shape[0] / sy), round(input_shape[1] / sx))  # original (height, width)
-        scores = torch.nn.functional.interpolate(out["scores"][None], size=size, mode="bilinear",
+        content = out["scores"][:, : input_shape[0], : input_shape[1]]  # a letterbox's padding left out
+        scores = torch.nn.functional.interpolate(content[None], size=size, mode="bilinear",
                                                  align_corners=False)[0]
         return {"mask": scores.argmax(0).numpy().astype(np.uint8), "class_names": {0: "background", **class_names}}
 
@@ -172,7 +173,7 @@ class Segmentation(Task):
 
         from cvrepro.learning.confusion_metrics import confusion, segmentation_scores
         from cvrepro.learning.engine import predict_batches
-        from cvrepro.learning.pictures import mask_grid
+        from cvrepro.learning.pictures import grid_order, mask_grid
 
         root, manifest, spec = ctx["root"], ctx["manifest"], ctx["spec"]
         slice_key = ctx["cfg"].get("slice_key")
@@ -184,20 +185,25 @@ class Segmentation(Task):
         total = np.zeros((k, k), dtype=np.int64)
         per_slice: dict[str, np.ndarray] = defaultdict(lambda: np.zeros((k, k), dtype=np.int64))
         slice_images: dict[str, int] = defaultdict(int)
-        shown: list[np.ndarray] = []
+        badness: list[float] = []  # 1 + the share of pixels wrong, per image (at the processed size)
         for start, outs in predict_batches(model, data.images, desc=f"predict {split}"):
             for j, out in enumerate(outs):
                 image_id = int(data.image_ids[start + j])
                 gt = read_mask(root / LABELS_DIR / by_id[image_id]["mask_file"])
-                scores = F.interpolate(torch.from_numpy(out["scores"])[None], size=gt.shape, mode="bilinear",
-                                       align_corners=False)
+                sx, sy = data.scales[start + j]
+                h, w = round(gt.shape[0] * float(sy)), round(gt.shape[1] * float(sx))  # a letterbox's content
+                content = torch.from_numpy(out["scores"])[:, :h, :w]
+                scores = F.interpolate(content[None], size=gt.shape, mode="bilinear", align_corners=False)
                 cm = confusion(gt, scores[0].argmax(0).numpy(), k, ignore_index)
                 total += cm
                 if image_id in slice_of:
                     per_slice[slice_of[image_id]] += cm
                     slice_images[slice_of[image_id]] += 1
-                if len(shown) < grid:
-                    shown.append(out["mask"].astype(np.uint8))
+                if grid:
+                    small = np.asarray(data.masks[start + j])
+                    scored = small != ignore_index
+                    wrong = np.count_nonzero((out["mask"] != small) & scored) / max(1, np.count_nonzero(scored))
+                    badness.append(1.0 + wrong if wrong else 0.0)
         metrics = segmentation_scores(total, names)
         if slice_key:
             metrics[slice_key] = {
@@ -205,9 +211,13 @@ class Segmentation(Task):
                         **{m: v for m, v in segmentation_scores(per_slice[value], names).items() if m != "per_class"}}
                 for value in sorted(per_slice)
             }
-        if shown:
-            mask_grid([data.images[i].transpose(1, 2, 0) for i in range(len(shown))],
-                      [np.asarray(data.masks[i]) for i in range(len(shown))], shown, names, ctx["grid_path"],
+        chosen = grid_order(badness, data.image_ids.tolist(), grid) if grid else []
+        if chosen:  # the worst images first, then a sample; predicted again (a few) rather than all kept
+            images = np.stack([np.asarray(data.images[i]) for i in chosen])
+            shown = [out["mask"].astype(np.uint8) for _s, outs in predict_batches(model, images, desc="grid")
+                     for out in outs]
+            mask_grid([data.images[i].transpose(1, 2, 0) for i in chosen],
+                      [np.asarray(data.masks[i]) for i in chosen], shown, names, ctx["grid_path"],
                       ignore_index=ignore_index)
         return metrics
 

@@ -1,10 +1,14 @@
-"""COCO detection: one annotations JSON (`SRC/annotations.json` or --annotations) and the images it names.
+"""COCO detection, in the two layouts people have:
 
-An image's `file_name` is looked up under `SRC/images/`, then `SRC/`, then beside the
-JSON. Category ids become 1..K in the order of the source ids (COCO's own 1..90 with
-gaps become 1..80); image and annotation ids, extra image keys (attributes), extra
-category keys (`supercategory`) and extra annotation keys (`area`, `iscrowd`,
-`segmentation`, ...) are kept.
+- one annotations JSON (`SRC/annotations.json`, `--annotations FILE`, or SRC itself), images looked up under
+  `SRC/images/`, then `SRC/`, then beside the JSON;
+- CVAT/Datumaro: `SRC/annotations/instances_<subset>.json` with images in `SRC/images/<subset>/`. Each image
+  gets the attribute `subset` (except Datumaro's `default`); with several subsets its name under data/raw is
+  `<subset>/<file_name>`, and ids are renumbered if two subsets use the same ones.
+
+Category ids become 1..K in the order of the source ids (COCO's own 1..90 with gaps become 1..80); image and
+annotation ids, extra image keys (attributes), extra category keys (`supercategory`) and extra annotation keys
+(`area`, `iscrowd`, `segmentation`, ...) are kept. Export writes the CVAT/Datumaro layout.
 """
 
 from __future__ import annotations
@@ -14,16 +18,24 @@ from pathlib import Path
 from cvrepro.core.fileio import CvreproError, read_json, write_json
 from cvrepro.core.problems import is_number
 from cvrepro.core.relpaths import normalize_relpath
-from cvrepro.formats.common import Dataset, probe_image
+from cvrepro.formats.common import BoxCheck, Dataset, probe_image
 
 
 NAME = "coco"
 TASK = "detection"
 
 
+DEFAULT_SUBSET = "default"  # Datumaro's name for a dataset without subsets
+
+
 def detect(src: Path) -> bool:
-    """A COCO source: an annotations JSON at SRC/annotations.json."""
-    return (src / "annotations.json").is_file()
+    """A COCO source: SRC/annotations.json or SRC/annotations/instances_<subset>.json."""
+    return (src / "annotations.json").is_file() or bool(_subset_files(src))
+
+
+def _subset_files(src: Path) -> dict[str, Path]:
+    folder = src / "annotations"
+    return {p.stem[len("instances_"):]: p for p in sorted(folder.glob("instances_*.json"))} if folder.is_dir() else {}
 
 
 def _annotations_file(src: Path, annotations: Path | None) -> Path:
@@ -65,14 +77,13 @@ def _find_image(name: str, src_dir: Path, ann_dir: Path) -> Path | None:
     return None
 
 
-def read(src: Path, annotations: Path | None = None, **_options) -> Dataset:
-    src = Path(src)
-    path = _annotations_file(src, annotations)
+def _read_one(path: Path, folders: tuple[Path, ...], check: BoxCheck, prefix: str = "",
+              subset: str | None = None) -> tuple[list[dict], list[dict], list[dict], dict]:
+    """(categories, images, annotations, image id -> source file) of one COCO JSON."""
     coco = read_json(path)
     if not isinstance(coco, dict):
         raise CvreproError(f"{path}: expected a JSON object with images, annotations and categories")
     categories, remap = _categories(_list(coco, "categories", path), path)
-    src_dir = src.parent if src.is_file() else src
 
     images, sources, sizes = [], {}, {}
     for i, e in enumerate(_list(coco, "images", path)):
@@ -83,24 +94,24 @@ def read(src: Path, annotations: Path | None = None, **_options) -> Dataset:
         if name is None:
             raise CvreproError(f"{where} (image id {e['id']}): 'file_name' {e.get('file_name')!r} must be a "
                                "relative path inside the dataset")
-        file = _find_image(name, src_dir, path.parent)
+        file = next((f / name for f in folders if (f / name).is_file()), None)
         if file is None:
             raise CvreproError(f"{where} (image id {e['id']}): image {name!r} not found under "
-                               f"{src_dir / 'images'}, {src_dir} or {path.parent}")
-        probed = probe_image(file, name)
+                               f"{', '.join(str(f) for f in folders)}")
+        probed = probe_image(file, prefix + name)
         for key in ("width", "height"):
-            if key in e and e[key] != probed[key]:
+            if key in e and e[key] not in (probed[key], 0):  # CVAT writes 0 when it did not know
                 raise CvreproError(f"{where} (image id {e['id']}): '{key}' is {e[key]!r} but {file} is displayed "
                                    f"{probed['width']}x{probed['height']} (EXIF orientation applied)")
         entry = {k: v for k, v in e.items() if k != "mask_file"}  # a mask_file would point into the source tree
-        images.append({**entry, **probed})
+        images.append({**entry, **probed, **({"subset": subset} if subset else {})})
         sources[e["id"]] = str(file)
         sizes[e["id"]] = (probed["width"], probed["height"])
 
     anns = []
     for i, a in enumerate(_list(coco, "annotations", path)):
-        ident = f" (annotation id {a['id']})" if isinstance(a, dict) and "id" in a else ""
-        where = f"{path}: annotations[{i}]{ident}"
+        ident = f"annotation id {a['id']}" if isinstance(a, dict) and "id" in a else f"annotations[{i}]"
+        where = f"{path}: annotations[{i}]" + (f" ({ident})" if "id" in ident else "")
         if not isinstance(a, dict) or any(k not in a for k in ("id", "image_id", "category_id", "bbox")):
             raise CvreproError(f"{where}: needs 'id', 'image_id', 'category_id' and 'bbox'")
         if a["category_id"] not in remap:
@@ -110,18 +121,71 @@ def read(src: Path, annotations: Path | None = None, **_options) -> Dataset:
         bbox = a["bbox"]
         if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
             raise CvreproError(f"{where}: 'bbox' must be 4 numbers [x, y, width, height], got {bbox!r}")
-        if bbox[2] <= 0 or bbox[3] <= 0:
-            raise CvreproError(f"{where}: 'bbox' {bbox} has a non-positive width or height")
-        anns.append({**a, "category_id": remap[a["category_id"]]})
-    return Dataset(TASK, categories, images, anns, sources)
+        kept = check([float(v) for v in bbox], *sizes[a["image_id"]], str(path), ident)
+        if kept is None:
+            continue
+        fixed = {"bbox": kept, "area": kept[2] * kept[3]} if kept != [float(v) for v in bbox] else {}
+        anns.append({**a, "category_id": remap[a["category_id"]], **fixed})
+    return categories, images, anns, sources
 
 
-def write(dataset: Dataset, dest: Path) -> None:
-    """DEST/annotations.json (the project's index, category ids as they are) and DEST/images/<file_name>."""
+def _renumber(parts: list[tuple[list, list, list, dict]]) -> None:
+    """Give every image and annotation an id unique over all subsets (Datumaro numbers each subset from 1)."""
+    image_ids = [im["id"] for _, images, _, _ in parts for im in images]
+    ann_ids = [a["id"] for _, _, anns, _ in parts for a in anns]
+    if len(set(image_ids)) == len(image_ids) and len(set(ann_ids)) == len(ann_ids):
+        return
+    next_image, next_ann = 1, 1
+    for k, (cats, images, anns, sources) in enumerate(parts):
+        new = {}
+        for im in images:
+            new[im["id"]], im["id"] = next_image, next_image
+            next_image += 1
+        for a in anns:
+            a["id"], a["image_id"] = next_ann, new[a["image_id"]]
+            next_ann += 1
+        parts[k] = (cats, images, anns, {new[i]: f for i, f in sources.items()})
+
+
+def read(src: Path, annotations: Path | None = None, check: BoxCheck | None = None, **_options) -> Dataset:
+    src, check = Path(src), check or BoxCheck()
+    subsets = _subset_files(src) if annotations is None and src.is_dir() and not (src / "annotations.json").is_file() \
+        else {}
+    if not subsets:
+        path = _annotations_file(src, annotations)
+        src_dir = src.parent if src.is_file() else src
+        categories, images, anns, sources = _read_one(path, (src_dir / "images", src_dir, path.parent), check)
+        return Dataset(TASK, categories, images, anns, sources)
+    parts = []
+    for subset, path in subsets.items():
+        prefix = "" if subset == DEFAULT_SUBSET else f"{subset}/"
+        folders = (src / "images" / subset, src / "images", src)
+        parts.append(_read_one(path, folders, check, prefix, None if subset == DEFAULT_SUBSET else subset))
+    first = next(iter(subsets.values()))
+    for (cats, *_), (subset, path) in zip(parts, subsets.items()):
+        if [c["name"] for c in cats] != [c["name"] for c in parts[0][0]]:
+            raise CvreproError(f"{path}: its categories differ from those of {first}")
+    _renumber(parts)
+    return Dataset(TASK, parts[0][0], [im for p in parts for im in p[1]], [a for p in parts for a in p[2]],
+                   {i: f for p in parts for i, f in p[3].items()})
+
+
+def write(dataset: Dataset, dest: Path, **_options) -> None:
+    """The CVAT/Datumaro layout: DEST/annotations/instances_<subset>.json and DEST/images/<subset>/<file_name>,
+    by the image attribute `subset` (`default` without one; a leading `<subset>/` folder is not repeated).
+    Category ids and names as they are."""
+    groups: dict[str, list[dict]] = {}
     for im in dataset.images:
-        target = dest / "images" / im["file_name"]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(dataset.read(dataset.image_source[im["id"]]))
-    images = [{k: v for k, v in im.items() if k != "mask_file"} for im in dataset.images]
-    write_json(dest / "annotations.json", {"images": images, "annotations": dataset.annotations,
-                                           "categories": dataset.categories})
+        groups.setdefault(str(im.get("subset", DEFAULT_SUBSET)), []).append(im)
+    by_image = dataset.annotations_by_image()
+    for subset, members in groups.items():
+        images = []
+        for im in members:
+            name = im["file_name"][len(subset) + 1:] if im["file_name"].startswith(subset + "/") else im["file_name"]
+            target = dest / "images" / subset / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(dataset.read(dataset.image_source[im["id"]]))
+            images.append({**{k: v for k, v in im.items() if k != "mask_file"}, "file_name": name})
+        anns = [a for im in members for a in by_image[im["id"]]]
+        write_json(dest / "annotations" / f"instances_{subset}.json",
+                   {"images": images, "annotations": anns, "categories": dataset.categories})

@@ -47,7 +47,7 @@ def read(src: Path, **_options) -> Dataset:
     return Dataset(TASK, categories, images, anns, sources)
 
 
-def write(dataset: Dataset, dest: Path) -> None:
+def write(dataset: Dataset, dest: Path, **_options) -> None:
     """DEST/<class name>/<file_name> (a leading folder equal to the class name is not repeated)."""
     names = dataset.names()
     by_image = dataset.annotations_by_image()

@@ -72,7 +72,7 @@ def read(src: Path, ignore_index: int = 255, **_options) -> Dataset:
                    sources, mask_sources)
 
 
-def write(dataset: Dataset, dest: Path) -> None:
+def write(dataset: Dataset, dest: Path, **_options) -> None:
     """DEST/images/<file_name>, DEST/masks/<file_name stem>.png (8-bit class ids), DEST/classes.txt."""
     names = contiguous_names(dataset, "masks")
     for im in dataset.images:

@@ -1,16 +1,22 @@
 """Pascal VOC detection: `SRC/JPEGImages/**` and `SRC/Annotations/**.xml`, paired by relative path and stem.
 
-Coordinates: VOC numbers pixels from 1 and its boxes include both end pixels, so a
-box covering pixel columns 0..9 (0-based) is xmin=1, xmax=10. In the project's
-continuous pixel frame that box is x=0, w=10:
+Coordinates (`--voc-coords`): VOC XML holds xmin, ymin, xmax, ymax, and tools disagree
+on what the numbers mean.
 
-    x = xmin - 1,  y = ymin - 1,  w = xmax - xmin + 1,  h = ymax - ymin + 1
-    xmin = x + 1,  ymin = y + 1,  xmax = x + w,        ymax = y + h
+- `plain` (default): the numbers are edges in the continuous pixel frame, as CVAT,
+  Datumaro, globox and LabelImg read and write them: x = xmin, w = xmax - xmin.
+- `devkit`: the PASCAL devkit's 1-based inclusive pixels (a box over pixel columns
+  0..9 is xmin=1, xmax=10): x = xmin - 1, w = xmax - xmin + 1.
 
-Integer boxes round-trip exactly; fractional ones are written as decimals. An
-image without an XML has no objects. Class names: `SRC/classes.txt` (or
-`labelmap.txt`-style `SRC/labels.txt`), one per line, if present (a name not in it
-is an error); otherwise the sorted names found. Category ids are 1..K in that order.
+Either way a box that touches an image edge is never refused because of the convention:
+an edge up to one pixel beyond the border (xmin = 0 read as devkit, xmax = width + 1
+read as plain) is put on the border.
+
+Classes: `SRC/labelmap.txt` (Datumaro/CVAT: `name:r,g,b:parts:actions`, `background`
+skipped), else `SRC/classes.txt` or `SRC/labels.txt` (one per line); a name not listed
+is an error. Without any, the sorted names found. Category ids are 1..K in that order.
+Subsets: `SRC/ImageSets/Main/<subset>.txt` (one image id a line) give each image the
+attribute `subset` (`trainval` is skipped when `train` or `val` exists).
 `difficult`, `truncated`, `occluded` and `pose` are kept on the annotation.
 """
 
@@ -22,9 +28,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from cvrepro.dataset.index import box_outside
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, atomic_write_text
 from cvrepro.formats.common import (
+    BoxCheck,
     Dataset,
     by_stem,
     labels_by_stem,
@@ -45,6 +51,8 @@ def detect(src: Path) -> bool:
     return (src / "Annotations").is_dir() and any((src / "Annotations").rglob("*.xml"))
 
 OBJECT_ATTRIBUTES = ("pose", "truncated", "difficult", "occluded")
+COORDS = ("plain", "devkit")  # --voc-coords; the default first
+SHIFT = {"plain": 0, "devkit": 1}  # xmin - x: how far the written min edge is from the continuous one
 
 
 def _parse(path: Path) -> ET.Element:
@@ -66,39 +74,53 @@ def _attribute(text: str | None):
     return int(text) if text.lstrip("-").isdigit() else text
 
 
-def _objects(path: Path, width: int, height: int) -> list[dict]:
+def _on_edge(v: float, limit: int) -> float:
+    """An edge up to one pixel beyond the border (the other convention's edge box) is put on the border."""
+    return 0.0 if -1 <= v < 0 else float(limit) if limit < v <= limit + 1 else v
+
+
+def _objects(path: Path, width: int, height: int, coords: str, check: BoxCheck) -> list[dict]:
     root = _parse(path)
     size = root.find("size")
     if size is not None and size.find("width") is not None and size.find("height") is not None:
         declared = (_number(size.findtext("width"), f"{path}: <size><width>"),
                     _number(size.findtext("height"), f"{path}: <size><height>"))
-        if declared != (width, height):
+        if declared != (width, height) and declared != (0, 0):  # CVAT writes 0x0 when it did not know
             raise CvreproError(f"{path}: <size> says {declared[0]:g}x{declared[1]:g} but the image is displayed "
                                f"{width}x{height} (EXIF orientation applied)")
     objects = []
+    shift = SHIFT[coords]
     for i, obj in enumerate(root.findall("object"), start=1):
-        where = f"{path}: <object> #{i}"
+        where = f"<object> #{i}"
         name = (obj.findtext("name") or "").strip()
         if not name:
-            raise CvreproError(f"{where}: missing <name>")
+            raise CvreproError(f"{path}: {where}: missing <name>")
         box = obj.find("bndbox")
         if box is None:
-            raise CvreproError(f"{where} ({name}): missing <bndbox>")
-        xmin, ymin, xmax, ymax = (_number(box.findtext(k), f"{where} ({name}): <bndbox><{k}>")
+            raise CvreproError(f"{path}: {where} ({name}): missing <bndbox>")
+        xmin, ymin, xmax, ymax = (_number(box.findtext(k), f"{path}: {where} ({name}): <bndbox><{k}>")
                                   for k in ("xmin", "ymin", "xmax", "ymax"))
-        if xmax < xmin or ymax < ymin:
-            raise CvreproError(f"{where} ({name}): <bndbox> has xmax < xmin or ymax < ymin")
-        if box_outside(xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1, width, height):  # as snapshot
-            raise CvreproError(f"{where} ({name}): <bndbox> {xmin:g},{ymin:g},{xmax:g},{ymax:g} lies outside "
-                               f"the {width}x{height} image (VOC pixels are 1..width, 1..height)")
+        x0, y0 = _on_edge(xmin - shift, width), _on_edge(ymin - shift, height)
+        x1, y1 = _on_edge(xmax, width), _on_edge(ymax, height)
+        bbox = check([x0, y0, x1 - x0, y1 - y0], width, height, str(path), f"{where} ({name})")
+        if bbox is None:
+            continue
         extra = {k: _attribute(obj.findtext(k)) for k in OBJECT_ATTRIBUTES if obj.find(k) is not None}
         iscrowd = int(_attribute(obj.findtext("iscrowd")) == 1)
-        bbox = [tidy(xmin - 1), tidy(ymin - 1), tidy(xmax - xmin + 1), tidy(ymax - ymin + 1)]
-        objects.append({"name": name, "bbox": bbox, "iscrowd": iscrowd, **extra})
+        objects.append({"name": name, "bbox": [tidy(v) for v in bbox], "iscrowd": iscrowd, **extra})
     return objects
 
 
+def _labelmap(path: Path) -> list[str]:
+    """Class names of a Datumaro/CVAT labelmap.txt (`name:color:parts:actions`, `#` comments), background left out."""
+    names = [line.split(":", 1)[0].strip() for line in path.read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    return [n for n in names if n != "background"]
+
+
 def _declared_names(src: Path) -> tuple[list[str], str] | None:
+    if (src / "labelmap.txt").is_file():
+        return _labelmap(src / "labelmap.txt"), str(src / "labelmap.txt")
     for name in ("classes.txt", "labels.txt"):
         path = src / name
         if path.is_file():
@@ -106,8 +128,28 @@ def _declared_names(src: Path) -> tuple[list[str], str] | None:
     return None
 
 
-def read(src: Path, **_options) -> Dataset:
-    src = Path(src)
+def subsets(src: Path) -> dict[str, str]:
+    """image id (path under JPEGImages without extension) -> subset, from ImageSets/Main/<subset>.txt."""
+    folder = src / "ImageSets" / "Main"
+    files = {p.stem: p for p in sorted(folder.glob("*.txt"))} if folder.is_dir() else {}
+    if "trainval" in files and ({"train", "val"} & set(files)):
+        del files["trainval"]
+    out: dict[str, str] = {}
+    for subset, path in files.items():
+        lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+        if any(len(parts) != 1 for parts in lines):
+            continue  # `<class>_<subset>.txt`: id and a 1/-1 flag per line, not a subset list
+        for (ident,) in lines:
+            if ident in out and out[ident] != subset:
+                raise CvreproError(f"{path}: image {ident!r} is also in subset {out[ident]!r}")
+            out[ident] = subset
+    return out
+
+
+def read(src: Path, voc_coords: str = "plain", check: BoxCheck | None = None, **_options) -> Dataset:
+    src, check = Path(src), check or BoxCheck()
+    if voc_coords not in COORDS:
+        raise CvreproError(f"--voc-coords {voc_coords!r}: choose one of {', '.join(COORDS)}")
     image_dir, xml_dir = src / "JPEGImages", src / "Annotations"
     for folder in (image_dir, xml_dir):
         if not folder.is_dir():
@@ -116,13 +158,15 @@ def read(src: Path, **_options) -> Dataset:
     stems = by_stem(files, image_dir)
     xmls = labels_by_stem(xml_dir, ".xml", stems, image_dir)
 
+    subset_of = subsets(src)
     images, sources, objects = [], {}, {}
     for image_id, (rel, file) in enumerate(files.items(), start=1):
         probed = probe_image(file, rel)
-        images.append({"id": image_id, **probed})
+        subset = subset_of.get(stem_key(rel))
+        images.append({"id": image_id, **probed, **({"subset": subset} if subset else {})})
         sources[image_id] = str(file)
         xml = xmls.get(stem_key(rel))
-        objects[image_id] = (xml, _objects(xml, probed["width"], probed["height"]) if xml else [])
+        objects[image_id] = (xml, _objects(xml, probed["width"], probed["height"], voc_coords, check) if xml else [])
 
     declared = _declared_names(src)
     names = declared[0] if declared else sorted({o["name"] for _, objs in objects.values() for o in objs})
@@ -145,15 +189,22 @@ def _text(parent: ET.Element, tag: str, value) -> ET.Element:
     return el
 
 
-def write(dataset: Dataset, dest: Path) -> None:
-    """DEST/JPEGImages/<file_name>, DEST/Annotations/<file_name stem>.xml, DEST/classes.txt (names in id order)."""
+def write(dataset: Dataset, dest: Path, voc_coords: str = "plain", **_options) -> None:
+    """DEST/JPEGImages/<file_name>, DEST/Annotations/<file_name stem>.xml, DEST/ImageSets/Main/<subset>.txt
+    (the image attribute `subset`, else `default`), and the class order in DEST/labelmap.txt (Datumaro's) and
+    DEST/classes.txt: what CVAT/Datumaro and globox read back."""
+    if voc_coords not in COORDS:
+        raise CvreproError(f"--voc-coords {voc_coords!r}: choose one of {', '.join(COORDS)}")
+    shift = SHIFT[voc_coords]
     names = dataset.names()
+    image_sets: dict[str, list[str]] = {}
     by_image = dataset.annotations_by_image()
     for im in dataset.images:
         data = dataset.read(dataset.image_source[im["id"]])
         target = dest / "JPEGImages" / im["file_name"]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
+        image_sets.setdefault(str(im.get("subset", "default")), []).append(stem_key(im["file_name"]))
         with Image.open(BytesIO(data)) as pil:
             depth = len(pil.getbands())
         root = ET.Element("annotation")
@@ -173,10 +224,25 @@ def write(dataset: Dataset, dest: Path) -> None:
                 _text(obj, "iscrowd", 1)  # not VOC, but kept so a crowd box survives a round trip
             x, y, w, h = a["bbox"]
             box = ET.SubElement(obj, "bndbox")
-            for tag, value in (("xmin", x + 1), ("ymin", y + 1), ("xmax", x + w), ("ymax", y + h)):
+            for tag, value in (("xmin", x + shift), ("ymin", y + shift), ("xmax", x + w), ("ymax", y + h)):
                 _text(box, tag, tidy(value))
         ET.indent(root)
         xml = dest / "Annotations" / (stem_key(im["file_name"]) + ".xml")
         atomic_write_bytes(xml, ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n")
     ordered = [names[i] for i in sorted(names)]
     atomic_write_text(dest / "classes.txt", "".join(f"{n}\n" for n in ordered))
+    atomic_write_text(dest / "labelmap.txt", "# label:color_rgb:parts:actions\nbackground:0,0,0::\n"
+                      + "".join(f"{n}:{_colour(i)}::\n" for i, n in enumerate(ordered, start=1)))
+    for subset, ids in image_sets.items():
+        atomic_write_text(dest / "ImageSets" / "Main" / f"{subset}.txt", "".join(f"{i}\n" for i in ids))
+
+
+def _colour(i: int) -> str:
+    """The VOC palette colour of class i (what Datumaro writes in a labelmap)."""
+    r = g = b = 0
+    for shift in range(7, -1, -1):
+        r |= ((i >> 0) & 1) << shift
+        g |= ((i >> 1) & 1) << shift
+        b |= ((i >> 2) & 1) << shift
+        i >>= 3
+    return f"{r},{g},{b}"

@@ -1,10 +1,16 @@
-"""YOLO detection: `SRC/images/**` and `SRC/labels/**.txt`, one `class cx cy w h` line per box.
+"""YOLO detection, one `class cx cy w h` line per box (normalised by the displayed image size), in the layouts
+people have:
 
-The label file of `images/sub/a.jpg` is `labels/sub/a.txt`; no label file (or an empty
-one) means an image without objects. Coordinates are normalised by the image's
-displayed size. Class names come from `SRC/data.yaml` (`names:` list, or dict
-index -> name), else `SRC/classes.txt` or `SRC/labels/classes.txt` (one per line);
-YOLO class i becomes category id i + 1.
+- `SRC/images/**` + `SRC/labels/**.txt` (the label of `images/sub/a.jpg` is `labels/sub/a.txt`), names from
+  `SRC/data.yaml` or `classes.txt`; data.yaml's `train:`/`val:`/`test:` folders under images/ give the subset;
+- Ultralytics/Roboflow: `SRC/data.yaml` whose `train:`/`val:`/`test:` name image folders anywhere under SRC
+  (`train/images`), labels where Ultralytics looks (the last `images` folder of the path becomes `labels`,
+  else beside the image);
+- darknet (CVAT "YOLO 1.1", Datumaro `yolo`): `SRC/obj.names` (and `obj.data`), images with their .txt label
+  beside them in `SRC/obj_<subset>_data/`.
+
+No label file (or an empty one) means an image without objects. YOLO class i becomes category id i + 1; an
+image under a subset folder gets the attribute `subset` (train, val, test).
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from pathlib import Path
 import yaml
 
 from cvrepro.core.fileio import CvreproError, atomic_write_text
-from cvrepro.dataset.index import BOX_TOLERANCE
 from cvrepro.formats.common import (
+    BoxCheck,
     Dataset,
     by_stem,
     labels_by_stem,
@@ -32,22 +38,75 @@ NAME = "yolo"
 TASK = "detection"
 
 
+SUBSETS = ("train", "val", "test")  # the data.yaml keys that name image folders
+
+
 def detect(src: Path) -> bool:
-    """A YOLO source: SRC/images/ and SRC/labels/ holding .txt label files."""
+    """A YOLO source: SRC/images/ + SRC/labels/ with .txt files, a data.yaml naming image folders, or darknet's
+    obj.names."""
     labels = src / "labels"
-    return (src / "images").is_dir() and labels.is_dir() and any(labels.rglob("*.txt"))
+    if (src / "images").is_dir() and labels.is_dir() and any(labels.rglob("*.txt")):
+        return True
+    if (src / "obj.names").is_file() or (src / "obj.data").is_file():
+        return True
+    return (src / "data.yaml").is_file() and bool(_data_yaml(src).get("names")) and bool(_parts(src))
 
 CLASSES_IN_LABELS = "classes.txt"  # LabelImg writes the class list beside the label files: not a label file
+
+
+def _data_yaml(src: Path) -> dict:
+    path = src / "data.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise CvreproError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise CvreproError(f"{path}: not a YAML mapping with 'names'")
+    return data
+
+
+def _yaml_folders(src: Path) -> dict[str, Path]:
+    """subset -> image folder, from data.yaml's train/val/test (relative to its `path`, else to SRC)."""
+    data = _data_yaml(src)
+    base = src / data["path"] if isinstance(data.get("path"), str) and (src / data["path"]).is_dir() else src
+    out = {}
+    for subset in SUBSETS:
+        value = data.get(subset)
+        for v in value if isinstance(value, list) else [value] if value else []:
+            folder = Path(v) if Path(v).is_absolute() else base / v
+            if folder.suffix == ".txt":
+                raise CvreproError(f"{src / 'data.yaml'}: '{subset}: {v}': image lists (.txt) are not supported; "
+                                   "name the image folder")
+            if folder.is_dir():
+                out.setdefault(subset, folder.resolve())
+    return out
+
+
+def _parts(src: Path) -> list[tuple[Path, Path, str, str | None]]:
+    """(image folder, label folder, name prefix under data/raw, subset) of each part of the source."""
+    if (src / "images").is_dir():
+        return [(src / "images", src / "labels", "", None)]
+    darknet = sorted(p for p in src.glob("obj_*_data") if p.is_dir())
+    if darknet:
+        return [(p, p, p.name + "/", p.name[len("obj_"):-len("_data")]) for p in darknet]
+    parts = []
+    for subset, folder in _yaml_folders(src).items():
+        parents = folder.parts
+        cut = len(parents) - 1 - parents[::-1].index("images") if "images" in parents else None
+        labels = Path(*parents[:cut], "labels", *parents[cut + 1:]) if cut is not None else folder
+        prefix = folder.relative_to(src.resolve()).as_posix() + "/" if folder.is_relative_to(src.resolve()) \
+            else f"{subset}/"
+        parts.append((folder, labels, prefix, subset))
+    return parts
 
 
 def _class_names(src: Path) -> tuple[list, str]:
     """(names in class-index order, the file they came from)."""
     data_yaml = src / "data.yaml"
     if data_yaml.is_file():
-        try:
-            names = (yaml.safe_load(data_yaml.read_text()) or {}).get("names")
-        except (yaml.YAMLError, AttributeError) as e:
-            raise CvreproError(f"{data_yaml}: not a YAML mapping with 'names' ({e})") from None
+        names = _data_yaml(src).get("names")
         if isinstance(names, dict):
             if set(names) != set(range(len(names))):
                 raise CvreproError(f"{data_yaml}: 'names' keys must be the class indices 0..{len(names) - 1}")
@@ -55,15 +114,14 @@ def _class_names(src: Path) -> tuple[list, str]:
         if not isinstance(names, list) or not names:
             raise CvreproError(f"{data_yaml}: 'names' must be a non-empty list or a dict index -> name")
         return names, str(data_yaml)
-    for classes_txt in (src / "classes.txt", src / "labels" / CLASSES_IN_LABELS):
+    for classes_txt in (src / "obj.names", src / "classes.txt", src / "labels" / CLASSES_IN_LABELS):
         if classes_txt.is_file():
             return [line.strip() for line in classes_txt.read_text().splitlines() if line.strip()], str(classes_txt)
-    raise CvreproError(f"{src}: no class names: expected data.yaml (with 'names') or classes.txt")
+    raise CvreproError(f"{src}: no class names: expected data.yaml (with 'names'), obj.names or classes.txt")
 
 
-def _boxes(path: Path, n_classes: int, width: int, height: int) -> list[tuple[int, list]]:
+def _boxes(path: Path, n_classes: int, width: int, height: int, check: BoxCheck) -> list[tuple[int, list]]:
     boxes = []
-    tol_x, tol_y = BOX_TOLERANCE / width, BOX_TOLERANCE / height  # half a pixel, as snapshot allows
     for lineno, line in enumerate(path.read_text().splitlines(), start=1):
         fields = line.split()
         if not fields:
@@ -77,37 +135,38 @@ def _boxes(path: Path, n_classes: int, width: int, height: int) -> list[tuple[in
             raise CvreproError(f"{where}: not an integer class and 4 numbers: {line.strip()!r}") from None
         if not 0 <= cls < n_classes:
             raise CvreproError(f"{where}: class index {cls} out of range 0..{n_classes - 1}")
-        if not all(0.0 <= v <= 1.0 for v in (cx, cy, w, h)):
-            raise CvreproError(f"{where}: coordinates must be normalised to [0, 1], got {cx} {cy} {w} {h}")
-        if w <= 0 or h <= 0:
-            raise CvreproError(f"{where}: box has a non-positive width or height")
-        if cx - w / 2 < -tol_x or cy - h / 2 < -tol_y or cx + w / 2 > 1 + tol_x or cy + h / 2 > 1 + tol_y:
-            raise CvreproError(f"{where}: box {cx} {cy} {w} {h} reaches outside the image")
-        bbox = [(cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height]
-        boxes.append((cls + 1, [tidy(v) for v in bbox]))
+        bbox = check([(cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height], width, height,
+                     str(path), f"line {lineno}")
+        if bbox is not None:
+            boxes.append((cls + 1, [tidy(v) for v in bbox]))
     return boxes
 
 
-def read(src: Path, **_options) -> Dataset:
-    src = Path(src)
-    image_dir, label_dir = src / "images", src / "labels"
-    if not image_dir.is_dir():
-        raise CvreproError(f"{image_dir}: image directory not found")
+def read(src: Path, check: BoxCheck | None = None, **_options) -> Dataset:
+    src, check = Path(src), check or BoxCheck()
+    parts = _parts(src)
+    if not parts:
+        raise CvreproError(f"{src}: no images/ folder, obj_<subset>_data/ folder or data.yaml train/val folder")
     names, names_file = _class_names(src)
     categories = categories_from_names(names, names_file)
-    files = find_images(image_dir)
-    stems = by_stem(files, image_dir)
-    label_files = labels_by_stem(label_dir, ".txt", stems, image_dir, skip=(label_dir / CLASSES_IN_LABELS,))
+    subset_dirs = {s: f for s, f in _yaml_folders(src).items()} if (src / "images").is_dir() else {}
 
     images, anns, sources = [], [], {}
-    for image_id, (rel, file) in enumerate(files.items(), start=1):
-        probed = probe_image(file, rel)
-        images.append({"id": image_id, **probed})
-        sources[image_id] = str(file)
-        label = label_files.get(stem_key(rel))
-        for cat, bbox in _boxes(label, len(names), probed["width"], probed["height"]) if label else []:
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cat, "bbox": bbox,
-                         "area": tidy(bbox[2] * bbox[3]), "iscrowd": 0})
+    for image_dir, label_dir, prefix, subset in parts:
+        files = find_images(image_dir)
+        stems = by_stem(files, image_dir)
+        skip = (label_dir / CLASSES_IN_LABELS,)
+        label_files = labels_by_stem(label_dir, ".txt", stems, image_dir, skip=skip)
+        for rel, file in files.items():
+            image_id = len(images) + 1
+            probed = probe_image(file, prefix + rel)
+            found = subset or next((s for s, f in subset_dirs.items() if file.resolve().is_relative_to(f)), None)
+            images.append({"id": image_id, **probed, **({"subset": found} if found else {})})
+            sources[image_id] = str(file)
+            label = label_files.get(stem_key(rel))
+            for cat, bbox in _boxes(label, len(names), probed["width"], probed["height"], check) if label else []:
+                anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cat, "bbox": bbox,
+                             "area": tidy(bbox[2] * bbox[3]), "iscrowd": 0})
     return Dataset(TASK, categories, images, anns, sources)
 
 
@@ -115,8 +174,9 @@ def _number(v: float) -> str:
     return f"{v:.10f}".rstrip("0").rstrip(".") or "0"
 
 
-def write(dataset: Dataset, dest: Path) -> None:
-    """DEST/images/<file_name>, DEST/labels/<file_name stem>.txt, DEST/data.yaml (names in id order)."""
+def write(dataset: Dataset, dest: Path, **_options) -> None:
+    """DEST/images/<file_name>, DEST/labels/<file_name stem>.txt, DEST/data.yaml (names in id order, and
+    `train:`/`val:`/`test:` image folders where every image of a subset lies under `<subset>/`)."""
     names = contiguous_names(dataset, "yolo")
     by_image = dataset.annotations_by_image()
     for im in dataset.images:
@@ -129,4 +189,10 @@ def write(dataset: Dataset, dest: Path) -> None:
             values = [(x + w / 2) / im["width"], (y + h / 2) / im["height"], w / im["width"], h / im["height"]]
             lines.append(" ".join([str(a["category_id"] - 1)] + [_number(v) for v in values]))
         atomic_write_text(dest / "labels" / (stem_key(im["file_name"]) + ".txt"), "".join(f"{s}\n" for s in lines))
-    atomic_write_text(dest / "data.yaml", yaml.safe_dump({"nc": len(names), "names": names}, sort_keys=False))
+    folders = {}
+    for subset in SUBSETS:
+        members = [im["file_name"] for im in dataset.images if im.get("subset") == subset]
+        if members and all(name.startswith(subset + "/") for name in members):
+            folders[subset] = f"images/{subset}"
+    data = {"path": ".", **folders, "nc": len(names), "names": names} if folders else {"nc": len(names), "names": names}
+    atomic_write_text(dest / "data.yaml", yaml.safe_dump(data, sort_keys=False))
