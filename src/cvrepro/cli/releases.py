@@ -105,6 +105,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from cvrepro.provenance.report import build
+
+    done = build(Path(args.root), Path(args.out) if args.out else Path(args.root) / "report")
+    print(f"{done['out']}/index.html: {done['datasets']} dataset and {done['models']} model versions, "
+          f"{done['pages']} pages; open it in a browser (no server needed)")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="finish or roll back a release or import that was killed part way "
                                       "(every command that changes the repository does this first)")
@@ -133,6 +142,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default=".")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("report", help="the registry as a static HTML site (every version, lineage, metric trends, "
+                                      "diffs, pictures); opens from disk")
+    p.add_argument("--out", help="the folder to write (replaced as a whole; default: report/ in --root)")
+    p.add_argument("--root", default=".")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("diff", help="DS-A DS-B: images, labels, classes, splits; vA vB: code, data, params "
                        "and metrics (regressions first)")

@@ -149,8 +149,10 @@ class DenseTask(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.valid_ids = list(valid_ids)
 
-    def logits(self, images: list[torch.Tensor]) -> torch.Tensor:
-        x = (torch.stack(list(images)) - self.mean) / self.std
+    def logits(self, images: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """Class logits of a list of [3,S,S] images in [0, 1], or of one [N,3,S,S] batch (the ONNX graph)."""
+        batch = images if isinstance(images, torch.Tensor) else torch.stack(list(images))
+        x = (batch - self.mean) / self.std
         out = self.net(x)
         if isinstance(out, dict):  # torchvision segmentation models return {"out": ...}
             out = out["out"]

@@ -41,7 +41,7 @@ def fetch_release_files(version: str, repo: str | Path = ".", remote: str | None
         except Exception as e:  # DVC's errors vary (no remote, missing in cache and remote, ...)
             raise CvreproError(f"{rel} at {version}: cannot fetch it through DVC ({type(e).__name__}: {e}); "
                                "DVC also calls a file missing when the remote's copy fails its md5 check") from None
-        want = record.get("artifacts", {}).get(str(rel))
+        want = record.get("artifacts", {}).get(str(rel)) or (record.get("export") or {}).get("files", {}).get(str(rel))
         if not want:
             raise CvreproError(f"{record_path(version)} at {version}: artifacts has no sha256 for {rel}")
         got = sha256_file(target)
@@ -51,11 +51,38 @@ def fetch_release_files(version: str, repo: str | Path = ".", remote: str | None
     return dest, record
 
 
-def load_model(version: str, repo: str | Path = ".", remote: str | None = None) -> Predictor:
-    """The released model `version` (a `vX.Y.Z` tag of `repo`) as a Predictor in eval mode."""
-    from cvrepro.learning.artifacts import load_predictor
+RUNTIMES = ("torch", "onnx")
 
+
+def load_model(version: str, repo: str | Path = ".", remote: str | None = None, runtime: str = "torch",
+               threads: int = 1) -> Predictor:
+    """The released model `version` (a `vX.Y.Z` tag of `repo`) as a Predictor in eval mode.
+
+    runtime "torch": the PyTorch model built from `model.pt`; "onnx": the release's `model.onnx` in ONNX
+    Runtime (`threads` intra-op threads), which gave the same predictions within the tolerance recorded
+    in the release record's `export.parity` when the release was made. Both apply the same pre- and
+    post-processing, so their outputs have the same form."""
+    if runtime not in RUNTIMES:
+        raise CvreproError(f"load_model: runtime '{runtime}' is not one of {', '.join(RUNTIMES)}")
     with tempfile.TemporaryDirectory(prefix=f"cvrepro-{version}-") as tmp:
+        if runtime == "onnx":
+            return _load_onnx(version, repo, remote, Path(tmp), threads)
+        from cvrepro.learning.artifacts import load_predictor
+
         folder, record = fetch_release_files(version, repo, remote, Path(tmp))
         model, spec, label_map = load_predictor(folder)
     return Predictor(model, spec, label_map, version, record)
+
+
+def _load_onnx(version: str, repo: str | Path, remote: str | None, tmp: Path, threads: int) -> Predictor:
+    from cvrepro.core.fileio import read_json
+    from cvrepro.provenance.export import OnnxModel, bundle_files
+    from cvrepro.provenance.registry import record_at, record_path
+
+    if not (record_at(Path(repo), version).get("export") or {}).get("files"):
+        raise CvreproError(f"{record_path(version)} at {version}: the release has no ONNX export (released before "
+                           "exports existed): load it with runtime='torch'")
+    onnx = bundle_files(version)["onnx"]
+    folder, record = fetch_release_files(version, repo, remote, tmp, files=(LABEL_MAP, PREPROCESSING, onnx))
+    model = OnnxModel(folder / onnx.name, threads=threads)  # the session holds the graph: tmp may go
+    return Predictor(model, read_json(folder / PREPROCESSING.name), read_json(folder / LABEL_MAP.name), version, record)

@@ -23,8 +23,7 @@ import yaml
 
 from cvrepro.dataset import diff as datadiff
 from cvrepro.dataset.splits import require_no_empty_split
-from cvrepro.provenance import preflight
-from cvrepro.provenance import journal, registry
+from cvrepro.provenance import export, journal, preflight, registry
 from cvrepro.config.compose import MISSING, changed_keys
 from cvrepro.core.faults import kill_point
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, read_json, sha256_bytes, sha256_file
@@ -110,10 +109,12 @@ def choose_version(root: Path, prefix: str, newest: tuple | None, required: str 
     return tag, chosen
 
 
-def _publish(root: Path, tag: str, record: dict, notes_md: str, message: str, remote: str, head: str) -> None:
-    """Push the data, then write, commit and tag the record, each step noted in the journal
-    (see `journal`) so that a kill at any point is finished or rolled back by the next command.
-    If committing or tagging fails, the commit is undone, only while HEAD is still that commit."""
+def _publish(root: Path, tag: str, record: dict, notes_md: str, message: str, remote: str, head: str,
+             extra: list[Path] = ()) -> None:
+    """Push the data, then write, commit and tag the record (with the `extra` files already written, e.g. the
+    model bundle), each step noted in the journal (see `journal`) so that a kill at any point is finished or
+    rolled back by the next command. If committing or tagging fails, the commit is undone, only while HEAD is
+    still that commit."""
     rel = registry.record_path(tag)
     files = {rel.as_posix(): _json_bytes(record), rel.with_suffix(".md").as_posix(): notes_md.encode()}
     journal.begin(root, tag=tag, head=head, message=message,
@@ -129,9 +130,10 @@ def _publish(root: Path, tag: str, record: dict, notes_md: str, message: str, re
         atomic_write_bytes(root / path, data)
     kill_point("release:after-write")
     commit = None
+    committed = [*files, *(Path(e).as_posix() for e in extra)]
     try:
-        git(root, "add", "--", *files)
-        git(root, "commit", "-q", "-m", message, "--", *files)
+        git(root, "add", "--", *committed)
+        git(root, "commit", "-q", "-m", message, "--", *committed)
         commit = head_commit(root)
         journal.note(root, commit=commit)
         kill_point("release:after-commit")
@@ -141,6 +143,7 @@ def _publish(root: Path, tag: str, record: dict, notes_md: str, message: str, re
         tagged = git(root, "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}", check=False)
         if commit is not None and head_commit(root) == commit and tagged != commit:
             git(root, "reset", "-q", "--soft", head)  # our own, untagged commit, still HEAD: nothing else
+        git(root, "reset", "-q", "--", *committed, check=False)
         journal.remove_files(root, files={p: sha256_bytes(b) for p, b in files.items()})
         journal.clear(root)
         raise
@@ -425,7 +428,8 @@ def model_notes(record: dict) -> str:
         if m.get("per_class"):
             keys = sorted({k for cm in m["per_class"].values() for k in cm})
             lines += ["", f"Per class ({split}):", ""]
-            lines += _md_table(["class", *keys], [[c, *(f"{cm.get(k, float('nan')):.3f}" for k in keys)]
+            lines += _md_table(["class", *keys], [[c, *(f"{cm[k]:.3f}" if isinstance(cm.get(k), (int, float)) else "n/a"
+                                                        for k in keys)]  # None: e.g. precision of a class never predicted
                                                   for c, cm in m["per_class"].items()])
     if prev and record.get("params_changed"):
         lines += ["", f"## Parameters changed since {prev}", ""]
@@ -487,5 +491,11 @@ def release_model(root: Path = Path("."), version: str | None = None, level: str
     record["params_changed"] = params_changed(previous["params"], params) if previous else None
     record["caveats"] = caveats(record)
     notes_md = model_notes(record)
-    _publish(root, tag, record, notes_md, f"Release {tag}: {chosen} ({reason}), on {dataset_version}", remote, head)
+    record["export"], bundle = export.make_bundle(root, record, previous)  # ONNX with parity, safetensors, card
+    try:
+        _publish(root, tag, record, notes_md, f"Release {tag}: {chosen} ({reason}), on {dataset_version}", remote,
+                 head, extra=bundle)
+    except BaseException:
+        export.discard(root, tag)
+        raise
     return record
