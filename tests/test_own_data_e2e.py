@@ -31,10 +31,10 @@ def imagefolder(src: Path, per_class: int = 12) -> None:
             Image.fromarray(pixels).save(src / name / f"{i:03d}.png")
 
 
-def yolo(src: Path, n: int = 16) -> None:
+def yolo(src: Path, n: int = 40) -> None:
     rng = np.random.default_rng(1)
     for i in range(n):
-        subset = "train" if i < 12 else "val"
+        subset = "train" if i < 30 else "val"
         pixels = rng.integers(0, 60, (48, 64, 3), dtype=np.uint8)
         x0, y0 = int(rng.integers(0, 40)), int(rng.integers(0, 24))
         pixels[y0:y0 + 20, x0:x0 + 20] = (230, 230, 40)

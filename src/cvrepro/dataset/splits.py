@@ -21,6 +21,7 @@ classification the output records the images per class in every split
 from __future__ import annotations
 
 import hashlib
+import sys
 
 from cvrepro.core.fileio import CvreproError
 from cvrepro.core.paths import MANIFEST
@@ -75,9 +76,21 @@ def assign(manifest: dict, seed: int, ratios: dict[str, float], group_key: str |
     return {n: sorted(v) for n, v in members.items()}
 
 
-def require_no_empty_split(counts: dict[str, int], ratios: dict[str, float], where: str) -> None:
-    """An empty split (with a ratio above 0) trains or scores on nothing: refuse it, naming the zero count."""
-    empty = [n for n in SPLIT_NAMES if counts.get(n, 0) == 0 and ratios.get(n, 0) > 0]
+def fillable_splits(manifest: dict, method: str) -> list[str]:
+    """The splits the method can put images in. `subset` never moves a train or val subset image into
+    test, so a source whose subsets are only train and val (a YOLO data.yaml without `test:`) has no test
+    split by design; the other methods can fill every split."""
+    if method != "subset":
+        return list(SPLIT_NAMES)
+    subsets = {SUBSET_NAMES.get(str(f.get("attributes", {}).get("subset", "")).lower()) for f in manifest["files"]}
+    return [n for n in SPLIT_NAMES if n != "test" or subsets - {"train", "val"}]
+
+
+def require_no_empty_split(counts: dict[str, int], ratios: dict[str, float], where: str,
+                           fillable: list[str] | tuple[str, ...] = SPLIT_NAMES) -> None:
+    """An empty split (with a ratio above 0, that the method could fill) trains or scores on nothing: refuse
+    it, naming the zero count."""
+    empty = [n for n in fillable if counts.get(n, 0) == 0 and ratios.get(n, 0) > 0]
     if empty:
         shown = ", ".join(f"{n} {counts.get(n, 0)}" for n in SPLIT_NAMES)
         raise CvreproError(f"{where}: the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} would hold 0 "
@@ -91,7 +104,11 @@ def split_record(manifest: dict, cfg: dict, task) -> dict:
     if method not in METHODS:
         raise CvreproError(f"params.yaml: split.method '{method}' is unknown (supported: {', '.join(METHODS)})")
     members = assign(manifest, int(cfg["seed"]), cfg["ratios"], cfg.get("group_key"), method)
-    require_no_empty_split({n: len(v) for n, v in members.items()}, cfg["ratios"], "params.yaml: split")
+    fillable = fillable_splits(manifest, method)
+    require_no_empty_split({n: len(v) for n, v in members.items()}, cfg["ratios"], "params.yaml: split", fillable)
+    for name in sorted(set(SPLIT_NAMES) - set(fillable)):
+        print(f"note: split.method subset: the source has no {name} subset, so the {name} split is empty",
+              file=sys.stderr)
     return {
         "method": method,
         "rule": "u = int(sha256(f'{seed}:{identity}')[:8 bytes]) / 2**64; train if u < r_train, "
@@ -104,5 +121,6 @@ def split_record(manifest: dict, cfg: dict, task) -> dict:
         "snapshot_id": manifest["snapshot_id"],
         "counts": {n: len(v) for n, v in members.items()},
         "splits": members,
+        **({"fillable": fillable} if len(fillable) < len(SPLIT_NAMES) else {}),  # the other methods fill all
         **task.split_summary(manifest, members, cfg["ratios"]),
     }

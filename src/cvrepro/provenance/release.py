@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from cvrepro.dataset import diff as datadiff
-from cvrepro.dataset.splits import require_no_empty_split
+from cvrepro.dataset.splits import SPLIT_NAMES, require_no_empty_split
 from cvrepro.provenance import export, journal, preflight, registry
 from cvrepro.config.compose import MISSING, changed_keys
 from cvrepro.core.faults import kill_point
@@ -293,7 +293,8 @@ def release_dataset(root: Path = Path("."), version: str | None = None, level: s
     members = splits.get("splits", {})
     if not current.manifest["stats"].get("images"):
         raise CvreproError(f"{MANIFEST}: 0 images: an empty dataset is not released")
-    require_no_empty_split(splits.get("counts") or {}, splits.get("ratios") or {}, str(SPLITS))
+    require_no_empty_split(splits.get("counts") or {}, splits.get("ratios") or {}, str(SPLITS),
+                           splits.get("fillable") or SPLIT_NAMES)
     record = {
         "schema": "cvrepro.release.dataset/1",
         "version": tag,
