@@ -51,11 +51,14 @@ def fetch_release_files(version: str, repo: str | Path = ".", remote: str | None
     return dest, record
 
 
-def load_model(version: str, repo: str | Path = ".", remote: str | None = None) -> Predictor:
-    """The released model `version` (a `vX.Y.Z` tag of `repo`) as a Predictor in eval mode."""
+def load_model(version: str, repo: str | Path = ".", remote: str | None = None, device: str = "auto") -> Predictor:
+    """The released model `version` (a `vX.Y.Z` tag of `repo`) as a Predictor in eval mode on `device`
+    (auto: CUDA, then MPS, then the CPU; an absent device is an error)."""
     from cvrepro.learning.artifacts import load_predictor
+    from cvrepro.learning.devices import resolve_device
 
+    target = resolve_device(device)
     with tempfile.TemporaryDirectory(prefix=f"cvrepro-{version}-") as tmp:
         folder, record = fetch_release_files(version, repo, remote, Path(tmp))
-        model, spec, label_map = load_predictor(folder)
+        model, spec, label_map = load_predictor(folder, target)
     return Predictor(model, spec, label_map, version, record)
