@@ -53,14 +53,9 @@ def pin_cpu_isa(cfg: dict) -> None:
     """Set the pin of `train.cpu_isa` in this process's environment (inherited by torchrun's workers).
 
     The config wins over whatever the shell set: the level is part of the result, so it lives in
-    params.yaml. For `native`, the pin variables are removed. Call before torch is imported."""
-    level = str(cfg.get("cpu_isa", "avx2"))
-    env = isa_environment(level)
-    for name in ISA_ENV:
-        if name in env:
-            os.environ[name] = env[name]
-        elif level == NATIVE:
-            os.environ.pop(name, None)
+    params.yaml. `native` sets nothing (the shell's variables, if any, and the CPU decide; the record
+    names the level in force). Call before torch is imported."""
+    os.environ.update(isa_environment(str(cfg.get("cpu_isa", "avx2"))))
 
 
 def check_cpu_isa(cfg: dict) -> str:

@@ -209,6 +209,7 @@ def train(params: dict, root: Path = Path("."), preflight: dict | None = None) -
         "hardware": hardware,
         "rank_weights_sha256": rank_hashes,  # before BatchNorm re-estimation, which rank 0 does alone
         "resumed_from_epoch": first_epoch if state is not None else None,
+        "written_by": {"rank": rank, "world_size": world, "pid": os.getpid()},  # rank 0 alone writes outputs
         "preflight": preflight,
     }
     write_json(root / TRAIN_INFO, summary)
