@@ -18,6 +18,7 @@ import io
 import math
 import os
 import signal
+import time
 from pathlib import Path
 
 import torch
@@ -139,6 +140,8 @@ def train(params: dict, root: Path = Path("."), preflight: dict | None = None) -
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         history, lrs, first_epoch = state["history"], state["lrs"], int(state["epoch"])
     net = distributed.wrap(model, device) if world > 1 else model
 
@@ -149,6 +152,7 @@ def train(params: dict, root: Path = Path("."), preflight: dict | None = None) -
     from dvclive import Live  # DVC writes dvc.yaml plots itself; DVCLive only logs
 
     live = Live(dir=str(root / TRAIN_LOG_DIR), save_dvc_exp=False, dvcyaml=False) if rank == 0 else None
+    started, images_seen = time.perf_counter(), 0
     try:
         for losses, lr in zip(history, lrs):  # a resumed run logs the epochs done before the kill again
             _log(live, losses, lr)
@@ -157,6 +161,7 @@ def train(params: dict, root: Path = Path("."), preflight: dict | None = None) -
             losses = train_one_epoch(net, optimizer, scheduler, loader, epoch, cfg.get("max_grad_norm"), device=device,
                                      autocast=devices.autocast(device, precision), scaler=scaler,
                                      after_step=_kill_hook(epoch * steps_per_epoch), show=rank == 0)
+            images_seen += len(split)
             history.append(losses)
             lrs.append(optimizer.param_groups[0]["lr"])
             if rank == 0:
@@ -164,11 +169,15 @@ def train(params: dict, root: Path = Path("."), preflight: dict | None = None) -
                 print(f"epoch {epoch + 1}/{cfg['epochs']}: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
                 # every epoch: a crash (or kill -9) loses at most one epoch of work
                 save_torch({**state_now(epoch + 1), "key": key, "history": history, "lrs": lrs,
-                            "rng": torch.get_rng_state(), "scaler": scaler.state_dict() if scaler else None},
+                            "rng": torch.get_rng_state(), "scaler": scaler.state_dict() if scaler else None,
+                            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
                            root / RESUME_CHECKPOINT)
     finally:
         if live is not None:
             live.end()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - started
 
     if world > 1:
         # DDP keeps rank 0's buffers (BatchNorm statistics), sending them at each forward; after the
@@ -209,6 +218,9 @@ def train(params: dict, root: Path = Path("."), preflight: dict | None = None) -
         "hardware": hardware,
         "rank_weights_sha256": rank_hashes,  # before BatchNorm re-estimation, which rank 0 does alone
         "resumed_from_epoch": first_epoch if state is not None else None,
+        # the epochs run in this process, all ranks together (a machine figure, not part of the result)
+        "throughput": {"images_per_s": round(images_seen / seconds, 2) if images_seen else None,
+                       "seconds": round(seconds, 2)},
         "written_by": {"rank": rank, "world_size": world, "pid": os.getpid()},  # rank 0 alone writes outputs
         "preflight": preflight,
     }
