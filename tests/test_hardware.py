@@ -211,3 +211,17 @@ def test_two_processes_through_torchrun_from_dvc_exp_run(pipeline: Path):
     assert "exitcode  : -9" in failed.stderr  # torchrun names the dead worker
     assert [out for out in outs if (pipeline / out).exists()] == []
     assert [p.name for p in (pipeline / "models").iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_several_machines_launch_node_0_here_or_say_what_is_missing(monkeypatch):
+    from cvrepro.learning.distributed import launch_command
+
+    cfg = {"devices": 8, "num_nodes": 2}
+    monkeypatch.delenv("CVREPRO_RDZV_ENDPOINT", raising=False)
+    with pytest.raises(CvreproError, match="train.num_nodes is 2: set CVREPRO_RDZV_ENDPOINT=host:port"):
+        launch_command(cfg)
+    monkeypatch.setenv("CVREPRO_RDZV_ENDPOINT", "head-0:29500")
+    cmd = launch_command(cfg)
+    assert cmd[1:3] == ["-m", "torch.distributed.run"] and cmd[-3:] == ["-m", "cvrepro.cli", "train"]
+    assert {"--nproc-per-node=8", "--nnodes=2", "--node-rank=0", "--master-addr=head-0", "--master-port=29500"} <= set(cmd)
+    assert "--standalone" in launch_command({"devices": 2, "num_nodes": 1})

@@ -6,9 +6,9 @@ per device, does the rendezvous and watches them (one that dies stops the group,
 names its rank and exit code). Workers average gradients with DistributedDataParallel. Only
 rank 0 writes outputs. The sharding of each epoch is `engine.rank_batches`.
 
-Several machines: each node runs the same command with the same rendezvous endpoint
-(`CVREPRO_RDZV_ENDPOINT=host:port`, `CVREPRO_RDZV_ID`); `dvc repro` runs on the node whose
-workspace gets the outputs (README, "GPUs and several machines").
+Several machines: `dvc repro` runs on the head node (node rank 0, whose workspace gets the
+outputs) with `CVREPRO_RDZV_ENDPOINT=head:port`; every other node runs torchrun with its own
+`--node-rank` and that address (README, "GPUs, precision and several machines").
 """
 
 from __future__ import annotations
@@ -50,12 +50,14 @@ def launch_command(cfg: dict, stage: str = "train") -> list[str]:
     if nodes == 1:
         cmd.append("--standalone")  # a local rendezvous on a free port
     else:
-        endpoint = os.environ.get("CVREPRO_RDZV_ENDPOINT")
-        if not endpoint:
+        endpoint = os.environ.get("CVREPRO_RDZV_ENDPOINT", "")
+        host, _, port = endpoint.rpartition(":")
+        if not host or not port.isdigit():
             raise CvreproError(f"params.yaml: train.num_nodes is {nodes}: set CVREPRO_RDZV_ENDPOINT=host:port "
-                               "(a port on the first node every node can reach) on every node")
-        cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
-                f"--rdzv-id={os.environ.get('CVREPRO_RDZV_ID', 'cvrepro')}"]
+                               f"(this node's address and a free port every node can reach), got {endpoint!r}")
+        # Static rendezvous with this node as node 0: global rank 0, which writes the outputs, runs here,
+        # in the workspace where `dvc repro` runs (c10d would rank the nodes by arrival).
+        cmd += ["--node-rank=0", f"--master-addr={host}", f"--master-port={port}"]
     return cmd + ["-m", "cvrepro.cli", stage]
 
 
