@@ -3,6 +3,14 @@ demo dataset for the training and evaluation tests, a moto S3 server. Helpers: h
 
 from __future__ import annotations
 
+import os
+
+from cvrepro.learning.devices import isa_environment
+
+# The CPU kernels read their instruction-set pin when torch loads: pin the template's default
+# (train.cpu_isa: avx2) before any test imports torch, as `cvrepro <stage>` does before its stage.
+os.environ.update(isa_environment("avx2"))
+
 import shutil
 import subprocess
 import time

@@ -109,6 +109,7 @@ def test_reproduce_rebuilds_the_release_bit_for_bit(released: Path):
     assert checks["snapshot_id"]["got"] == want["snapshot_id"]
     assert checks["metric val.AP50"]["ok"] and "metric latency_ms" not in checks
     assert verdict["tolerance"] == 0.005 and verdict["skipped"] == ["latency_ms"]
+    assert verdict["mode"] == "bit-exact" and verdict["mode_reason"].startswith("same hardware class cpu/x86_64/AVX2/")
     assert [line.split(":")[0] for line in progress.splitlines()] == ["pull", "repro", "compare"]
     assert_no_worktree_left(released)
     assert run(["git", "status", "--porcelain"], released).stdout == ""
@@ -152,6 +153,36 @@ def test_reproduce_names_a_metric_beyond_tolerance(released: Path, tmp_path: Pat
     checks = {c["check"]: c for c in verdict["checks"]}
     assert checks["metric test.AP"]["ok"] and checks["models/model.pt sha256"]["ok"]
     assert checks["metric val.AP50"]["expected"] == pytest.approx(checks["metric val.AP50"]["got"] + 0.25)
+    assert_no_worktree_left(root)
+
+
+@pytest.mark.slow  # uses the trained, released project
+def test_reproduce_of_a_record_from_other_hardware_is_a_metric_tolerance_verdict(released: Path, tmp_path: Path):
+    # v0.1.0 was trained with AVX2 kernels; v0.1.2 is its record on a tree whose rebuild runs at the
+    # SSE4 level, as on a CPU without AVX2: another hardware class, other weights by design. The
+    # verdict must say so and judge the metrics within the other-hardware tolerance instead.
+    root = clone(released, tmp_path)
+    edited = record(root, "v0.1.0") | {"version": "v0.1.2"}
+    hardware = edited["lineage"]["hardware"]
+    assert hardware["class"].startswith("cpu/x86_64/AVX2/32/x1") and hardware["world_size"] == 1
+    run(["git", "checkout", "-q", "v0.1.0"], root)
+    edit(root / "conf/train/default.yaml", "cpu_isa: avx2", "cpu_isa: default")
+    run(["cvrepro", "compose", "--force"], root)
+    (root / "models/releases/v0.1.2.json").write_text(json.dumps(edited, indent=2))
+    commit_all(root, "record from other hardware")
+    run(["git", "tag", "-a", "v0.1.2", "-m", "record from other hardware"], root)
+    code, verdict, _ = reproduce(root, "v0.1.2")
+    assert code == 0 and verdict["ok"], verdict["failed"]
+    assert verdict["mode"] == "metric-tolerance" and "hardware class differs" in verdict["mode_reason"]
+    assert "recorded cpu/x86_64/AVX2/32/x1, rebuilt cpu/x86_64/DEFAULT/32/x1" in verdict["mode_reason"]
+    assert verdict["tolerance"] == yaml.safe_load((root / "params.yaml").read_text())["evaluate"][
+        "reproduce_tolerance_other_hardware"]
+    checks = {c["check"]: c for c in verdict["checks"]}
+    weights = checks["models/model.pt sha256 (not compared: other hardware)"]
+    assert "models/model.pt sha256" not in checks and weights["expected"] != weights["got"] and weights["ok"]
+    assert checks["metric val.AP50"]["ok"] and checks["snapshot_id"]["ok"]
+    text = run(["cvrepro", "reproduce", "v0.1.2"], root).stdout
+    assert "compared metric-tolerance: hardware class differs: recorded cpu/x86_64/AVX2/32/x1" in text
     assert_no_worktree_left(root)
 
 

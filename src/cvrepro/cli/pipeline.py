@@ -21,7 +21,12 @@ STAGES = [  # (command, help): `cvrepro <stage>` runs cvrepro.stages.<stage>.run
 def cmd_stage(args: argparse.Namespace) -> int:
     import importlib
 
-    result = importlib.import_module(f"cvrepro.stages.{args.command}").run(load_params())
+    from cvrepro.learning.devices import pin_cpu_isa
+
+    params = load_params()
+    # Before the stage imports torch: the CPU kernels read their instruction-set pin when torch loads.
+    pin_cpu_isa(params.get("train") or {})
+    result = importlib.import_module(f"cvrepro.stages.{args.command}").run(params)
     if args.json:
         print(json.dumps(result, sort_keys=True, indent=2, default=str))
     return 0

@@ -48,3 +48,6 @@ PREDICTIONS_GRID = PLOTS_DIR / "predictions_val.png"
 
 MODEL_RELEASES_DIR = MODELS_DIR / "releases"  # vX.Y.Z.json + .md: model release records, git-tracked
 ROLLBACKS = MODEL_RELEASES_DIR / "rollbacks.json"  # append-only list of rollback entries (`cvrepro rollback`)
+# Where a killed train stage resumes from: outside the stage's DVC outputs (DVC deletes those before
+# it reruns a stage) and git-ignored; keyed by the hash of data, params, code and hardware.
+RESUME_CHECKPOINT = MODELS_DIR / ".resume" / "checkpoint.pt"

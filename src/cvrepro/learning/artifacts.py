@@ -46,13 +46,16 @@ def build_from_spec(spec: dict, size: int, class_map: dict[str, str], mean: list
                        ignore_index=spec.get("ignore_index", 255))
 
 
-def load_predictor(models_dir: Path):
-    """The trained model in eval mode, with its preprocessing spec and label map."""
+def load_predictor(models_dir: Path, device=None):
+    """The trained model in eval mode on `device` (a torch.device; default the CPU), with its
+    preprocessing spec and label map."""
     models_dir = Path(models_dir)
     spec = read_json(models_dir / PREPROCESSING.name)
     label_map = read_json(models_dir / LABEL_MAP.name)
     # the architecture alone: the pretrained files training started from are not needed (nor loaded)
     model = build_from_spec({**spec, "model": architecture_only(spec["model"])}, spec["input"]["size"], label_map)
     model.load_state_dict(torch.load(models_dir / WEIGHTS.name, map_location="cpu", weights_only=True))
+    if device is not None:
+        model.to(device)
     model.eval()
     return model, spec, label_map

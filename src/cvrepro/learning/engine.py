@@ -28,25 +28,68 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def make_loader(dataset, batch_size: int, seed: int, epoch: int, num_workers: int) -> DataLoader:
+def rank_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[list[int]]:
+    """This rank's batches of an epoch: the epoch's order cut into global batches of
+    batch_size * world, each dealt round-robin, so ranks see disjoint shards and one rank
+    gives exactly `epoch_batches`. A last global batch smaller than `world` is topped up from
+    the start of the order (as DistributedSampler pads), so every rank takes the same steps."""
+    if world == 1:
+        return epoch_batches(n, batch_size, seed, epoch)
+    order = epoch_batches(n, n, seed, epoch)[0]
+    out = []
+    for g in range(0, n, batch_size * world):
+        batch = order[g : g + batch_size * world]
+        batch += order[: max(world - len(batch), 0)]
+        out.append(batch[rank::world])
+    return out
+
+
+def make_loader(dataset, batch_size: int, seed: int, epoch: int, num_workers: int,
+                rank: int = 0, world: int = 1) -> DataLoader:
     dataset.epoch = epoch
     return DataLoader(
         dataset,
-        batch_sampler=epoch_batches(len(dataset), batch_size, seed, epoch),
+        batch_sampler=rank_batches(len(dataset), batch_size, seed, epoch, rank, world),
         collate_fn=collate,
         num_workers=num_workers,
     )
 
 
-def train_one_epoch(model, optimizer, scheduler, loader, epoch: int, max_grad_norm: float | None) -> dict[str, float]:
-    """One pass over `loader`; returns the mean of each loss. Stops on a non-finite loss."""
+def to_device(obj, device):
+    """Tensors (in lists, tuples, dicts) moved to `device`; a no-op on the CPU."""
+    if device is None or getattr(device, "type", "cpu") == "cpu":
+        return obj
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def train_one_epoch(model, optimizer, scheduler, loader, epoch: int, max_grad_norm: float | None,
+                    device=None, autocast=None, scaler=None, after_step=None, show: bool = True) -> dict[str, float]:
+    """One pass over `loader`; returns the mean of each loss. Stops on a non-finite loss.
+
+    device: where the batches go (the model is there already); autocast: the mixed-precision
+    context (learning/devices.py); scaler: fp16's gradient scaler; after_step(step): called after
+    each optimizer step (the resume test's kill hook)."""
+    import contextlib
+
     model.train()
     sums: dict[str, float] = {}
     steps = 0
-    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None)
+    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None if show else True)
     for images, targets in bar:
-        losses = model(list(images), list(targets))
-        loss = sum(losses.values())
+        images, targets = to_device(list(images), device), to_device(list(targets), device)
+        with autocast if autocast is not None else contextlib.nullcontext():
+            losses = model(images, targets)
+            loss = sum(losses.values())
         value = loss.item()
         if not math.isfinite(value):
             parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
@@ -55,12 +98,22 @@ def train_one_epoch(model, optimizer, scheduler, loader, epoch: int, max_grad_no
                 "lower train.lr or check the labels"
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
         if max_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         scheduler.step()
         steps += 1
+        if after_step is not None:
+            after_step(steps)
         sums["loss"] = sums.get("loss", 0.0) + value
         for k, v in losses.items():
             sums[k] = sums.get(k, 0.0) + v.item()
@@ -69,7 +122,7 @@ def train_one_epoch(model, optimizer, scheduler, loader, epoch: int, max_grad_no
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model, loader, max_batches: int) -> None:
+def recalibrate_batchnorm(model, loader, max_batches: int, device=None) -> None:
     """Re-estimate BatchNorm running statistics from training batches.
 
     After a short from-scratch training, the running averages lag the weights
@@ -84,7 +137,7 @@ def recalibrate_batchnorm(model, loader, max_batches: int) -> None:
     for i, (images, targets) in enumerate(loader):
         if i >= max_batches:
             break
-        model(list(images), list(targets))
+        model(to_device(list(images), device), to_device(list(targets), device))
     model.eval()
 
 
@@ -92,11 +145,12 @@ def recalibrate_batchnorm(model, loader, max_batches: int) -> None:
 def predict(model, images: np.ndarray, batch_size: int = 16, desc: str = "predict") -> list[dict[str, np.ndarray]]:
     """Detections for uint8 [N,3,S,S] images, boxes xyxy in the same pixels."""
     model.eval()
+    device = model_device(model)
     out = []
     for a in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False, disable=None):
-        batch = [to_tensor(im) for im in images[a : a + batch_size]]
+        batch = [to_tensor(im).to(device) for im in images[a : a + batch_size]]
         for det in model(batch):
-            out.append({k: v.numpy() for k, v in det.items()})
+            out.append({k: v.cpu().numpy() for k, v in det.items()})
     return out
 
 
@@ -105,6 +159,7 @@ def predict_batches(model, images: np.ndarray, batch_size: int = 16, desc: str =
     """(index of the first image, list of per-image outputs as numpy) for each batch: streams,
     so dense outputs (segmentation scores) of a large split never sit in memory at once."""
     model.eval()
+    device = model_device(model)
     for a in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False, disable=None):
-        batch = [to_tensor(im) for im in images[a : a + batch_size]]
-        yield a, [{k: v.numpy() for k, v in out.items()} for out in model(batch)]
+        batch = [to_tensor(im).to(device) for im in images[a : a + batch_size]]
+        yield a, [{k: v.cpu().numpy() for k, v in out.items()} for out in model(batch)]

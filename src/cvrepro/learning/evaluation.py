@@ -1,4 +1,4 @@
-"""Evaluation: the trained model on each split of `evaluate.splits`, scored by its task
+"""Evaluation: the trained model on each split of `evaluate.splits`, on `train.device`, scored by its task
 (`Task.evaluate_split`: metrics overall, per class and per slice; the val plots and the
 prediction grid), plus the mean latency of one-image predictions."""
 
@@ -15,7 +15,8 @@ from cvrepro.core.fileio import read_json
 from cvrepro.core.paths import MANIFEST, MODELS_DIR, PREDICTIONS_GRID, PREPROCESSING, processed_split
 from cvrepro.dataset.processed import ProcessedSplit
 from cvrepro.learning.artifacts import load_predictor
-from cvrepro.learning.engine import to_tensor
+from cvrepro.learning.devices import resolve_device
+from cvrepro.learning.engine import model_device, to_tensor
 
 
 @torch.no_grad()
@@ -24,10 +25,14 @@ def latency_ms(model, images: np.ndarray, n: int) -> float | None:
     n = min(n, len(images))
     if n == 0:
         return None
-    model(([to_tensor(images[0])]))
+    device = model_device(model)
+    model(([to_tensor(images[0]).to(device)]))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
     start = time.perf_counter()
     for i in range(n):
-        model([to_tensor(images[i])])
+        model([to_tensor(images[i]).to(device)])
+    sync()
     return round((time.perf_counter() - start) / n * 1000, 3)
 
 
@@ -35,7 +40,8 @@ def evaluate(params: dict, root: Path = Path(".")) -> dict:
     """Metrics of models/ on the processed splits; writes the val plots under metrics/plots."""
     cfg = params["evaluate"]
     torch.set_num_threads(int(params["train"]["threads"]))
-    model, spec, label_map = load_predictor(root / MODELS_DIR)
+    device = resolve_device(params["train"].get("device", "cpu"))  # the device training used
+    model, spec, label_map = load_predictor(root / MODELS_DIR, device)
     task = tasks.of_record(spec, str(PREPROCESSING))
     for other in map(tasks.get, tasks.names()):  # a plot left by another task's run would pass for this one's
         for stale in other.plots:

@@ -56,8 +56,9 @@ class Predictor:
         from cvrepro.learning.engine import to_tensor
 
         pixels, scale, content = self._prepare(image)
+        device = next(self.model.parameters()).device
         with torch.no_grad():
-            out = self.model([to_tensor(pixels)])[0]
+            out = {k: v.cpu() for k, v in self.model([to_tensor(pixels).to(device)])[0].items()}
         return self.task.postprocess(out, content, scale, self.class_names, score_threshold)
 
     predict = __call__

@@ -55,22 +55,25 @@ RUNTIMES = ("torch", "onnx")
 
 
 def load_model(version: str, repo: str | Path = ".", remote: str | None = None, runtime: str = "torch",
-               threads: int = 1) -> Predictor:
+               threads: int = 1, device: str = "auto") -> Predictor:
     """The released model `version` (a `vX.Y.Z` tag of `repo`) as a Predictor in eval mode.
 
-    runtime "torch": the PyTorch model built from `model.pt`; "onnx": the release's `model.onnx` in ONNX
-    Runtime (`threads` intra-op threads), which gave the same predictions within the tolerance recorded
-    in the release record's `export.parity` when the release was made. Both apply the same pre- and
-    post-processing, so their outputs have the same form."""
+    runtime "torch": the PyTorch model built from `model.pt`, on `device` (auto: CUDA, then MPS, then the
+    CPU; an absent device is an error); "onnx": the release's `model.onnx` in ONNX Runtime (`threads`
+    intra-op threads), which gave the same predictions within the tolerance recorded in the release
+    record's `export.parity` when the release was made. Both apply the same pre- and post-processing, so
+    their outputs have the same form."""
     if runtime not in RUNTIMES:
         raise CvreproError(f"load_model: runtime '{runtime}' is not one of {', '.join(RUNTIMES)}")
     with tempfile.TemporaryDirectory(prefix=f"cvrepro-{version}-") as tmp:
         if runtime == "onnx":
             return _load_onnx(version, repo, remote, Path(tmp), threads)
         from cvrepro.learning.artifacts import load_predictor
+        from cvrepro.learning.devices import resolve_device
 
+        target = resolve_device(device)
         folder, record = fetch_release_files(version, repo, remote, Path(tmp))
-        model, spec, label_map = load_predictor(folder)
+        model, spec, label_map = load_predictor(folder, target)
     return Predictor(model, spec, label_map, version, record)
 
 

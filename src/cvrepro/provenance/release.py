@@ -482,7 +482,8 @@ def release_model(root: Path = Path("."), version: str | None = None, level: str
         "lineage": {"run_id": lineage.get("run_id"), "time_utc": lineage.get("time_utc"),
                     "commit_at_run": lineage.get("code", {}).get("commit"),
                     "dirty_at_run": lineage.get("code", {}).get("dirty"), "environment": lineage.get("environment"),
-                    "artifacts": lineage.get("artifacts")},  # sha256 of weights, processed data, manifest
+                    "artifacts": lineage.get("artifacts"),  # sha256 of weights, processed data, manifest
+                    "hardware": lineage.get("hardware")},  # device, CPU kernel level, precision, world size
         "notes": notes,
     }
     required, reason = model_bump(previous, record)

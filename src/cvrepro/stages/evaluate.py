@@ -23,6 +23,9 @@ def run(params: dict, root: Path = Path(".")) -> dict:
         # Stage outputs that dvc repro is rewriting right now do not make the *code* dirty.
         git_exclude=["dvc.lock", "metrics", "models/train.json"],
     )
-    lineage["preflight"] = lineage.get("extra", {}).get("train", {}).get("preflight")  # warn policy: failures live here
+    train_info = lineage.get("extra", {}).get("train", {})
+    lineage["preflight"] = train_info.get("preflight")  # warn policy: failures live here
+    # device, model, CPU kernel level, CUDA/cuDNN, precision, world size, deterministic: what `reproduce` matches
+    lineage["hardware"] = train_info.get("hardware")
     write_json(root / LINEAGE, lineage)
     return metrics

@@ -1,0 +1,119 @@
+"""Several processes, on one machine or several, through PyTorch's own elastic launcher.
+
+`cvrepro train` with `train.devices * train.num_nodes > 1`, when it is not itself a worker,
+re-runs as `python -m torch.distributed.run ... -m cvrepro.cli train`: torchrun starts one worker
+per device, does the rendezvous and watches them (one that dies stops the group, and torchrun
+names its rank and exit code). Workers average gradients with DistributedDataParallel. Only
+rank 0 writes outputs. The sharding of each epoch is `engine.rank_batches`.
+
+Several machines: `dvc repro` runs on the head node (node rank 0, whose workspace gets the
+outputs) with `CVREPRO_RDZV_ENDPOINT=head:port`; every other node runs torchrun with its own
+`--node-rank` and that address (README, "GPUs, precision and several machines").
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from cvrepro.core.fileio import CvreproError
+
+
+def world() -> tuple[int, int, int]:
+    """(rank, local rank, world size) of this process: torchrun's environment, or a single process."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
+            int(os.environ.get("WORLD_SIZE", 1)))
+
+
+def requested(cfg: dict) -> tuple[int, int]:
+    """(devices per node, nodes) of the config, checked."""
+    out = []
+    for key in ("devices", "num_nodes"):
+        value = cfg.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CvreproError(f"params.yaml: train.{key} must be an integer >= 1, got {value!r}")
+        out.append(value)
+    return out[0], out[1]
+
+
+def needs_launch(cfg: dict) -> bool:
+    """More than one process is asked for and this process is not one of torchrun's workers."""
+    devices, nodes = requested(cfg)
+    return devices * nodes > 1 and "TORCHELASTIC_RUN_ID" not in os.environ and "WORLD_SIZE" not in os.environ
+
+
+def launch_command(cfg: dict, stage: str = "train") -> list[str]:
+    devices, nodes = requested(cfg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={devices}", f"--nnodes={nodes}",
+           "--max-restarts=0"]
+    if nodes == 1:
+        cmd.append("--standalone")  # a local rendezvous on a free port
+    else:
+        endpoint = os.environ.get("CVREPRO_RDZV_ENDPOINT", "")
+        host, _, port = endpoint.rpartition(":")
+        if not host or not port.isdigit():
+            raise CvreproError(f"params.yaml: train.num_nodes is {nodes}: set CVREPRO_RDZV_ENDPOINT=host:port "
+                               f"(this node's address and a free port every node can reach), got {endpoint!r}")
+        # Static rendezvous with this node as node 0: global rank 0, which writes the outputs, runs here,
+        # in the workspace where `dvc repro` runs (c10d would rank the nodes by arrival).
+        cmd += ["--node-rank=0", f"--master-addr={host}", f"--master-port={port}"]
+    return cmd + ["-m", "cvrepro.cli", stage]
+
+
+def launch(cfg: dict) -> None:
+    """Run the workers through torchrun and wait; a failed worker is a CvreproError."""
+    cmd = launch_command(cfg)
+    print("launching: " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
+    res = subprocess.run(cmd)
+    if res.returncode != 0:
+        raise CvreproError(f"train: a worker of the {cfg.get('devices', 1)}x{cfg.get('num_nodes', 1)}-process run "
+                           f"failed (torchrun exit {res.returncode}; its report above names the rank and error); "
+                           "no outputs were written")
+
+
+def init(device) -> None:
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=(
+            device if device.type == "cuda" else None))
+
+
+def wrap(model, device):
+    """DistributedDataParallel: PyTorch averages the gradients across ranks."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def sync_buffers(model) -> None:
+    """Rank 0's buffers on every rank."""
+    import torch.distributed as dist
+
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
+
+
+def broadcast(obj, rank: int):
+    """rank 0's `obj` on every rank (pickled through the process group)."""
+    import torch.distributed as dist
+
+    box = [obj if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather(obj) -> list:
+    import torch.distributed as dist
+
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def finish() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
