@@ -56,9 +56,17 @@ class Predictor:
         from cvrepro.learning.engine import to_tensor
 
         pixels, scale, content = self._prepare(image)
-        device = next(self.model.parameters()).device
+        device = self._device()
         with torch.no_grad():
             out = {k: v.cpu() for k, v in self.model([to_tensor(pixels).to(device)])[0].items()}
         return self.task.postprocess(out, content, scale, self.class_names, score_threshold)
 
     predict = __call__
+
+    def _device(self):
+        """Where the model's weights are (the CPU for a model without any, or one that is not torch's)."""
+        import torch
+
+        parameters = getattr(self.model, "parameters", None)
+        first = next(iter(parameters()), None) if callable(parameters) else None
+        return first.device if first is not None else torch.device("cpu")
