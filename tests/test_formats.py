@@ -503,10 +503,10 @@ def test_import_runs_dvc_add_and_export_rev_reads_a_tagged_version(project: Path
 
     res = run(["cvrepro", "export", "--format", "coco", str(tmp_path / "old"), "--rev", "DS-0.1.0"], project)
     assert json.loads(res.stdout)["images"] == 2
-    old = json.loads((tmp_path / "old/annotations.json").read_text())
-    assert old == {k: v for k, v in json.loads(tagged_labels).items()}
+    old = json.loads((tmp_path / "old/annotations/instances_default.json").read_text())  # the Datumaro layout
+    assert old == {k: v for k, v in json.loads(tagged_labels).items() if k != "info"}  # info: the import record
     assert old["annotations"][0]["bbox"] == [0, 0, 40, 30]
-    assert sorted(tree(tmp_path / "old/images")) == ["a.png", "night/b.png"]
+    assert sorted(tree(tmp_path / "old/images/default")) == ["a.png", "night/b.png"]
     run(["cvrepro", "export", "--format", "yolo", str(tmp_path / "new")], project)
     assert sorted(tree(tmp_path / "new/images")) == ["a.png", "c.png", "night/b.png"]
 

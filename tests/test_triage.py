@@ -16,8 +16,8 @@ pytestmark = pytest.mark.slow
 # A plausible bug: a contrast stretch with a black point of 64, tuned on day images,
 # crushes most of a night image (mean brightness about 50) to black.
 CRUSH_DARK = '''
-            pixels = np.asarray(im.resize((size, size), Image.BILINEAR)).astype(np.int32)
-            self.array[i] = np.clip((pixels - 64) * 255 // 191, 0, 255).astype(np.uint8).transpose(2, 0, 1)
+    pixels = np.asarray(im.resize((w, h), Image.BILINEAR)).astype(np.int32)
+    pixels = np.clip((pixels - 64) * 255 // 191, 0, 255).astype(np.uint8).transpose(2, 0, 1)
 '''
 
 
@@ -34,9 +34,8 @@ def test_code_change_that_hurts_night_images(tmp_path: Path):
     commit_all(root, "baseline model", env)
     run(["cvrepro", "release", "model"], root, env=env)
 
-    edit(root / "src/cvrepro/dataset/processed.py",
-         "            self.array[i] = np.asarray(im.resize((size, size), Image.BILINEAR)).transpose(2, 0, 1)\n",
-         CRUSH_DARK)
+    edit(root / "src/cvrepro/dataset/processed.py",  # fit_image: every stored image goes through it
+         "    pixels = np.asarray(im.resize((w, h), Image.BILINEAR)).transpose(2, 0, 1)\n", CRUSH_DARK)
     run(["dvc", "repro"], root, env=env)
     commit_all(root, "contrast stretch in preprocess", env)
     record = json.loads(run(["cvrepro", "release", "model", "--json"], root, env=env).stdout)
