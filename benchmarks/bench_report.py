@@ -103,8 +103,9 @@ def build_repo(root: Path, datasets: int, models: int, seed: int) -> None:
             (root / "models/releases" / tag / "model_card.md").write_text(modelcard.render(record, None, None))
             (root / "metrics/plots/predictions_val.png").write_bytes(picture(rng))
             (root / "metrics/plots/pr_val.csv").write_text(
-                "recall,person,cart,shelf\n" + "".join(f"{r / 100:.2f},{1 - r / 150:.4f},{1 - r / 200:.4f},{1 - r / 300:.4f}\n"
-                                                       for r in range(101)))
+                "class,recall,precision\n" + "".join(f"{name},{r / 100:.2f},{1 - r / (100 * k):.4f}\n"
+                                                      for name, k in (("person", 1.5), ("cart", 2), ("shelf", 3))
+                                                      for r in range(101)))
         path = root / registry.record_path(tag)
         path.write_text(json.dumps(record, indent=2))
         git(root, "add", "-A")

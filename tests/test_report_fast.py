@@ -119,3 +119,13 @@ def test_confusion_table_counts_actual_against_predicted():
     rows = html.split("<tr>")[2:]  # header row first
     assert ">2</td>" in rows[0] and ">1</td>" in rows[0]  # cart: 2 right, 1 taken for a person
     assert report.confusion_table("a,b\n1,2\n") == ""  # not a confusion CSV: nothing drawn
+
+
+def test_pr_chart_reads_the_long_rows_and_the_older_columns():
+    long = "class,recall,precision\n" + "".join(f"{c},{r / 100:.2f},{1 - r / 200:.4f}\n" for c in ("cart", "shelf")
+                                                 for r in range(101))
+    wide = "recall,cart,shelf\n" + "".join(f"{r / 100:.2f},{1 - r / 200:.4f},{1 - r / 200:.4f}\n" for r in range(101))
+    drawn = report.pr_chart(long)
+    assert "<svg" in drawn and "cart" in drawn and "shelf" in drawn
+    assert drawn == report.pr_chart(wide)  # a release made before the long rows draws the same chart
+    assert report.pr_chart("a,b\n1,2\n") == ""

@@ -84,15 +84,16 @@ def test_grid_rejects_bad_input(tmp_path):
 
 def test_pr_curves_csv(tmp_path):
     curves = {"car": [1.0] * 101, "person": [round(1 - r / 100, 4) for r in range(101)]}
+    curves["car"][7] = None  # no point there: left out, not written as an empty cell
     out = tmp_path / "pr.csv"
     vz.pr_curves_csv(curves, out)
     lines = out.read_text().splitlines()
-    assert len(lines) == 102
-    assert lines[0] == "recall,car,person"
+    assert lines[0] == "class,recall,precision"  # long rows: no class name is a column, so dvc.yaml names none
     rows = list(csv.DictReader(out.open()))
-    assert rows[0]["recall"] == "0.00" and rows[-1]["recall"] == "1.00"
-    assert float(rows[50]["recall"]) == 0.5 and float(rows[50]["person"]) == 0.5
-    assert float(rows[100]["car"]) == 1.0
+    assert len(rows) == 201 and [r["class"] for r in rows] == ["car"] * 100 + ["person"] * 101
+    person = {r["recall"]: float(r["precision"]) for r in rows if r["class"] == "person"}
+    assert person["0.00"] == 1.0 and person["0.50"] == 0.5 and person["1.00"] == 0.0
+    assert "0.07" not in {r["recall"] for r in rows if r["class"] == "car"}
 
 
 def test_pr_curves_csv_rejects_wrong_length(tmp_path):

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 BIN = Path(sys.executable).parent  # the venv running pytest: cvrepro and dvc live here
 
-TEMPLATE_FILES = ["conf", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore", "src",
+TEMPLATE_FILES = ["conf", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore", "src",
                   "data/.gitignore", "data/snapshot/.gitignore", "data/splits/.gitignore", "models/.gitignore"]
 
 # Tiny but real: the smoke experiment (2 epochs), one thread so timings are stable.

@@ -190,25 +190,23 @@ def prediction_grid(
 
 
 def pr_curves_csv(pr_curve: dict[str, list[float]], out_path: Path) -> None:
-    """Write ``recall,<class1>,<class2>,...``: 101 rows, recall 0.00..1.00, for `dvc plots`.
+    """Write ``class,recall,precision`` rows (101 per class, recall 0.00..1.00) for `dvc plots`.
 
-    Columns follow the dict's order; a missing value (None) is written as an empty cell.
+    One long table whatever the classes are called: dvc.yaml's PR plot colours the lines by the
+    `class` column (template .dvc/plots/pr_by_class.json), so no class name is written there.
+    Classes follow the dict's order; a point without a value (None) is left out.
     """
     n = 101
-    if "recall" in pr_curve:
-        raise CvreproError("pr curve: a class may not be named 'recall' (it is the x column)")
     for name, values in pr_curve.items():
         if len(values) != n:
             raise CvreproError(f"pr curve of {name!r}: expected {n} precision values, got {len(values)}")
     buf = _stdio.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["recall", *pr_curve])
-    for r in range(n):
-        row = [f"{r / 100:.2f}"]
-        for values in pr_curve.values():
-            v = values[r]
-            row.append("" if v is None else f"{float(v):.4f}")
-        w.writerow(row)
+    w.writerow(["class", "recall", "precision"])
+    for name, values in pr_curve.items():
+        for r, v in enumerate(values):
+            if v is not None:
+                w.writerow([name, f"{r / 100:.2f}", f"{float(v):.4f}"])
     atomic_write_bytes(out_path, buf.getvalue().encode("utf-8"))
 
 

@@ -142,13 +142,22 @@ def line_chart(title: str, xs: list[str], series: dict[str, list], width: int = 
 
 
 def pr_chart(text: str) -> str:
-    """PR curves from `recall,<class>...` (learning/pictures.pr_curves_csv)."""
+    """PR curves from `class,recall,precision` rows (learning/pictures.pr_curves_csv), or from the
+    `recall,<class>...` columns that releases made before it wrote them."""
     rows = list(csv.reader(io.StringIO(text)))
-    if len(rows) < 2 or rows[0][0] != "recall":
+    if len(rows) < 2:
         return ""
-    names = rows[0][1:]
-    series = {n: [float(r[i + 1]) if r[i + 1] else None for r in rows[1:]] for i, n in enumerate(names)}
-    return line_chart("precision vs recall (val)", [r[0] for r in rows[1:]], series, width=480)
+    recalls = [f"{r / 100:.2f}" for r in range(101)]
+    if rows[0] == ["class", "recall", "precision"]:
+        series: dict[str, list[float | None]] = {}
+        for name, recall, precision in (r for r in rows[1:] if len(r) == 3):
+            series.setdefault(name, [None] * 101)[round(float(recall) * 100)] = float(precision)
+    elif rows[0][0] == "recall":
+        recalls = [r[0] for r in rows[1:]]
+        series = {n: [float(r[i + 1]) if r[i + 1] else None for r in rows[1:]] for i, n in enumerate(rows[0][1:])}
+    else:
+        return ""
+    return line_chart("precision vs recall (val)", recalls, series, width=480)
 
 
 def confusion_table(text: str) -> str:
