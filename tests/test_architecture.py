@@ -104,7 +104,7 @@ class Counting(Task):
     name = "counting"
     layout = "per split: images.npy uint8 [N,3,S,S]; counts.npy int64 [N]; image_ids.npy; scales.npy"
 
-    def parse_labels(self, annotations, images, class_map, ann_path, problems, rejected):
+    def parse_labels(self, annotations, images, class_map, ann_path, problems, rejected, invalid=None):
         by_image = {}
         for where, a, image in checked_annotations(annotations, ("id", "image_id", "category_id", "count"),
                                                    images, class_map, ann_path, problems, rejected):

@@ -42,3 +42,10 @@ def test_demo_refuses_to_overwrite(project: Path):
 def test_missing_params_is_a_clear_error(tmp_path: Path):
     res = run(["cvrepro", "split"], tmp_path, check=False)
     assert res.returncode == 2 and "params.yaml" in res.stderr
+
+
+def test_the_command_line_offers_the_invalid_modes_the_dataset_knows():
+    from cvrepro.cli import data
+    from cvrepro.dataset import index
+
+    assert data.INVALID_MODES == index.INVALID_MODES

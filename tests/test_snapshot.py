@@ -140,6 +140,58 @@ def test_box_within_half_pixel_tolerance_is_accepted(root: Path):
     run(_params(), root)
 
 
+def _three_bad_boxes(root: Path) -> bytes:
+    coco = _coco()
+    coco["annotations"] += [
+        {"id": 20, "image_id": 1, "category_id": 1, "bbox": [5, 5, 0, 8], "iscrowd": 0},  # zero width
+        {"id": 21, "image_id": 2, "category_id": 2, "bbox": [70, 10, 20, 10], "iscrowd": 0},  # past the right edge (80)
+        {"id": 22, "image_id": 3, "category_id": 1, "bbox": [40, 40, 5, 5], "iscrowd": 0},  # wholly outside 32x32
+    ]
+    _write_coco(root, coco)
+    return (root / ANNOTATIONS).read_bytes()
+
+
+def test_bad_boxes_fail_the_snapshot_by_default_each_named(root: Path):
+    _three_bad_boxes(root)
+    with pytest.raises(CvreproError) as err:
+        run(_params(), root)
+    for aid in (20, 21, 22):
+        assert f"annotation id {aid}" in str(err.value)
+    assert "dataset.invalid: drop or clip" in str(err.value)
+    assert not (root / MANIFEST).exists()
+
+
+@pytest.mark.parametrize("mode, dropped, clipped", [("drop", [20, 21, 22], []), ("clip", [20, 22], [21])])
+def test_dataset_invalid_drops_or_clips_lists_each_box_and_leaves_the_labels_file(root: Path, mode, dropped, clipped):
+    from cvrepro.tasks.detection import accepted_index
+
+    delivered = _three_bad_boxes(root)
+    params = {"task": "detection", "dataset": {"notes": "", "invalid": mode}}
+    manifest = run(params, root)
+    fixed = manifest["stats"]["snapshot_invalid"]
+    assert (fixed["mode"], fixed["dropped"], fixed["clipped"]) == (mode, len(dropped), len(clipped))
+    rows = {r["id"]: r for r in fixed["boxes"]}
+    assert sorted(rows) == [f"annotation id {a}" for a in sorted(dropped + clipped)]
+    assert rows["annotation id 21"]["file"] == "day/b.jpg" and rows["annotation id 21"]["before"] == [70, 10, 20, 10]
+    if clipped:
+        assert rows["annotation id 21"]["after"] == [70, 10, 10, 10] and rows["annotation id 21"]["action"] == "clipped"
+    assert manifest["stats"]["objects"] == 3 + len(clipped)  # the good boxes, all of them, and the clipped one
+    assert (root / ANNOTATIONS).read_bytes() == delivered  # the user's file stays as delivered
+    # what preprocess trains on and evaluation scores against is what snapshot accepted
+    kept = {a["id"]: a["bbox"] for a in accepted_index(params, root)["annotations"]}
+    assert sorted(kept) == sorted({10, 11, 12, 20, 21, 22} - set(dropped))
+    if clipped:
+        assert kept[21] == [70, 10, 10, 10]
+    # a different policy is a different dataset: the labels hashes (and so the snapshot id) say so
+    assert manifest["snapshot_id"] != run({**params, "dataset": {"invalid": "drop" if mode == "clip" else "clip"}},
+                                          root)["snapshot_id"]
+
+
+def test_an_unknown_invalid_mode_is_refused(root: Path):
+    with pytest.raises(CvreproError, match="dataset.invalid must be one of fail, drop, clip, got 'skip'"):
+        run({"task": "detection", "dataset": {"invalid": "skip"}}, root)
+
+
 # --------------------------------------------------------------------------- snapshot_id
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from cvrepro.core.paths import ANNOTATIONS
 from cvrepro.formats.registry import format_names
 
-INVALID_MODES = ("fail", "drop", "clip")  # formats.common.INVALID_MODES, without importing PIL at start-up
+INVALID_MODES = ("fail", "drop", "clip")  # = dataset.index.INVALID_MODES (compose runs this module: no dataset import)
 VOC_COORDS = ("plain", "devkit")  # formats.voc.COORDS
 
 

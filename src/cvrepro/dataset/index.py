@@ -6,6 +6,7 @@ each problem by file and id or field; the task modules check their own labels on
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -15,6 +16,8 @@ from cvrepro.core.problems import Problems, is_int, is_number
 from cvrepro.core.relpaths import normalize_relpath
 
 BOX_TOLERANCE = 0.5  # px: annotation tools round box edges; half a pixel over the border is not an error
+INVALID_MODES = ("fail", "drop", "clip")  # what --invalid / dataset.invalid do with a zero-size or out-of-image box
+BOX_DIGITS = 6  # pixel boxes converted from normalised or 1-based coordinates are rounded to 1e-6 px
 
 
 # Keys the COCO format defines for an image; every other key is a user attribute.
@@ -145,6 +148,70 @@ def box_problem(bbox: Any, width: int, height: int) -> str | None:
     if box_outside(x, y, w, h, width, height):
         return f"'bbox' {bbox} lies outside the image ({width}x{height})"
     return None
+
+
+class BoxCheck:
+    """What to do with a zero-size or out-of-image box: `cvrepro import --invalid`, and snapshot's
+    `dataset.invalid` (which applies it when the index is read: the labels file stays as delivered).
+
+    - `fail` (default): a CvreproError naming the file and the box, as snapshot would;
+    - `drop`: the box is left out; `clip`: it is cut to the image, and dropped if nothing is left.
+    Every box dropped or clipped becomes a report row (file, id, problem, before, after, action):
+    nothing is dropped silently. Boxes overhanging the border by up to BOX_TOLERANCE are kept as they are.
+    """
+
+    def __init__(self, mode: str = "fail", option: str = "--invalid"):
+        if mode not in INVALID_MODES:
+            raise CvreproError(f"{option} {mode!r}: choose one of {', '.join(INVALID_MODES)}")
+        self.mode, self.option = mode, option
+        self.rows: list[dict] = []
+
+    def __call__(self, bbox: list[float], width: int, height: int, file: str, ident: str) -> list | None:
+        """The box to keep ([x, y, w, h]) or None to drop it."""
+        x, y, w, h = bbox
+        problem = None
+        if not all(math.isfinite(v) for v in bbox):
+            problem = "not finite"
+        elif w <= 0 or h <= 0:
+            problem = "zero or negative size"
+        elif x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE \
+                or y + h > height + BOX_TOLERANCE:
+            problem = f"outside the {width}x{height} image"
+        if problem is None:
+            return bbox
+        if self.mode == "fail":
+            raise CvreproError(f"{file}: {ident}: box [x, y, w, h] {[tidy(v) for v in bbox]} is {problem} "
+                               f"({self.option} drop or clip to keep the rest and report it)")
+        after = None
+        if self.mode == "clip" and problem != "not finite":
+            x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
+            x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
+            if x1 > x0 and y1 > y0:
+                after = [tidy(x0), tidy(y0), tidy(x1 - x0), tidy(y1 - y0)]
+        self.rows.append({"file": file, "id": ident, "problem": problem, "before": [tidy(v) for v in bbox],
+                          "after": after, "action": "clipped" if after else "dropped"})
+        return after
+
+    def counts(self) -> dict:
+        return {"mode": self.mode, "dropped": sum(r["action"] == "dropped" for r in self.rows),
+                "clipped": sum(r["action"] == "clipped" for r in self.rows)}
+
+
+def tidy(v: float) -> int | float:
+    """Round away float noise from a conversion; 12.0 -> 12."""
+    v = round(float(v), BOX_DIGITS)
+    if not math.isfinite(v):
+        return v
+    return int(v) if v.is_integer() else v
+
+
+def invalid_mode(params: dict) -> str:
+    """`dataset.invalid`: what snapshot (and every stage reading the labels after it) does with a zero-size or
+    out-of-image box: fail (default), drop or clip; the boxes dropped or clipped are listed in the manifest."""
+    mode = (params.get("dataset") or {}).get("invalid") or "fail"
+    if mode not in INVALID_MODES:
+        raise CvreproError(f"params.yaml: dataset.invalid must be one of {', '.join(INVALID_MODES)}, got {mode!r}")
+    return mode
 
 
 def canonical_number(v: float) -> int | float:

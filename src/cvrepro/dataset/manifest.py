@@ -20,7 +20,7 @@ from cvrepro.core.fileio import CvreproError, canonical_json, sha256_bytes
 from cvrepro.core.problems import Problems
 from cvrepro.core.relpaths import Containment
 from cvrepro.dataset.images import default_workers, inspect_all
-from cvrepro.dataset.index import load_coco, parse_categories, parse_images, rejected_ids
+from cvrepro.dataset.index import BoxCheck, load_coco, parse_categories, parse_images, rejected_ids
 from cvrepro.dataset.listing import CheckCache, usable_listing
 
 if TYPE_CHECKING:
@@ -130,6 +130,13 @@ def _import_stats(info: dict) -> dict:
     return {"invalid_boxes": invalid} if isinstance(invalid, dict) else {}
 
 
+def _snapshot_invalid(check: BoxCheck) -> dict:
+    """The boxes `dataset.invalid` drop|clip left out or cut, each listed (nothing for `fail`: there are none)."""
+    if check.mode == "fail":
+        return {}
+    return {"snapshot_invalid": {**check.counts(), "boxes": check.rows}}
+
+
 def _snapshot_id(task: str, class_map: dict[str, str], files: list[dict]) -> str:
     """Hash of the content only (paths, bytes, labels, class map): notes, sizes and stats are derived or free text."""
     keys = ("path", "md5", "labels_hash", "image_id", "attributes", "width", "height")
@@ -164,6 +171,7 @@ def build_manifest(
     workers: int | None = None,
     ignore_index: int = 255,
     check_cache: Path | None = None,
+    invalid: str = "fail",
 ) -> dict:
     """Check images and labels; return the manifest. Raises CvreproError listing the problems found.
 
@@ -173,6 +181,8 @@ def build_manifest(
     workers: processes reading images (default: 2 if at least 3 CPUs, else 1).
     check_cache: a file where the results of image checks are kept between runs (`CheckCache`):
     an image whose content hash passed before is not opened again. None: check every image.
+    invalid: `dataset.invalid`, what a zero-size or out-of-image box is: a problem (fail), or dropped or
+    clipped, each listed in `stats.snapshot_invalid` (the labels file is not changed).
     """
     from cvrepro import tasks
 
@@ -189,7 +199,8 @@ def build_manifest(
     images = parse_images(images_raw, ann_path, problems)
     rejected = {(i, "image") for i in rejected_ids(images_raw, images)}
     rejected |= {(i, "category") for i in rejected_ids(categories_raw, class_map)}
-    by_image = task.parse_labels(annotations_raw, images, class_map, ann_path, problems, rejected)
+    check = BoxCheck(invalid, "dataset.invalid")
+    by_image = task.parse_labels(annotations_raw, images, class_map, ann_path, problems, rejected, check)
     files: list[dict] = []
     if not problems.full:
         listing = usable_listing(raw_dir, dvc_listing)
@@ -212,6 +223,6 @@ def build_manifest(
         "snapshot_id": _snapshot_id(task.name, class_map_json, entries),
         "class_map": class_map_json,
         "files": entries,
-        "stats": {**_stats(files, class_map, task, ignore_index), **_import_stats(info)},
+        "stats": {**_stats(files, class_map, task, ignore_index), **_import_stats(info), **_snapshot_invalid(check)},
         "notes": notes,
     }

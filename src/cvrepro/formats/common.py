@@ -7,7 +7,6 @@ mask's) bytes come from, so a converter never holds pixels of the whole dataset.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +17,9 @@ from PIL import Image, UnidentifiedImageError
 
 from cvrepro.core.fileio import CvreproError
 from cvrepro.dataset.images import QUARTER_TURNS, orientation
-from cvrepro.dataset.index import BOX_TOLERANCE
+from cvrepro.dataset.index import BOX_DIGITS, INVALID_MODES, BoxCheck, tidy  # noqa: F401 (the importers' names)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}  # compared lower-cased
-INVALID_MODES = ("fail", "drop", "clip")  # what --invalid does with a zero-size or out-of-image box
-BOX_DIGITS = 6  # pixel boxes converted from normalised or 1-based coordinates are rounded to 1e-6 px
 
 
 def read_local(path: str) -> bytes:
@@ -143,52 +140,6 @@ def probe_image(path: Path, rel: str) -> dict:
     return {"file_name": rel, "width": width, "height": height}
 
 
-class BoxCheck:
-    """What an importer does with a zero-size or out-of-image box, by `--invalid`:
-
-    - `fail` (default): a CvreproError naming the file and the box, as snapshot would;
-    - `drop`: the box is left out; `clip`: it is cut to the image, and dropped if nothing is left.
-    Every box dropped or clipped becomes a report row (file, id, problem, before, after, action):
-    nothing is dropped silently. Boxes overhanging the border by up to BOX_TOLERANCE are kept as they are.
-    """
-
-    def __init__(self, mode: str = "fail"):
-        if mode not in INVALID_MODES:
-            raise CvreproError(f"--invalid {mode!r}: choose one of {', '.join(INVALID_MODES)}")
-        self.mode = mode
-        self.rows: list[dict] = []
-
-    def __call__(self, bbox: list[float], width: int, height: int, file: str, ident: str) -> list | None:
-        """The box to keep ([x, y, w, h]) or None to drop it."""
-        x, y, w, h = bbox
-        problem = None
-        if not all(math.isfinite(v) for v in bbox):
-            problem = "not finite"
-        elif w <= 0 or h <= 0:
-            problem = "zero or negative size"
-        elif x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE \
-                or y + h > height + BOX_TOLERANCE:
-            problem = f"outside the {width}x{height} image"
-        if problem is None:
-            return bbox
-        if self.mode == "fail":
-            raise CvreproError(f"{file}: {ident}: box [x, y, w, h] {[tidy(v) for v in bbox]} is {problem} "
-                               "(--invalid drop or clip to import the rest and report it)")
-        after = None
-        if self.mode == "clip" and problem != "not finite":
-            x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
-            x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
-            if x1 > x0 and y1 > y0:
-                after = [tidy(x0), tidy(y0), tidy(x1 - x0), tidy(y1 - y0)]
-        self.rows.append({"file": file, "id": ident, "problem": problem, "before": [tidy(v) for v in bbox],
-                          "after": after, "action": "clipped" if after else "dropped"})
-        return after
-
-    def counts(self) -> dict:
-        return {"mode": self.mode, "dropped": sum(r["action"] == "dropped" for r in self.rows),
-                "clipped": sum(r["action"] == "clipped" for r in self.rows)}
-
-
 def check_mask(mask: np.ndarray, n_classes: int, size: tuple[int, int], where: str, image: str,
                ignore_index: int) -> None:
     height, width = mask.shape[:2]
@@ -198,11 +149,3 @@ def check_mask(mask: np.ndarray, n_classes: int, size: tuple[int, int], where: s
     if bad:
         raise CvreproError(f"{where}: mask values {bad[:10]} are not class ids 0..{n_classes} or {ignore_index} "
                            "(ignore)")
-
-
-def tidy(v: float) -> int | float:
-    """Round away float noise from a conversion; 12.0 -> 12."""
-    v = round(float(v), BOX_DIGITS)
-    if not math.isfinite(v):
-        return v
-    return int(v) if v.is_integer() else v

@@ -265,6 +265,10 @@ def dataset_notes(record: dict) -> str:
     if invalid and (invalid.get("dropped") or invalid.get("clipped")):
         lines.append(f"- import `--invalid {invalid.get('mode')}`: {invalid.get('dropped', 0)} boxes dropped, "
                      f"{invalid.get('clipped', 0)} clipped (data/labels/import_report.csv lists each)")
+    fixed = s.get("snapshot_invalid")
+    if fixed and (fixed.get("dropped") or fixed.get("clipped")):
+        lines.append(f"- snapshot `dataset.invalid: {fixed.get('mode')}`: {fixed.get('dropped', 0)} boxes dropped, "
+                     f"{fixed.get('clipped', 0)} clipped (the manifest's stats.snapshot_invalid.boxes lists each)")
     lines.append("")
     lines += _md_table(["class", "objects", "change"],
                        [[c, n, f"{record['changelog']['per_class_delta'].get(c, 0):+d}" if prev else "new"]

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from cvrepro import tasks
 from cvrepro.core.fileio import write_json
 from cvrepro.core.paths import MANIFEST, RAW_DIR, SNAPSHOT_CHECKS
-from cvrepro.dataset.index import annotations_file, ignore_index_of
+from cvrepro.dataset.index import annotations_file, ignore_index_of, invalid_mode
 from cvrepro.dataset.listing import dvc_listing
 from cvrepro.dataset.manifest import build_manifest
 
 
 def run(params: dict, root: Path = Path(".")) -> dict:
-    """Reads `task` and `dataset` (annotations, notes, ignore_index); raises CvreproError, nothing written,
+    """Reads `task` and `dataset` (annotations, notes, ignore_index, invalid); raises CvreproError, nothing written,
     on a bad dataset."""
     root = Path(root)
     manifest = build_manifest(
@@ -24,6 +25,11 @@ def run(params: dict, root: Path = Path(".")) -> dict:
         dvc_listing=dvc_listing(root),
         ignore_index=ignore_index_of(params),
         check_cache=root / SNAPSHOT_CHECKS,
+        invalid=invalid_mode(params),
     )
     write_json(root / MANIFEST, manifest)
+    fixed = manifest["stats"].get("snapshot_invalid")
+    if fixed and fixed["boxes"]:
+        print(f"snapshot: dataset.invalid {fixed['mode']}: {fixed['dropped']} boxes dropped, {fixed['clipped']} "
+              f"clipped; each is listed in {MANIFEST} (stats.snapshot_invalid.boxes)", file=sys.stderr)
     return manifest

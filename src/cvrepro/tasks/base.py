@@ -41,8 +41,9 @@ class Task:
 
     # ----------------------------------------------------------------- snapshot
     def parse_labels(self, annotations: list, images: dict[int, dict], class_map: dict[int, str],
-                     ann_path: Path, problems: Problems, rejected: set) -> dict[int, list[dict]]:
-        """image id -> its labels (reduced annotations), checked; problems recorded, not raised."""
+                     ann_path: Path, problems: Problems, rejected: set, invalid=None) -> dict[int, list[dict]]:
+        """image id -> its labels (reduced annotations), checked; problems recorded, not raised.
+        `invalid` (dataset.index.BoxCheck, from `dataset.invalid`): what to do with a bad box, for tasks with boxes."""
         return {}
 
     def check_labels_on_disk(self, files: list[dict], labels_dir: Path, ann_path: Path, class_map: dict[int, str],

@@ -79,7 +79,7 @@ class Classification(Task):
               "image_ids.npy int64 [N]; scales.npy float32 [N,2]")
     plots = (CONFUSION_VAL, CONFUSION_PNG)
 
-    def parse_labels(self, annotations, images, class_map, ann_path, problems, rejected):
+    def parse_labels(self, annotations, images, class_map, ann_path, problems, rejected, invalid=None):
         return parse_classification(annotations, images, class_map, ann_path, problems, rejected)
 
     def label_entry(self, f, labels):

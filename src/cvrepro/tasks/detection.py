@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterator
 
 from cvrepro.core.fileio import read_json
 from cvrepro.core.paths import PLOTS_DIR
 from cvrepro.core.problems import Problems, is_int
-from cvrepro.dataset.index import annotations_file, box_problem, canonical_number, checked_annotations
+from cvrepro.dataset.index import (BoxCheck, annotations_file, box_problem, canonical_number, checked_annotations,
+                                   invalid_mode)
 from cvrepro.tasks import register
 from cvrepro.tasks.base import Task
 from cvrepro.learning.samples import SeededSamples
@@ -31,8 +31,12 @@ def parse_annotations(
     ann_path: Path,
     problems: Problems,
     rejected: set,
+    invalid: BoxCheck | None = None,
 ) -> dict[int, list[dict]]:
-    """image id → its reduced annotations [{id, category_id, bbox, iscrowd}] sorted by id."""
+    """image id → its reduced annotations [{id, category_id, bbox, iscrowd}] sorted by id.
+
+    A zero-size or out-of-image box is a problem, unless `invalid` (`dataset.invalid` drop or clip) drops or
+    clips it and lists it in its rows. A bbox that is not 4 numbers is always a problem."""
     by_image: dict[int, list[dict]] = defaultdict(list)
     required = ("id", "image_id", "category_id", "bbox")
     for where, a, image in checked_annotations(annotations, required, images, class_map, ann_path, problems, rejected):
@@ -40,15 +44,46 @@ def parse_annotations(
         if not is_int(iscrowd) or iscrowd not in (0, 1):
             problems.add(f"{where}: 'iscrowd' must be 0 or 1, got {iscrowd!r}")
             continue
-        bad_box = box_problem(a["bbox"], image["width"], image["height"])
-        if bad_box:
-            problems.add(f"{where}, image id {image['id']} ({image['path']}): {bad_box}")
+        bbox = a["bbox"]
+        bad_box = box_problem(bbox, image["width"], image["height"])
+        if bad_box and fixable(bbox, invalid):
+            bbox = invalid(bbox, image["width"], image["height"], image["path"], f"annotation id {a['id']}")
+            if bbox is None:
+                continue
+        elif bad_box:
+            hint = " (dataset.invalid: drop or clip keeps the rest and lists each)" if fixable(bbox, BoxCheck("drop")) \
+                else ""
+            problems.add(f"{where}, image id {image['id']} ({image['path']}): {bad_box}{hint}")
             continue
-        bbox = [canonical_number(v) for v in a["bbox"]]
+        bbox = [canonical_number(v) for v in bbox]
         by_image[image["id"]].append({"id": a["id"], "category_id": a["category_id"], "bbox": bbox, "iscrowd": iscrowd})
     for anns in by_image.values():
         anns.sort(key=lambda a: a["id"])
     return by_image
+
+
+def fixable(bbox, invalid: BoxCheck | None) -> bool:
+    """Can `invalid` (drop or clip) deal with this bad box: a list of 4 numbers (NaN and inf included)?"""
+    return invalid is not None and invalid.mode != "fail" and isinstance(bbox, list) and len(bbox) == 4 \
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+
+
+def accepted_index(params: dict, root: Path) -> dict:
+    """The labels index as snapshot accepted it: with `dataset.invalid` drop or clip, the boxes it dropped are
+    left out and those it clipped are clipped (the file itself stays as delivered). What preprocess trains on
+    and evaluation scores against."""
+    coco = read_json(root / annotations_file(params))
+    mode = invalid_mode(params)
+    if mode == "fail":  # snapshot refused any bad box: the file is what it accepted
+        return coco
+    check = BoxCheck(mode, "dataset.invalid")
+    sizes = {im["id"]: (im["width"], im["height"]) for im in coco.get("images", [])}
+    kept = []
+    for a in coco.get("annotations", []):
+        bbox = check(a["bbox"], *sizes[a["image_id"]], "", "")
+        if bbox is not None:
+            kept.append(a if bbox is a["bbox"] else {**a, "bbox": bbox, "area": bbox[2] * bbox[3]})
+    return {**coco, "annotations": kept}
 
 
 def known_labels_only(preds: list[dict], class_names: dict[int, str]) -> list[dict]:
@@ -121,8 +156,8 @@ class Detection(Task):
               "original * s)")
     plots = (PR_VAL,)
 
-    def parse_labels(self, annotations, images, class_map, ann_path, problems, rejected):
-        return parse_annotations(annotations, images, class_map, ann_path, problems, rejected)
+    def parse_labels(self, annotations, images, class_map, ann_path, problems, rejected, invalid=None):
+        return parse_annotations(annotations, images, class_map, ann_path, problems, rejected, invalid)
 
     # preprocess
     def preprocess_info(self) -> dict:
@@ -134,7 +169,7 @@ class Detection(Task):
         from cvrepro.dataset.processed import SplitWriter
 
         boxes_by_image = defaultdict(list)
-        for ann in read_json(root / annotations_file(params))["annotations"]:
+        for ann in accepted_index(params, root)["annotations"]:
             if not ann.get("iscrowd", 0):  # crowd regions are for evaluation only
                 boxes_by_image[ann["image_id"]].append(ann)
         writer = SplitWriter.for_params(out_dir, len(paths), size, params)
@@ -203,7 +238,7 @@ class Detection(Task):
 
         cfg, class_names, root = ctx["cfg"], ctx["class_names"], ctx["root"]
         if "coco" not in ctx:  # once for every split
-            ctx["coco"] = read_json(root / annotations_file(ctx["params"]))
+            ctx["coco"] = accepted_index(ctx["params"], root)
             key = cfg.get("slice_key")
             ctx["slices"] = {key: slice_ids(ctx["coco"], key)} if key else {}
         preds = known_labels_only(predict(model, data.images, desc=f"predict {split}"), class_names)
