@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from helpers import edit, run, tiny_conf
+from helpers import copy_template, edit, run, tiny_conf
 
 pytestmark = pytest.mark.slow
 
@@ -26,9 +27,11 @@ def params_of_last_run(root: Path) -> dict:
     return torch.load(root / "models/checkpoint.pt", weights_only=False)["config"]
 
 
-@pytest.fixture
-def pipeline(project: Path) -> Path:
-    """The template with the smoke experiment as default, tiny data tracked, first repro committed."""
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory) -> Path:
+    """The template with the smoke experiment as default, tiny data tracked, first repro committed
+    (built once: each test works on its own copy)."""
+    project = copy_template(tmp_path_factory.mktemp("pipeline") / "project")
     tiny_conf(project)
     run(["cvrepro", "demo", "--images", "40", "--seed", "1"], project)
     run(["dvc", "add", "data/raw", "data/labels"], project)
@@ -39,6 +42,14 @@ def pipeline(project: Path) -> Path:
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "first run"], project)
     return project
+
+
+@pytest.fixture
+def pipeline(first_run: Path, tmp_path: Path) -> Path:
+    """A private copy of `first_run` (git, DVC cache and workspace) for a test that changes it."""
+    dest = tmp_path / "project"
+    shutil.copytree(first_run, dest, symlinks=True)
+    return dest
 
 
 def test_repro_then_up_to_date_and_clean(pipeline: Path):
@@ -59,6 +70,9 @@ def test_repro_then_up_to_date_and_clean(pipeline: Path):
     plots = json.loads(run(["dvc", "plots", "show", "--json"], pipeline).stdout)["data"]
     assert {"Training loss per epoch", "Precision-recall per class (val, IoU 0.5)",
             "metrics/plots/predictions_val.png"} <= set(plots)
+    pr = plots["Precision-recall per class (val, IoU 0.5)"][0]["content"]  # dvc.yaml names no class:
+    assert pr["encoding"]["color"]["field"] == "class"  # the template draws one line per class of the data
+    assert {row["class"] for row in pr["data"]["values"]} == {"person", "cart", "shelf"}
 
 
 def test_conf_edit_reruns_only_train_and_evaluate(pipeline: Path):
