@@ -33,11 +33,16 @@ repro: data ## compose params.yaml from conf/ and run the pipeline (dvc repro)
 	cvrepro compose
 	dvc repro
 
-test: venv ## run the whole test suite (the slow end-to-end tests included)
-	$(BIN)/pytest
+# One pytest worker per core; a test file stays on one worker, so its module fixtures are built once.
+# PYTEST_WORKERS=0 runs everything in this process (easier to debug).
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
+
+test: venv ## run the whole test suite (the slow end-to-end tests included), one worker per core
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 test-fast: venv ## run the tests without the slow end-to-end ones
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not slow"
 
 bench: venv ## run the benchmarks under benchmarks/
 	@for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

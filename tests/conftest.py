@@ -73,3 +73,21 @@ def released_copy(released: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "project"
     shutil.copytree(released, dest, symlinks=True)
     return dest
+
+
+# The longest files (each builds and trains a released project) start first, then the other slow ones, so
+# that the workers of `make test` (pytest-xdist, a file per worker) finish together instead of one waiting
+# for a long file that started last. Order only: every test runs, and each file keeps its own order.
+LONGEST_FIRST = ("test_release_e2e.py", "test_triage.py", "test_reproduce.py", "test_release_bundle.py",
+                 "test_concurrency.py", "test_hardware.py", "test_pipeline.py", "test_tasks_pipeline.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+
+    def rank(item) -> tuple[int, int]:  # per file: a file's tests stay together and in their order
+        if item.path.name in LONGEST_FIRST:
+            return 0, LONGEST_FIRST.index(item.path.name)
+        return (1 if item.path in slow_files else 2), 0
+
+    items.sort(key=rank)  # stable
