@@ -11,7 +11,7 @@ import yaml
 from cvrepro.config.compose import check, compose, write_params
 from cvrepro.config.params import config_id
 
-from helpers import REPO, run
+from helpers import REPO, commit_all, edit, run
 
 GROUPS = sorted(p.name for p in (REPO / "conf").iterdir() if p.is_dir())
 
@@ -93,3 +93,21 @@ def test_cli_check_fails_on_a_stale_params_file(project: Path):
     res = run(["cvrepro", "compose", "--check"], project, check=False)
     assert res.returncode == 1
     assert "train.epochs" in res.stdout
+
+
+def test_a_failed_experiment_puts_params_and_lock_back(project: Path, monkeypatch):
+    from cvrepro.config.compose import EXP_BASELINE_ENV, undo_failed_experiment
+
+    committed = (project / "params.yaml").read_bytes()
+    commit_all(project, "template")
+    edit(project / "params.yaml", "lr: 0.01", "lr: 0.5")  # what `dvc exp run -S train.lr=0.5` wrote
+    (project / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")  # the stages that finished before the failure
+    monkeypatch.delenv(EXP_BASELINE_ENV, raising=False)
+    assert not undo_failed_experiment(project, log=lambda *_: None)  # plain `dvc repro`: nothing to undo
+    assert (project / "dvc.lock").exists()
+    monkeypatch.setenv(EXP_BASELINE_ENV, run(["git", "rev-parse", "HEAD"], project).stdout.strip())
+    lines = []
+    assert undo_failed_experiment(project, log=lines.append)
+    assert (project / "params.yaml").read_bytes() == committed  # the composition of conf/, byte for byte
+    assert not (project / "dvc.lock").exists()  # the baseline commit had none
+    assert "params.yaml is the composition of conf/ again" in lines[0]

@@ -129,3 +129,17 @@ def test_a_code_edit_makes_exactly_the_stages_that_run_it_stale(pipeline: Path):
     detection = pipeline / "src/cvrepro/tasks/detection.py"
     detection.write_text(detection.read_text() + "\n# an edit\n")
     assert stale() == {"snapshot", "split", "preprocess", "train", "evaluate"}
+
+
+def test_a_failed_exp_run_leaves_params_and_lock_as_they_were(pipeline: Path):
+    before = {name: (pipeline / name).read_bytes() for name in ("params.yaml", "dvc.lock")}
+    res = run(["dvc", "exp", "run", "-S", "train.device=cuda"], pipeline, check=False)  # no CUDA here
+    assert res.returncode != 0 and "the experiment failed: params.yaml is the composition" in res.stderr
+    assert {name: (pipeline / name).read_bytes() for name in before} == before
+    # Nothing modified or untracked; DVC removed the failed stage's own outputs before running it
+    status = run(["git", "status", "--porcelain"], pipeline).stdout.splitlines()
+    assert status and all(line.startswith(" D ") for line in status), status
+    run(["git", "checkout", "--", "."], pipeline)
+    run(["dvc", "checkout"], pipeline)
+    out = run(["dvc", "repro"], pipeline)
+    assert stages_run(out.stdout) == set() and "kept" not in out.stdout + out.stderr

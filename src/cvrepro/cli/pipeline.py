@@ -26,7 +26,13 @@ def cmd_stage(args: argparse.Namespace) -> int:
     params = load_params()
     # Before the stage imports torch: the CPU kernels read their instruction-set pin when torch loads.
     pin_cpu_isa(params.get("train") or {})
-    result = importlib.import_module(f"cvrepro.stages.{args.command}").run(params)
+    try:
+        result = importlib.import_module(f"cvrepro.stages.{args.command}").run(params)
+    except BaseException:  # inside `dvc exp run`: params.yaml and dvc.lock back as they were, then the error
+        from cvrepro.config.compose import undo_failed_experiment
+
+        undo_failed_experiment(log=lambda line: print(line, file=sys.stderr))
+        raise
     if args.json:
         print(json.dumps(result, sort_keys=True, indent=2, default=str))
     return 0

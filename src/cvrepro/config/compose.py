@@ -16,6 +16,7 @@ override: kept, and the differing keys are printed, never silently reverted.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -131,3 +132,35 @@ def check(root: Path = Path(".")) -> list[tuple[str, Any, Any]]:
     return changed_keys(current, compose(root / CONF_DIR))
 
 
+
+
+EXP_BASELINE_ENV = "DVC_EXP_BASELINE_REV"  # DVC sets it in the environment of the stages of `dvc exp run`
+
+
+def undo_failed_experiment(root: Path = Path("."), log=print) -> bool:
+    """A stage of `dvc exp run` failed: put params.yaml back to the composition of conf/ (the failed run's
+    `-S` values are not kept as overrides) and dvc.lock back to the experiment's baseline commit (removed if
+    that commit had none), so the next command starts where the user was, without a page of "kept" keys and
+    preflight warnings. The outputs of the stages that did finish stay in the workspace; DVC compares them
+    with dvc.lock by hash, so the next `dvc repro` reruns (or `dvc checkout` restores) exactly those.
+
+    Does nothing outside `dvc exp run`: plain `dvc repro` never changes params.yaml, and the dvc.lock it
+    leaves holds the stages that finished, truthfully. Returns whether it undid anything."""
+    from cvrepro.core.fileio import atomic_write_bytes
+    from cvrepro.core.vcs import git_bytes
+
+    rev = os.environ.get(EXP_BASELINE_ENV, "")
+    if not rev:
+        return False
+    try:
+        atomic_write_text(root / PARAMS, dump(compose(root / CONF_DIR)))
+        undone = f"{PARAMS} is the composition of {CONF_DIR}/ again"
+    except Exception as e:  # conf/ does not compose (the failure itself may be that): leave params.yaml
+        undone = f"{PARAMS} left as it is ({CONF_DIR}/ does not compose: {e})"
+    lock = git_bytes(root, rev, DVC_LOCK.as_posix())
+    if lock is None:
+        (root / DVC_LOCK).unlink(missing_ok=True)
+    else:
+        atomic_write_bytes(root / DVC_LOCK, lock)
+    log(f"the experiment failed: {undone}; {DVC_LOCK} is as at {rev[:10]}")
+    return True
