@@ -9,14 +9,12 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from helpers import BIN, commit_all, copy_template, run, tiny_conf
 from cvrepro.core.lock import repo_lock, try_lock, lock_path
-from cvrepro.core.fileio import CvreproError
 
 pytestmark = pytest.mark.slow
 

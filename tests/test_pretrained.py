@@ -3,16 +3,15 @@ cache, freezing. Every state dict here is saved by the test itself: nothing is d
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torchvision
 
 from cvrepro.core.fileio import CvreproError, read_json, sha256_file
 from cvrepro.core.paths import LABEL_MAP, WEIGHTS
-from cvrepro.learning.models import backbone_of, build_model, freeze_backbone, load_weights
+from cvrepro.learning.models import backbone_of, build_model, freeze_backbone
 
-from helpers import assert_trains_a_step, tiny_params
+from helpers import tiny_params
 
 MEAN, STD = [0.5] * 3, [0.25] * 3
 TINY = {"name": "fcos_tiny", "widths": [8, 16, 16, 16], "fpn_channels": 32}

@@ -7,11 +7,8 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-import pytest
 
 from cvrepro.config.compose import compose, dump
 from cvrepro.dataset.demo import generate_demo

@@ -135,7 +135,7 @@ def render(record: dict, dataset: dict | None, previous: dict | None) -> str:
               f"- code commit `{record['source_commit']}` (run at `{lineage.get('commit_at_run')}`"
               f"{', dirty' if lineage.get('dirty_at_run') else ''}); config ID `{record['config_id']}`",
               f"- dataset {record['dataset_version']}, snapshot `{record['snapshot_id']}`",
-              f"- seeds: " + ", ".join(f"{k} {v}" for k, v in seeds.items()),
+              "- seeds: " + ", ".join(f"{k} {v}" for k, v in seeds.items()),
               f"- hardware: {env.get('machine', '?')}, {env.get('platform', '?')}, torch {env.get('torch', '?')}"
               + (f", {env['torch_threads']} threads" if env.get("torch_threads") else ""),
               f"- weights sha256 `{record['artifacts'].get('models/model.pt')}`"]

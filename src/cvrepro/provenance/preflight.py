@@ -9,13 +9,12 @@ always runs them strictly.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from cvrepro.core.fileio import CvreproError, read_json
 from cvrepro.core.paths import CONF_DIR, MANIFEST, PARAMS
-from cvrepro.core.vcs import dvc, dvc_changed, git, parse_version, tag_exists, versions
+from cvrepro.core.vcs import dvc_changed, git, parse_version, tag_exists, versions
 
 CODE_PATHS = ["src", str(CONF_DIR), "dvc.yaml", str(PARAMS)]
 DATA_FILES = ["data/raw.dvc", "data/labels.dvc"]

@@ -17,7 +17,6 @@ replaces the rolled-back files); see docs/safety.md.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile

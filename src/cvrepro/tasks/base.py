@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cvrepro.core.fileio import CvreproError, canonical_json, sha256_bytes
+from cvrepro.core.fileio import canonical_json, sha256_bytes
 from cvrepro.core.problems import Problems
 
 
@@ -126,8 +126,3 @@ class Task:
 
     def check_import(self, images: list[dict], labels_by_image: dict[int, list[dict]], where: dict[int, str]) -> None:
         """Layout checks of an imported dataset beyond what snapshot checks (CvreproError on the first)."""
-
-
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise CvreproError(message)
