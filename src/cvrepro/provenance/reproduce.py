@@ -134,10 +134,20 @@ def _sha(wt: Path, rel, expected=None) -> str:
     return sha256_file(path) if path.is_file() else "(missing)"
 
 
+def _uncached_outs(wt: Path) -> set[str]:
+    """Stage outputs the tag's dvc.yaml keeps out of the cache (`cache: false`, such as data/processed): the
+    remote has no copy of them to pull; the rebuild makes them and `_rebuilt_checks` compares them."""
+    stages = (yaml.safe_load((wt / "dvc.yaml").read_text()) or {}).get("stages") or {}
+    return {path for stage in stages.values() for out in stage.get("outs") or [] if isinstance(out, dict)
+            for path, opts in out.items() if isinstance(opts, dict) and opts.get("cache") is False}
+
+
 def _pulled_checks(wt: Path, record: dict) -> list[dict]:
     """The release's own files as the remote gave them, against the record's sha256."""
     recorded = {**(record.get("lineage", {}).get("artifacts") or {}), **record.get("artifacts", {})}
-    return [_check(f"pulled {path}", sha, _sha(wt, path, sha)) for path, sha in sorted(recorded.items())]
+    uncached = _uncached_outs(wt)
+    return [_check(f"pulled {path}", sha, _sha(wt, path, sha)) for path, sha in sorted(recorded.items())
+            if path not in uncached]
 
 
 def _rebuilt_checks(wt: Path, record: dict, tolerance: float, other: dict[str, float], verdict: dict) -> list[dict]:
