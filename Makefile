@@ -33,13 +33,14 @@ repro: data ## compose params.yaml from conf/ and run the pipeline (dvc repro)
 	cvrepro compose
 	dvc repro
 
-# One pytest worker per core; a test file stays on one worker, so its module fixtures are built once.
-# PYTEST_WORKERS=0 runs everything in this process (easier to debug).
-PYTEST_WORKERS ?= auto
+# pytest workers: one per core and one more, which runs while the others wait on git, DVC or a subprocess
+# (pytest-xdist; a test file stays on one worker, so its module fixtures are built once). PYTEST_WORKERS=0
+# runs everything in this process (easier to debug).
+PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
 
-test: venv ## run the whole test suite (the slow end-to-end tests included), one worker per core
-	$(BIN)/pytest $(PYTEST_PARALLEL)
+test: venv ## run the whole test suite (the slow end-to-end tests included), on all cores
+	$(BIN)/pytest $(PYTEST_PARALLEL) --durations=15
 
 test-fast: venv ## run the tests without the slow end-to-end ones
 	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not slow"

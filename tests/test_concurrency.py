@@ -120,12 +120,15 @@ def reference(ready: Path, tmp_path_factory) -> dict:
     return comparable(root)
 
 
-@pytest.mark.parametrize("step, repair", [("release:before-push", "rolled back"),
-                                          ("release:after-push", "rolled back"),
-                                          ("release:after-write", "rolled back"),
-                                          ("release:after-commit", "was completed"),
-                                          ("release:after-tag", "had finished")])
-@pytest.mark.parametrize("next_command", ["release", "ls"])
+STEPS = [("release:before-push", "rolled back"), ("release:after-push", "rolled back"),
+         ("release:after-write", "rolled back"), ("release:after-commit", "was completed"),
+         ("release:after-tag", "had finished")]
+# `release` repairs a kill at each step; `ls` each kind of repair (the three roll-backs are one path: one of them)
+KILLS = [(step, repair, "release") for step, repair in STEPS] + \
+        [(step, repair, "ls") for step, repair in STEPS if step not in ("release:before-push", "release:after-write")]
+
+
+@pytest.mark.parametrize("step, repair, next_command", KILLS)
 def test_a_release_killed_at_any_step_is_repaired_by_the_next_command(ready: Path, reference: dict, tmp_path: Path,
                                                                        step: str, repair: str, next_command: str):
     root = fresh(ready, tmp_path / "project")
