@@ -35,6 +35,8 @@ class Task:
     correction_actions: tuple[str, ...] = ()  # `cvrepro labels apply` actions this task's labels accept
     layout = ""  # what preprocess stores per split, for preprocess.json
     plots: tuple[Path, ...] = ()  # files under metrics/plots that only this task writes (besides the grid)
+    samples: type | None = None  # the training samples: a learning.samples.SeededSamples subclass
+    builders = ""  # the name of this task's {model.name: builder} table in learning/models.py
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"
@@ -77,16 +79,31 @@ class Task:
 
     # ----------------------------------------------------------------- train
     def train_set(self, split, seed: int, hflip: float, augment: dict | None = None):
-        """The training samples: seeded flip (`train.hflip`), then `augment` (learning/augment.py)."""
-        raise NotImplementedError
+        """The training samples (`samples`): seeded flip (`train.hflip`), then `augment` (learning/augment.py)."""
+        if self.samples is None:
+            raise NotImplementedError(f"{self!r} names no training samples")
+        return self.samples(split, seed, hflip, augment)
 
     def model_builders(self) -> dict[str, Any]:
-        """model.name -> builder(model_cfg, num_classes, size) for this task's models."""
-        raise NotImplementedError
+        """model.name -> builder(model_cfg, num_classes, size) for this task's models (`builders`)."""
+        from cvrepro.learning import models
+
+        return getattr(models, self.builders)
 
     def build_model(self, model_cfg: dict, num_classes: int, size: int, mean: list[float], std: list[float],
                     class_ids: list[int] | None, ignore_index: int):
         raise NotImplementedError
+
+    def dense_model(self, model_cfg: dict, num_classes: int, output: str, valid: list[int], mean: list[float],
+                    std: list[float], ignore_index: int):
+        """`build_model` of a task whose network gives scores per class (per image or per pixel): the network
+        wrapped in learning.models.DenseTask (normalisation inside, `output` key, ids outside `valid` masked)."""
+        from cvrepro.learning.models import DenseTask, load_weights
+
+        model = DenseTask(self.model_builders()[model_cfg["name"]](model_cfg, num_classes), output, valid,
+                          mean, std, ignore_index)
+        load_weights(model.net, model_cfg)
+        return model
 
     def output_spec(self, params: dict, base: dict) -> dict:
         """The predictor spec (models/preprocessing.json) from the shared `base` (model, num_classes, input)."""

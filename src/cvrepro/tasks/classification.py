@@ -74,6 +74,8 @@ class LabelTrainSet(SeededSamples):
 
 class Classification(Task):
     name = "classification"
+    samples = LabelTrainSet
+    builders = "CLASSIFICATION_BUILDERS"  # learning/models.py
     correction_actions = ("relabel",)
     layout = ("per split: images.npy uint8 [N,3,S,S]; labels.npy int64 [N] category id per image; "
               "image_ids.npy int64 [N]; scales.npy float32 [N,2]")
@@ -108,22 +110,9 @@ class Classification(Task):
         np.save(out_dir / "labels.npy", np.asarray(labels, dtype=np.int64))
 
     # train
-    def train_set(self, split, seed, hflip, augment=None):
-        return LabelTrainSet(split, seed, hflip, augment)
-
-    def model_builders(self):
-        from cvrepro.learning.models import CLASSIFICATION_BUILDERS
-
-        return CLASSIFICATION_BUILDERS
-
     def build_model(self, model_cfg, num_classes, size, mean, std, class_ids, ignore_index):
-        from cvrepro.learning.models import DenseTask, load_weights
-
         valid = sorted(set(class_ids if class_ids is not None else range(1, num_classes)))
-        model = DenseTask(self.model_builders()[model_cfg["name"]](model_cfg, num_classes), "label", valid,
-                          mean, std, ignore_index)
-        load_weights(model.net, model_cfg)
-        return model
+        return self.dense_model(model_cfg, num_classes, "label", valid, mean, std, ignore_index)
 
     def output_spec(self, params, base):
         from cvrepro.dataset.index import ignore_index_of

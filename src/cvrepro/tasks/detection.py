@@ -149,6 +149,8 @@ class TrainSet(SeededSamples):
 
 class Detection(Task):
     name = "detection"
+    samples = TrainSet
+    builders = "DETECTION_BUILDERS"  # learning/models.py
     correction_actions = ("relabel", "move", "delete", "add")
     layout = ("per split: images.npy uint8 [N,3,S,S]; boxes.npy float32 [M,4] xyxy in resized pixels; "
               "labels.npy int64 [M] category ids; offsets.npy int64 [N+1] (boxes of image i are "
@@ -187,14 +189,6 @@ class Detection(Task):
         np.save(out_dir / "labels.npy", np.asarray(labels, dtype=np.int64))
 
     # train
-    def train_set(self, split, seed, hflip, augment=None):
-        return TrainSet(split, seed, hflip, augment)
-
-    def model_builders(self):
-        from cvrepro.learning.models import DETECTION_BUILDERS
-
-        return DETECTION_BUILDERS
-
     def build_model(self, model_cfg, num_classes, size, mean, std, class_ids, ignore_index):
         from cvrepro.learning.models import load_weights
 

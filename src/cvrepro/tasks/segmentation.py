@@ -87,6 +87,8 @@ class MaskTrainSet(SeededSamples):
 
 class Segmentation(Task):
     name = "segmentation"
+    samples = MaskTrainSet
+    builders = "SEGMENTATION_BUILDERS"  # learning/models.py
     annotations_required = False  # the labels are the masks
     layout = ("per split: images.npy uint8 [N,3,S,S]; masks.npy uint8 [N,S,S] class id per pixel "
               "(0 background, ignore_index ignored; resized nearest); image_ids.npy int64 [N]; scales.npy float32 [N,2]")
@@ -129,22 +131,9 @@ class Segmentation(Task):
         writer.close()
 
     # train
-    def train_set(self, split, seed, hflip, augment=None):
-        return MaskTrainSet(split, seed, hflip, augment)
-
-    def model_builders(self):
-        from cvrepro.learning.models import SEGMENTATION_BUILDERS
-
-        return SEGMENTATION_BUILDERS
-
     def build_model(self, model_cfg, num_classes, size, mean, std, class_ids, ignore_index):
-        from cvrepro.learning.models import DenseTask, load_weights
-
-        valid = sorted(set(class_ids if class_ids is not None else range(1, num_classes)) | {0})
-        model = DenseTask(self.model_builders()[model_cfg["name"]](model_cfg, num_classes), "mask", valid,
-                          mean, std, ignore_index)
-        load_weights(model.net, model_cfg)
-        return model
+        valid = sorted(set(class_ids if class_ids is not None else range(1, num_classes)) | {0})  # 0: background
+        return self.dense_model(model_cfg, num_classes, "mask", valid, mean, std, ignore_index)
 
     def output_spec(self, params, base):
         from cvrepro.dataset.index import ignore_index_of
