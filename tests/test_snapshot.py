@@ -602,3 +602,48 @@ def test_a_touched_file_or_a_changed_dvc_md5_is_checked_again(root: Path, monkey
     seen.clear()
     assert run(_params(), root) == want
     assert sorted(seen) == ["a.png", "b.jpg", "c.png"]
+
+
+# --------------------------------------------------------------------------- the JPEG completeness check
+
+
+def _jpeg(size=(64, 48)) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    pixels = np.random.default_rng(5).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_jpeg_completeness_is_read_from_the_end_marker_of_the_scan():
+    data = _jpeg()
+    assert image_reader.jpeg_complete(data) is True
+    for keep in (0.95, 0.6, 0.1):  # cut in the scan, and in the headers
+        assert image_reader.jpeg_complete(data[: int(len(data) * keep)]) is False
+    # An EXIF thumbnail brings its own end marker before the scan: it must not pass for the image's own
+    thumbnail = b"Exif\x00\x00" + b"\xff\xd8" + b"\x00" * 16 + b"\xff\xd9"
+    app1 = b"\xff\xe1" + (len(thumbnail) + 2).to_bytes(2, "big") + thumbnail
+    with_thumb = data[:2] + app1 + data[2:]
+    assert image_reader.jpeg_complete(with_thumb) is True
+    assert image_reader.jpeg_complete(with_thumb[: len(with_thumb) - 40]) is False
+    assert image_reader.jpeg_complete(b"\xff\xd8\x00\x00garbage") is None  # not walkable: decode instead
+
+
+def test_a_png_that_passes_its_crcs_but_does_not_inflate_is_named_by_preprocess(tmp_path: Path):
+    import struct
+    import zlib
+
+    from cvrepro.dataset.processed import resized
+
+    path = tmp_path / "bad.png"
+    _write_image(path, "PNG", (32, 24), 1)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"IDAT")
+    length = struct.unpack(">I", data[at - 4:at])[0]
+    data[at + 4:at + 4 + length] = bytes(length)  # not a zlib stream any more
+    data[at + 4 + length:at + 8 + length] = struct.pack(">I", zlib.crc32(bytes(data[at:at + 4 + length])))
+    path.write_bytes(bytes(data))
+    assert image_reader.inspect_image(str(path), False)[0] is None  # snapshot's check passes (CRCs hold)
+    with pytest.raises(CvreproError, match=r"bad\.png: the image does not decode"):
+        resized(str(path), 16)

@@ -75,10 +75,14 @@ def resized(path: str, size: int, mode: str = "stretch", frame: tuple[int, int] 
     """One image as uint8 [3, size, size] (`fit_image`), a JPEG decoded at the reduced scale closest above
     its fitted size. frame: its stored (width, height), known from the manifest (read here if None).
     A pure function of the file's bytes: any worker, same pixels."""
-    if frame is None:
-        with Image.open(path) as im:
-            frame = im.size
-    im = load_image_rgb(Path(path), draft=fitted(*frame, size, mode))
+    try:
+        if frame is None:
+            with Image.open(path) as im:
+                frame = im.size
+        im = load_image_rgb(Path(path), draft=fitted(*frame, size, mode))
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for damaged pixel data
+        raise CvreproError(f"{path}: the image does not decode ({type(e).__name__}: {e}); snapshot checks headers "
+                           "and completeness, not every pixel: replace the file and rerun") from None
     return fit_image(im, frame, size, mode)
 
 
