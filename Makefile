@@ -36,7 +36,7 @@ repro: data ## compose params.yaml from conf/ and run the pipeline (dvc repro)
 # pytest workers: one per core and one more, which runs while the others wait on git, DVC or a subprocess
 # (pytest-xdist; a test file stays on one worker, so its module fixtures are built once). PYTEST_WORKERS=0
 # runs everything in this process (easier to debug).
-PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+PYTEST_WORKERS ?= auto
 PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
 
 test: venv ## run the whole test suite (the slow end-to-end tests included), on all cores

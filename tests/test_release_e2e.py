@@ -82,12 +82,12 @@ def scenario(s3_server, tmp_path_factory) -> dict:
     commit_all(root, "label fixes from review")
     facts["DS-0.2.1"] = release(root, "dataset")
 
-    # A real model for load_model (measured: val AP50 0.86, 40 s on one thread).
-    edit(root / "conf/experiment/smoke.yaml", "epochs: 2", "epochs: 12")
+    # A real model for load_model (8 epochs on 160 images).
+    edit(root / "conf/experiment/smoke.yaml", "epochs: 2", "epochs: 8")
     edit(root / "conf/experiment/smoke.yaml", "warmup_iters: 5", "warmup_iters: 100")
     edit(root / "conf/train/default.yaml", "batch_size: 4", "batch_size: 8")
     sh(root, "dvc", "repro")
-    commit_all(root, "retrain on DS-0.2.1, 12 epochs")
+    commit_all(root, "retrain on DS-0.2.1, 8 epochs")
     facts["v0.2.0"] = release(root, "model")
 
     clone = base / "clone"
@@ -106,7 +106,7 @@ def test_versions_and_computed_bumps(scenario):
     assert len(changelog["labels"]["changes"]) == len({c["path"] for c in changelog["labels"]["changes"]}) <= 3
     assert r["v0.1.0"]["dataset_version"] == "DS-0.1.0" and r["v0.2.0"]["dataset_version"] == "DS-0.2.1"
     assert r["v0.2.0"]["bump"] == "minor" and "data changed" in r["v0.2.0"]["bump_reason"]
-    assert r["v0.2.0"]["params_changed"] == {"train.epochs": [2, 12], "train.warmup_iters": [5, 100],
+    assert r["v0.2.0"]["params_changed"] == {"train.epochs": [2, 8], "train.warmup_iters": [5, 100],
                                              "train.batch_size": [4, 8]}
     notes = (scenario["origin"] / "models/releases/v0.2.0.md").read_text()
     assert "## Caveats" in notes and "DS-0.2.1" in notes and r["v0.2.0"]["config_id"] in notes
