@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from helpers import copy_template, edit, run, tiny_conf
-from cvrepro.provenance.reproduce import compare_metrics, flat_metrics
+from cvrepro.provenance.reproduce import compare_metrics, flat_metrics, format_verdict
 
 MODEL_FILES = ["models/model.pt", "models/label_map.json", "models/preprocessing.json", "models/checkpoint.pt"]
 
@@ -181,7 +181,7 @@ def test_reproduce_of_a_record_from_other_hardware_is_a_metric_tolerance_verdict
     weights = checks["models/model.pt sha256 (not compared: other hardware)"]
     assert "models/model.pt sha256" not in checks and weights["expected"] != weights["got"] and weights["ok"]
     assert checks["metric val.AP50"]["ok"] and checks["snapshot_id"]["ok"]
-    text = run(["cvrepro", "reproduce", "v0.1.2"], root).stdout
+    text = format_verdict(verdict)  # what `cvrepro reproduce v0.1.2` prints without --json (no second rebuild)
     assert "compared metric-tolerance: hardware class differs: recorded cpu/x86_64/AVX2/32/x1" in text
     assert_no_worktree_left(root)
 
