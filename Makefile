@@ -33,9 +33,8 @@ repro: data ## compose params.yaml from conf/ and run the pipeline (dvc repro)
 	cvrepro compose
 	dvc repro
 
-# pytest workers: one per core and one more, which runs while the others wait on git, DVC or a subprocess
-# (pytest-xdist; a test file stays on one worker, so its module fixtures are built once). PYTEST_WORKERS=0
-# runs everything in this process (easier to debug).
+# pytest workers: one per core (pytest-xdist; a test file stays on one worker, so its module fixtures are built
+# once; a third worker on 2 cores measured slower). PYTEST_WORKERS=0 runs everything in this process.
 PYTEST_WORKERS ?= auto
 PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
 

@@ -78,8 +78,8 @@ def released_copy(released: Path, tmp_path: Path) -> Path:
 # The longest files (each builds and trains a released project) start first, then the other slow ones, so
 # that the workers of `make test` (pytest-xdist, a file per worker) finish together instead of one waiting
 # for a long file that started last. Order only: every test runs, and each file keeps its own order.
-# Measured file totals with 2 workers, largest first (a file that mostly waits, like the remote dying mid-push,
-# must not be the last one either).
+# Largest first, as estimated from the slowest durations `make test` prints (a file that mostly waits, like the
+# remote dying mid-push, must not be the last one either).
 LONGEST_FIRST = ("test_release_bundle.py", "test_reproduce.py", "test_hardware.py", "test_release_e2e.py",
                  "test_concurrency.py", "test_pipeline.py", "test_triage.py", "test_tasks_pipeline.py",
                  "test_release.py", "test_preflight.py", "test_remote_failures.py", "test_own_data_e2e.py")

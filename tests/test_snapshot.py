@@ -645,5 +645,5 @@ def test_a_png_that_passes_its_crcs_but_does_not_inflate_is_named_by_preprocess(
     data[at + 4 + length:at + 8 + length] = struct.pack(">I", zlib.crc32(bytes(data[at:at + 4 + length])))
     path.write_bytes(bytes(data))
     assert image_reader.inspect_image(str(path), False)[0] is None  # snapshot's check passes (CRCs hold)
-    with pytest.raises(CvreproError, match=r"bad\.png: the image does not decode"):
+    with pytest.raises(CvreproError, match=r"bad\.png: the image cannot be read or decoded"):
         resized(str(path), 16)

@@ -132,8 +132,6 @@ def check(root: Path = Path(".")) -> list[tuple[str, Any, Any]]:
     return changed_keys(current, compose(root / CONF_DIR))
 
 
-
-
 EXP_BASELINE_ENV = "DVC_EXP_BASELINE_REV"  # DVC sets it in the environment of the stages of `dvc exp run`
 
 

@@ -74,8 +74,8 @@ def check_decodes(data: bytes) -> tuple[int, int]:
     """Open and check the image; return its displayed (width, height), EXIF orientation applied. Raises if it is
     broken: unreadable headers or a truncated file. Pixels are not decoded where the format lets the file be
     checked without (PNG chunk CRCs, the JPEG end-of-image marker): preprocess decodes every image anyway and
-    names a file it cannot decode. At 640x480 that check costs about an md5 of the file; a 1/8-scale JPEG
-    decode costs 8x that (benchmarks/README.md)."""
+    names a file it cannot decode. On 640x480 JPEGs this took the first snapshot from 12x to 3-4x the time of
+    md5sum (benchmarks/README.md, bench_scale.py)."""
     with Image.open(io.BytesIO(data)) as im:
         size = im.size
         displayed = size[::-1] if orientation(im) in QUARTER_TURNS else size

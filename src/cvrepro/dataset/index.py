@@ -174,8 +174,7 @@ class BoxCheck:
             problem = "not finite"
         elif w <= 0 or h <= 0:
             problem = "zero or negative size"
-        elif x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE \
-                or y + h > height + BOX_TOLERANCE:
+        elif box_outside(x, y, w, h, width, height):
             problem = f"outside the {width}x{height} image"
         if problem is None:
             return bbox

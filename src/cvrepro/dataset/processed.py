@@ -81,8 +81,8 @@ def resized(path: str, size: int, mode: str = "stretch", frame: tuple[int, int] 
                 frame = im.size
         im = load_image_rgb(Path(path), draft=fitted(*frame, size, mode))
     except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for damaged pixel data
-        raise CvreproError(f"{path}: the image does not decode ({type(e).__name__}: {e}); snapshot checks headers "
-                           "and completeness, not every pixel: replace the file and rerun") from None
+        raise CvreproError(f"{path}: the image cannot be read or decoded ({type(e).__name__}: {e}); snapshot "
+                           "checks headers and completeness, not every pixel: replace the file and rerun") from None
     return fit_image(im, frame, size, mode)
 
 

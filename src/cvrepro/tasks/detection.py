@@ -46,13 +46,12 @@ def parse_annotations(
             continue
         bbox = a["bbox"]
         bad_box = box_problem(bbox, image["width"], image["height"])
-        if bad_box and fixable(bbox, invalid):
+        if bad_box and four_numbers(bbox) and invalid is not None and invalid.mode != "fail":
             bbox = invalid(bbox, image["width"], image["height"], image["path"], f"annotation id {a['id']}")
             if bbox is None:
                 continue
         elif bad_box:
-            hint = " (dataset.invalid: drop or clip keeps the rest and lists each)" if fixable(bbox, BoxCheck("drop")) \
-                else ""
+            hint = " (dataset.invalid: drop or clip keeps the rest and lists each)" if four_numbers(bbox) else ""
             problems.add(f"{where}, image id {image['id']} ({image['path']}): {bad_box}{hint}")
             continue
         bbox = [canonical_number(v) for v in bbox]
@@ -62,9 +61,10 @@ def parse_annotations(
     return by_image
 
 
-def fixable(bbox, invalid: BoxCheck | None) -> bool:
-    """Can `invalid` (drop or clip) deal with this bad box: a list of 4 numbers (NaN and inf included)?"""
-    return invalid is not None and invalid.mode != "fail" and isinstance(bbox, list) and len(bbox) == 4 \
+def four_numbers(bbox) -> bool:
+    """A bbox `dataset.invalid` can drop or clip: a list of 4 numbers (NaN and inf included); anything else is
+    malformed, always an error."""
+    return isinstance(bbox, list) and len(bbox) == 4 \
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
 
 
