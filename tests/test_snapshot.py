@@ -213,6 +213,20 @@ def test_snapshot_id_ignores_json_formatting(root: Path):
     assert _sid(root) == first
 
 
+def test_snapshot_id_is_the_sha256_of_the_canonical_content_however_it_is_fed(root: Path):
+    from cvrepro.core.fileio import canonical_json
+
+    coco = _coco()
+    coco["images"][0]["place"] = "Zürich, Ørsted Park"  # not ASCII: hashed as UTF-8
+    _write_coco(root, coco)
+    m = build_manifest(root / RAW_DIR, root / ANNOTATIONS, task="detection")
+    content = {"schema": snapshot.SCHEMA, "task": "detection", "class_map": m["class_map"],
+               "files": [{k: f[k] for k in snapshot.ID_KEYS} for f in m["files"]]}
+    want = "sha256:" + hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
+    assert m["snapshot_id"] == want
+    assert {snapshot._snapshot_id("detection", m["class_map"], m["files"], chunk) for chunk in (1, 2, 3)} == {want}
+
+
 def test_snapshot_id_changes_when_a_box_moves(root: Path):
     first = _sid(root)
     coco = _coco()
@@ -602,6 +616,74 @@ def test_a_touched_file_or_a_changed_dvc_md5_is_checked_again(root: Path, monkey
     seen.clear()
     assert run(_params(), root) == want
     assert sorted(seen) == ["a.png", "b.jpg", "c.png"]
+
+
+def _labels_parsed(monkeypatch) -> list[str]:
+    """Names the labels index each time snapshot parses it (not when it reuses the last label side)."""
+    parsed: list[str] = []
+    real = snapshot.load_coco
+    monkeypatch.setattr(snapshot, "load_coco", lambda path, *a: (parsed.append(Path(path).name), real(path, *a))[1])
+    return parsed
+
+
+def test_unchanged_labels_are_not_parsed_again_and_give_what_parsing_gives(root: Path, monkeypatch):
+    from cvrepro.core.paths import SNAPSHOT_CHECKS
+
+    parsed = _labels_parsed(monkeypatch)
+    first = run(_params("first"), root)
+    assert parsed == ["annotations.json"] and (root / SNAPSHOT_CHECKS).with_name(snapshot.LABELS_CACHE).is_file()
+    _write_image(root / RAW_DIR / "night/c.png", "PNG", (32, 32), seed=99)  # an image replaced, labels as they were
+    parsed.clear()
+    second = run(_params("second"), root)
+    assert parsed == [] and second["notes"] == "second"
+    assert second == build_manifest(root / RAW_DIR, root / ANNOTATIONS, notes="second", task="detection")
+    assert second["snapshot_id"] != first["snapshot_id"]
+    # what the label side is computed from changes: the labels are parsed again
+    for change in ({"task": "detection", "dataset": {"invalid": "clip"}}, _params()):
+        parsed.clear()
+        assert run(change, root)["snapshot_id"] == second["snapshot_id"] and parsed == ["annotations.json"]
+    coco = _coco()
+    coco["annotations"][0]["bbox"] = [1, 0, 10, 10]
+    _write_coco(root, coco)
+    parsed.clear()
+    assert run(_params(), root)["snapshot_id"] != second["snapshot_id"] and parsed == ["annotations.json"]
+
+
+def test_reused_labels_still_check_every_image_and_a_bad_cache_is_no_cache(root: Path, monkeypatch):
+    from cvrepro.core.paths import SNAPSHOT_CHECKS
+
+    run(_params(), root)
+    (root / RAW_DIR / "day/a.png").unlink()
+    with pytest.raises(CvreproError, match="day/a.png.*image id 1.*not found"):
+        run(_params(), root)
+    _write_image(root / RAW_DIR / "day/a.png", "PNG", (64, 48), 1)
+    labels_cache = (root / SNAPSHOT_CHECKS).with_name(snapshot.LABELS_CACHE)
+    want = build_manifest(root / RAW_DIR, root / ANNOTATIONS, task="detection")
+    parsed = _labels_parsed(monkeypatch)
+    for damage in (b"{not json", b'{"format": "cvrepro.snapshot-labels/1", "key": "x", "manifest": {}}', b"[]"):
+        labels_cache.write_bytes(damage)
+        parsed.clear()
+        assert run(_params(), root) == want and parsed == ["annotations.json"]
+
+
+@pytest.mark.parametrize("per_chunk", [1, 2, 1000])
+def test_the_label_cache_is_written_in_pieces_that_make_one_json_document(root: Path, per_chunk: int):
+    from cvrepro.dataset.labelcache import _json_chunks
+
+    manifest = build_manifest(root / RAW_DIR, root / ANNOTATIONS, task="detection")
+    head = {"format": "f", "key": "k"}
+    for m in (manifest, {"files": manifest["files"]}, {**manifest, "files": []}):
+        assert json.loads(b"".join(_json_chunks(head, m, per_chunk))) == {**head, "manifest": m}
+
+
+def test_a_task_with_labels_outside_the_index_parses_them_every_time(tmp_path: Path):
+    from cvrepro import tasks
+    from cvrepro.dataset.labelcache import labels_key
+
+    assert labels_key(b"{}", tasks.get("segmentation"), "fail", 255) is None
+    keys = {labels_key(b"{}", tasks.get(name), "fail", 255) for name in ("detection", "classification")}
+    keys |= {labels_key(b"{} ", tasks.get("detection"), "fail", 255), labels_key(b"{}", tasks.get("detection"), "fail", 7)}
+    assert len(keys) == 4 and None not in keys
 
 
 # --------------------------------------------------------------------------- the JPEG completeness check

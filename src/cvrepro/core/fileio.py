@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 
 _UMASK = os.umask(0)
@@ -22,6 +22,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file.
     A file replaced keeps its permission bits. An OSError (no space, file too large,
     read-only or forbidden folder) names `path`, not the temporary file, and leaves nothing."""
+    atomic_write_chunks(path, (data,))
+
+
+def atomic_write_chunks(path: str | os.PathLike, chunks: Iterable[bytes]) -> None:
+    """`atomic_write_bytes` of the chunks' concatenation, never all in memory at once (a large cache file)."""
     path = Path(path)
     tmp = None
     try:
@@ -33,7 +38,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             mode = 0o666 & ~_UMASK  # mkstemp creates 0600; give the usual permissions
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -62,17 +68,37 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    path = Path(path)
+    return parse_json(path, read_bytes(path))
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The file's bytes; CvreproError naming it when it is missing."""
     try:
-        with path.open("rb") as f:
-            return json.load(f)
+        with open(path, "rb") as f:
+            return f.read()
     except FileNotFoundError:
         raise CvreproError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
-        raise CvreproError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+
+
+def json_text(path: str | os.PathLike, data: bytes) -> str:
+    """The text of the JSON file `path` whose bytes are `data` (UTF-8, or UTF-16/32 as `json.loads` accepts).
+    Decode first, drop the bytes, then parse: a large index is then never in memory three times."""
+    try:
+        return data.decode(json.detect_encoding(data), "surrogatepass")
     except UnicodeDecodeError as e:
         raise CvreproError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}, e.g. a latin-1 file): "
                            "save it as UTF-8") from None
+
+
+def parse_json(path: str | os.PathLike, data: bytes | str) -> Any:
+    """`data`, the bytes or text of the JSON file `path`, parsed; CvreproError naming the file and the place of
+    an error."""
+    if isinstance(data, bytes):
+        data = json_text(path, data)
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as e:
+        raise CvreproError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
 
 
 def sha256_bytes(data: bytes) -> str:

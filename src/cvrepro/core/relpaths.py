@@ -22,7 +22,7 @@ def normalize_relpath(name: Any, backslash_is_separator: bool = False) -> str | 
     if backslash_is_separator:
         name = name.replace("\\", "/")
     rel = "/".join(part for part in name.split("/") if part not in ("", "."))
-    return rel or None
+    return name if rel == name else rel or None  # the caller's string when unchanged: one copy per image, not two
 
 
 class Containment:
@@ -35,15 +35,18 @@ class Containment:
     def __init__(self, folder: Path):
         self.folder = os.fspath(folder)  # a str: os.path on a Path converts it on every call
         self.prefix = os.path.realpath(folder) + os.sep
-        self.folders: dict[str, str] = {}
+        self.folders: dict[str, bool] = {}  # relative parent folder -> resolves inside
 
     def inside(self, rel: str, is_link: bool | None = None) -> bool:
-        """is_link: whether the file itself is a symlink, when the caller already lstat'ed it."""
-        path = os.path.join(self.folder, rel)
-        parent, name = os.path.split(path)
-        if parent not in self.folders:
-            self.folders[parent] = os.path.realpath(parent)
+        """rel: a normalised posix relpath (`normalize_relpath`). is_link: whether the file itself is a symlink,
+        when the caller already lstat'ed it. A file that is not a link is inside when its folder is."""
         if is_link is None:
-            is_link = os.path.islink(path)
-        real = os.path.realpath(path) if is_link else os.path.join(self.folders[parent], name)
-        return real.startswith(self.prefix)
+            is_link = os.path.islink(os.path.join(self.folder, rel))
+        if is_link:
+            return os.path.realpath(os.path.join(self.folder, rel)).startswith(self.prefix)
+        parent = rel.rpartition("/")[0]
+        ok = self.folders.get(parent)
+        if ok is None:
+            ok = self.folders[parent] = (os.path.realpath(os.path.join(self.folder, parent)) + os.sep).startswith(
+                self.prefix)
+        return ok

@@ -93,32 +93,34 @@ def check_decodes(data: bytes) -> tuple[int, int]:
     return displayed
 
 
-def inspect_image(path: str, want_md5: bool) -> tuple[str | None, int, str | None, tuple[int, int] | None]:
-    """(error, size in bytes, md5 or None, (width, height)). Reads the file once; errors are returned, not raised,
-    so a worker process never dies on a bad image."""
+def inspect_image(path: str, want_md5: bool) -> tuple[str | None, int, str | None, tuple[int, int] | None, int | None]:
+    """(error, size in bytes, md5 or None, (width, height), mtime_ns). Reads the file once; errors are returned, not
+    raised, so a worker process never dies on a bad image. mtime_ns is the file's as it was opened, None if it
+    changed size while it was read: an edit during the check is not taken for what was checked."""
     try:
         with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
             data = f.read()
     except FileNotFoundError:
-        return "file not found", 0, None, None
+        return "file not found", 0, None, None, None
     except IsADirectoryError:
-        return "is a directory, not an image file", 0, None, None
+        return "is a directory, not an image file", 0, None, None, None
     except OSError as e:
-        return f"cannot read: {e.strerror or e}", 0, None, None
+        return f"cannot read: {e.strerror or e}", 0, None, None, None
     md5 = hashlib.md5(data).hexdigest() if want_md5 else None
     try:
         dims = check_decodes(data)
     except UnidentifiedImageError:
-        return "unreadable: not an image format PIL can identify", len(data), md5, None
+        return "unreadable: not an image format PIL can identify", len(data), md5, None, None
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ... for broken files
-        return f"unreadable or truncated image ({type(e).__name__}: {e})", len(data), md5, None
-    return None, len(data), md5, dims
+        return f"unreadable or truncated image ({type(e).__name__}: {e})", len(data), md5, None, None
+    return None, len(data), md5, dims, st.st_mtime_ns if st.st_size == len(data) else None
 
 
-def inspect_all(jobs: list[tuple[str, bool]], workers: int) -> Iterator[tuple]:
-    """Results of inspect_image for every job, in order, with a progress bar on stderr."""
-    if workers <= 1 or len(jobs) < POOL_MIN_IMAGES:
-        yield from _with_progress((inspect_image(*job) for job in jobs), len(jobs))
+def inspect_all(jobs: Iterable[tuple[str, bool]], total: int, workers: int) -> Iterator[tuple]:
+    """Results of inspect_image for each of the `total` jobs, in order, with a progress bar on stderr."""
+    if workers <= 1 or total < POOL_MIN_IMAGES:
+        yield from _with_progress((inspect_image(*job) for job in jobs), total)
         return
     # fork, not spawn: spawn re-imports the caller's __main__, which breaks any script without a
     # `__name__ == "__main__"` guard. map() forks the workers now, before tqdm may start its monitor
@@ -127,7 +129,7 @@ def inspect_all(jobs: list[tuple[str, bool]], workers: int) -> Iterator[tuple]:
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         results = pool.map(inspect_image, *zip(*jobs), chunksize=32)
         try:
-            yield from _with_progress(results, len(jobs))
+            yield from _with_progress(results, total)
         finally:  # the caller may stop early (too many problems): drop queued work
             pool.shutdown(cancel_futures=True)
 

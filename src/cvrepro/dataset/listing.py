@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from cvrepro.core.fileio import atomic_write_text
+from cvrepro.core.fileio import atomic_write_chunks
 from cvrepro.core.paths import RAW_DIR
 
 
@@ -72,7 +72,7 @@ def usable_listing(raw_dir: Path, listing: dict[str, str] | None) -> dict[str, s
 
 
 class CheckCache:
-    """Results of earlier checks of images that passed: relpath -> (md5, size, mtime_ns, width, height).
+    """Results of earlier checks of images that passed: relpath, md5, size, mtime_ns, width, height.
 
     An image is taken as checked, without being opened, when its size and mtime are those recorded
     with its md5 (the way DVC's own state database trusts a file), and, where DVC's listing is used,
@@ -86,7 +86,9 @@ class CheckCache:
 
     def __init__(self, path: Path | None):
         self.path = Path(path) if path else None
-        self.entries: dict[str, tuple[str, int, int, int, int]] = {}
+        # relpath -> the rest of its line, "md5<TAB>size<TAB>mtime_ns<TAB>width<TAB>height": parsed only when
+        # looked up, and written back as read (at 100k images, parsing every line up front cost more than the rest)
+        self.entries: dict[str, str] = {}
         if self.path is None:
             return
         try:
@@ -94,32 +96,30 @@ class CheckCache:
         except (OSError, UnicodeDecodeError):
             return
         for line in text.splitlines():
-            parts = line.split("\t")
-            if len(parts) == 6 and len(parts[1]) == 32:
-                try:
-                    self.entries[parts[0]] = (parts[1], int(parts[2]), int(parts[3]), int(parts[4]), int(parts[5]))
-                except ValueError:
-                    continue
+            rel, _, rest = line.partition("\t")
+            if rest.count("\t") == 4 and rest.index("\t") == 32:
+                self.entries[rel] = rest
 
-    def lookup(self, rel: str, st: os.stat_result, listed_md5: str | None) -> tuple[str, tuple[int, int]] | None:
-        """(md5, (width, height)) if `rel` is unchanged since it passed its check, else None."""
-        hit = self.entries.get(rel)
-        if hit is None or hit[1] != st.st_size or hit[2] != st.st_mtime_ns:
+    def lookup(self, rel: str, st: os.stat_result, listed_md5: str | None, dims: tuple[int, int]) -> str | None:
+        """The md5 of `rel` if it is unchanged since it passed its check with these (width, height), else None."""
+        rest = self.entries.get(rel)
+        if rest is None or rest[33:] != f"{st.st_size}\t{st.st_mtime_ns}\t{dims[0]}\t{dims[1]}":
             return None
-        if listed_md5 is not None and listed_md5 != hit[0]:
-            return None
-        return hit[0], (hit[3], hit[4])
+        md5 = rest[:32]
+        return md5 if listed_md5 is None or listed_md5 == md5 else None
 
     def record(self, rel: str, md5: str, size: int, mtime_ns: int, dims: tuple[int, int]) -> None:
-        self.entries[rel] = (md5, size, mtime_ns, dims[0], dims[1])
+        self.entries[rel] = f"{md5}\t{size}\t{mtime_ns}\t{dims[0]}\t{dims[1]}"
 
-    def save(self, keep: set[str]) -> None:
-        """Write the entries of the files in `keep` (those still in the dataset)."""
+    def save(self, keep: list[str]) -> None:
+        """Write the entries of the files in `keep` (those still in the dataset), in that order."""
         if self.path is None:
             return
-        lines = (f"{rel}\t{e[0]}\t{e[1]}\t{e[2]}\t{e[3]}\t{e[4]}\n" for rel, e in sorted(self.entries.items())
-                 if rel in keep and "\t" not in rel and "\n" not in rel)
+        entries = self.entries
+        keep = [rel for rel in keep if rel in entries and "\t" not in rel and "\n" not in rel]
+        chunks = ("".join(f"{rel}\t{entries[rel]}\n" for rel in keep[i:i + 1000]).encode("utf-8")
+                  for i in range(0, len(keep), 1000))
         try:
-            atomic_write_text(self.path, "".join(lines))
+            atomic_write_chunks(self.path, chunks)
         except OSError as e:  # a read-only checkout still snapshots, only without the speed-up
             print(f"warning: {self.path}: cannot save the snapshot check cache ({e.strerror or e})", file=sys.stderr)

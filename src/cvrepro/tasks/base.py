@@ -8,7 +8,7 @@ differs. A new task (instance segmentation, keypoints) is one module with a subc
 registered with `tasks.register`, plus one `conf/task/<name>.yaml`.
 
 Each stage's use, in pipeline order:
-- snapshot:   `annotations_required`, `parse_labels`, `check_labels_on_disk`, `objects`,
+- snapshot:   `annotations_required`, `labels_in_index`, `parse_labels`, `check_labels_on_disk`, `objects`,
               `label_entry`, `extra_stats`            (dataset/manifest.py)
 - split:      `split_summary`                         (stages/split.py)
 - preprocess: `layout`, `write_split`, `preprocess_info` (dataset/processed.py)
@@ -32,6 +32,7 @@ from cvrepro.core.problems import Problems
 class Task:
     name: str = ""
     annotations_required = True  # does the index need an `annotations` list (segmentation: masks instead)
+    labels_in_index = True  # all labels in the index file: snapshot may reuse its label side (dataset/labelcache.py)
     correction_actions: tuple[str, ...] = ()  # `cvrepro labels apply` actions this task's labels accept
     layout = ""  # what preprocess stores per split, for preprocess.json
     plots: tuple[Path, ...] = ()  # files under metrics/plots that only this task writes (besides the grid)

@@ -90,6 +90,7 @@ class Segmentation(Task):
     samples = MaskTrainSet
     builders = "SEGMENTATION_BUILDERS"  # learning/models.py
     annotations_required = False  # the labels are the masks
+    labels_in_index = False  # masks are files of their own: snapshot checks them every time
     layout = ("per split: images.npy uint8 [N,3,S,S]; masks.npy uint8 [N,S,S] class id per pixel "
               "(0 background, ignore_index ignored; resized nearest); image_ids.npy int64 [N]; scales.npy float32 [N,2]")
 
