@@ -21,7 +21,7 @@ from cvrepro.core.fileio import CvreproError, canonical_json, json_text, read_by
 from cvrepro.core.problems import Problems
 from cvrepro.core.relpaths import Containment
 from cvrepro.dataset.images import default_workers, inspect_all
-from cvrepro.dataset.index import BoxCheck, load_coco, parse_categories, parse_images, rejected_ids
+from cvrepro.dataset.index import BoxCheck, attributes_of, load_coco, parse_categories, parse_images, rejected_ids
 from cvrepro.dataset.labelcache import LabelCache, labels_key
 from cvrepro.dataset.listing import CheckCache, usable_listing
 
@@ -121,7 +121,7 @@ def _stats(files: list[dict], class_map: dict[int, str], task, ignore_index: int
     attributes: dict[str, Counter] = defaultdict(Counter)
     for f in files:
         per_class.update(class_map[a["category_id"]] for a in f["annotations"])
-        for key, value in f["attributes"].items():
+        for key, value in attributes_of(f).items():
             attributes[key][_attribute_key(value)] += 1
     return {
         "images": len(files),
@@ -171,7 +171,7 @@ def _file_entry(f: dict, task) -> dict:
         "size": f["size"],
         "width": f["width"],
         "height": f["height"],
-        "attributes": f["attributes"],
+        "attributes": attributes_of(f),
         **task.label_entry(f, f["annotations"]),
     }
 

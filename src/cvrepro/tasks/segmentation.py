@@ -36,7 +36,7 @@ def check_masks(files: list[dict], labels_dir: Path, ann_path: Path, class_map: 
         if problems.full:
             return
         where = f"{ann_path}: image id {f['id']} ({f['path']})"
-        name = f["mask_file"]
+        name = f.get("mask_file", MISSING)
         if name is MISSING:
             problems.add(f"{where}: missing 'mask_file' (segmentation needs a mask per image)")
             continue
