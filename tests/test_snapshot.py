@@ -684,6 +684,8 @@ def test_a_task_with_labels_outside_the_index_parses_them_every_time(tmp_path: P
     keys = {labels_key(b"{}", tasks.get(name), "fail", 255) for name in ("detection", "classification")}
     keys |= {labels_key(b"{} ", tasks.get("detection"), "fail", 255), labels_key(b"{}", tasks.get("detection"), "fail", 7)}
     assert len(keys) == 4 and None not in keys
+    interactive = type("Interactive", (type(tasks.get("detection")),), {"__module__": "__main_without_a_file__"})()
+    assert labels_key(b"{}", interactive, "fail", 255) is None
 
 
 # --------------------------------------------------------------------------- the JPEG completeness check

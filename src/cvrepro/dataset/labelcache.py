@@ -38,7 +38,10 @@ def labels_key(index_bytes: bytes, task, invalid: str, ignore_index: int) -> str
         h.update(part.encode("utf-8") + b"\0")
     modules = dict.fromkeys(CODE + tuple(cls.__module__ for cls in type(task).__mro__ if cls is not object))
     for name in modules:
-        h.update(Path(sys.modules[name].__file__).read_bytes())
+        source = getattr(sys.modules.get(name), "__file__", None)
+        if not source:  # a task defined where there is no source file to hash (an interactive session)
+            return None
+        h.update(Path(source).read_bytes())
     h.update(index_bytes)
     return h.hexdigest()
 
