@@ -18,14 +18,11 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from cvrepro.provenance import modelcard, registry, report  # noqa: E402
+from cvrepro.provenance import modelcard, registry, report  # the venv's cvrepro (`pip install -e .`)
 
 CLASSES = {"1": "person", "2": "cart", "3": "shelf"}
 

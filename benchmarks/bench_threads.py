@@ -35,7 +35,6 @@ SETTINGS = {"1 thread": (1, None), "2 threads": (2, None), "2 threads, PASSIVE":
 def worker(steps: int, threads: int) -> None:
     import torch
 
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
     from cvrepro.learning.models import DETECTION_BUILDERS
 
     torch.set_num_threads(threads)

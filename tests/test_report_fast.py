@@ -3,7 +3,7 @@ over a synthetic registry (real git tags, the benchmark's generator), and the mo
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,14 @@ import pytest
 from cvrepro.core.fileio import CvreproError
 from cvrepro.provenance import export, modelcard, report
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+def benchmark(name: str):
+    """A module of benchmarks/ (not a package: loaded from its file, the import path left alone)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def det(boxes, scores, labels) -> dict:
@@ -57,7 +64,7 @@ def test_model_card_names_the_worst_class_and_slice():
 
 @pytest.fixture(scope="module")
 def registry_repo(tmp_path_factory) -> Path:
-    from bench_report import build_repo
+    build_repo = benchmark("bench_report").build_repo
 
     root = tmp_path_factory.mktemp("registry") / "repo"
     root.mkdir()
