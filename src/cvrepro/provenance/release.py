@@ -187,8 +187,9 @@ def push(root: Path, remote: str) -> None:
     started = time.monotonic()
     after = "nothing was committed or tagged; rerun the release when the remote is back (what arrived is not " \
             "uploaded again)"
+    dead_after = _dead_after()
     watch = _Watchdog(opts.get("endpointurl"), f"dvc push to {where} stopped: the endpoint has not answered for "
-                      f"{DEAD_AFTER:g} s; {after}")
+                      f"{dead_after:g} s; {after}", dead_after=dead_after)
     code = dvc_watched(root, "push", "-r", remote, env=env, stalled=watch)  # DVC's own progress bars
     if code != 0:
         raise CvreproError(f"dvc push to {where} failed after {time.monotonic() - started:.0f} s (DVC's message "
@@ -196,15 +197,29 @@ def push(root: Path, remote: str) -> None:
 
 
 DEAD_AFTER = 30.0  # seconds without an answer from the endpoint before a push is stopped
+DEAD_AFTER_ENV = "CVREPRO_PUSH_DEAD_AFTER"  # overrides DEAD_AFTER (seconds; the tests' dying remote sets a few)
+
+
+def _dead_after() -> float:
+    value = os.environ.get(DEAD_AFTER_ENV, "")
+    try:
+        seconds = float(value) if value else DEAD_AFTER
+    except ValueError:
+        raise CvreproError(f"{DEAD_AFTER_ENV}={value!r} is not a number of seconds") from None
+    if not seconds > 0:
+        raise CvreproError(f"{DEAD_AFTER_ENV}={value!r} must be above 0 seconds")
+    return seconds
 
 
 class _Watchdog:
     """Probes an S3 endpoint every few seconds while DVC pushes: DVC retries each file on its own, so
     a dead endpoint would otherwise cost (files / jobs) x (timeouts x retries). Any HTTP answer, an
-    error status included, counts as alive; `__call__` returns the message once it was dead DEAD_AFTER s."""
+    error status included, counts as alive; `__call__` returns the message once it was dead `dead_after` s
+    (probing every 5 s, or every dead_after / 4 s when that is shorter)."""
 
-    def __init__(self, endpoint: str | None, message: str, every: float = 5.0):
-        self.endpoint, self.message, self.every = endpoint, message, every
+    def __init__(self, endpoint: str | None, message: str, dead_after: float = DEAD_AFTER):
+        self.endpoint, self.message, self.dead_after = endpoint, message, dead_after
+        self.every = min(5.0, dead_after / 4)
         self.last_alive = self.last_probe = time.monotonic()
 
     def _alive(self) -> bool:
@@ -227,7 +242,7 @@ class _Watchdog:
         if self._alive():
             self.last_alive = time.monotonic()
             return None
-        return self.message if time.monotonic() - self.last_alive >= DEAD_AFTER else None
+        return self.message if time.monotonic() - self.last_alive >= self.dead_after else None
 
 
 def _lock_hashes(root: Path) -> dict[str, str]:
