@@ -178,8 +178,9 @@ def tree_hash(*folders: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def importing(tmp_path_factory) -> tuple[Path, Path]:
-    """A project holding one dataset (tracked), and a COCO source of another."""
+def importing(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A project holding one dataset (tracked), a COCO source of another, and a copy of the project
+    into which that source was imported uninterrupted (the "new" set every killed import is compared with)."""
     base = tmp_path_factory.mktemp("importing")
     other = base / "other"
     other.mkdir()
@@ -189,19 +190,19 @@ def importing(tmp_path_factory) -> tuple[Path, Path]:
     run(["cvrepro", "demo", "--images", "6", "--seed", "1"], root)
     run(["dvc", "add", "data/raw", "data/labels"], root)
     commit_all(root, "old data")
-    return root, base / "src"
+    done = fresh(root, base / "done")
+    run(["cvrepro", "import", "coco", str(base / "src"), "--force"], done)
+    return root, base / "src", done
 
 
 @pytest.mark.parametrize("step, result", [("import:converted", "old"), ("import:swapped-0", "old"),
                                           ("import:swapped", "new"), ("import:before-dvc-add", "new")])
 def test_an_import_killed_at_any_step_leaves_the_old_or_the_new_set(importing, tmp_path: Path, step: str,
                                                                      result: str):
-    ready_root, src = importing
+    ready_root, src, done = importing
     root = fresh(ready_root, tmp_path / "project")
     sets = {"old": tree_hash(root / "data/raw", root / "data/labels")}
     parts = {"old": (tree_hash(root / "data/raw"), tree_hash(root / "data/labels"))}
-    done = fresh(ready_root, tmp_path / "done")
-    run(["cvrepro", "import", "coco", str(src), "--force"], done)
     sets["new"] = tree_hash(done / "data/raw", done / "data/labels")
     parts["new"] = (tree_hash(done / "data/raw"), tree_hash(done / "data/labels"))
     assert sets["old"] != sets["new"]

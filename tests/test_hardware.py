@@ -18,7 +18,7 @@ from cvrepro.provenance.reproduce import same_hardware
 from cvrepro.stages import evaluate
 from cvrepro.stages.train import run as train
 
-from helpers import run, tiny_conf, tiny_params, write_params
+from helpers import copy_template, run, tiny_conf, tiny_params, write_params
 
 KILL = "CVREPRO_TEST_KILL_AFTER_STEP"
 # Variables a shell might set to move the CPU kernels' level; the tests set them to show the pin wins.
@@ -158,15 +158,26 @@ def test_bit_exact_only_on_the_recorded_hardware_class():
 # --------------------------------------------------------------------------- through DVC
 
 
-@pytest.fixture
-def pipeline(project: Path) -> Path:
-    """The template with the smoke experiment as default and 40 demo images tracked and committed."""
+@pytest.fixture(scope="module")
+def data_stages_run(tmp_path_factory) -> Path:
+    """The template with the smoke experiment as default, 40 demo images tracked and the data stages
+    (snapshot, split, preprocess) run and committed: built once, each test trains on its own copy."""
+    project = copy_template(tmp_path_factory.mktemp("hardware") / "project")
     tiny_conf(project)
     run(["cvrepro", "demo", "--images", "40", "--seed", "3"], project)
     run(["dvc", "add", "data/raw", "data/labels"], project)
+    run(["dvc", "repro", "preprocess"], project)
     run(["git", "add", "-A"], project)
-    run(["git", "commit", "-qm", "template with demo data"], project)
+    run(["git", "commit", "-qm", "template with demo data, data stages run"], project)
     return project
+
+
+@pytest.fixture
+def pipeline(data_stages_run: Path, tmp_path: Path) -> Path:
+    """A private copy of `data_stages_run` (git, DVC cache and workspace): train and evaluate not run yet."""
+    dest = tmp_path / "project"
+    shutil.copytree(data_stages_run, dest, symlinks=True)
+    return dest
 
 
 @pytest.mark.slow

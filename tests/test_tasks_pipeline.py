@@ -4,20 +4,22 @@ pipeline to segmentation or classification on the committed demo data."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import run
+from helpers import copy_template, run
 from test_pipeline import edit, stages_run
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def committed(project: Path) -> Path:
+@pytest.fixture(scope="module")
+def committed_once(tmp_path_factory) -> Path:
     """The template (smoke experiment, one thread) with a 40-image demo tracked and committed, not yet run."""
+    project = copy_template(tmp_path_factory.mktemp("tasks") / "project")
     edit(project / "conf/config.yaml", "experiment: C-01", "experiment: smoke")
     edit(project / "conf/train/default.yaml", "threads: 2", "threads: 1")
     run(["cvrepro", "compose", "--force"], project)
@@ -26,6 +28,14 @@ def committed(project: Path) -> Path:
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "template with demo data"], project)
     return project
+
+
+@pytest.fixture
+def committed(committed_once: Path, tmp_path: Path) -> Path:
+    """A private copy of `committed_once` (git, DVC cache and workspace) for a test that runs it."""
+    dest = tmp_path / "project"
+    shutil.copytree(committed_once, dest, symlinks=True)
+    return dest
 
 
 def _plots(root: Path) -> dict:
