@@ -666,6 +666,21 @@ def test_reused_labels_still_check_every_image_and_a_bad_cache_is_no_cache(root:
         assert run(_params(), root) == want and parsed == ["annotations.json"]
 
 
+def test_the_label_key_follows_the_code_of_the_dataset_and_core_packages(tmp_path: Path, monkeypatch):
+    from cvrepro import tasks
+    from cvrepro.dataset import labelcache
+
+    copies = []
+    for folder in labelcache.CODE_PACKAGES:
+        shutil.copytree(folder, tmp_path / folder.name, ignore=shutil.ignore_patterns("__pycache__"))
+        copies.append(tmp_path / folder.name)
+    monkeypatch.setattr(labelcache, "CODE_PACKAGES", tuple(copies))
+    before = labelcache.labels_key(b"{}", tasks.get("detection"), "fail", 255)
+    with (tmp_path / "core" / "fileio.py").open("a") as f:  # canonical_json lives here: labels hashes depend on it
+        f.write("\n# edited\n")
+    assert labelcache.labels_key(b"{}", tasks.get("detection"), "fail", 255) != before
+
+
 @pytest.mark.parametrize("per_chunk", [1, 2, 1000])
 def test_the_label_cache_is_written_in_pieces_that_make_one_json_document(root: Path, per_chunk: int):
     from cvrepro.dataset.labelcache import _json_chunks

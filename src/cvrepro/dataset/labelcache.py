@@ -24,24 +24,26 @@ from pathlib import Path
 from cvrepro.core.fileio import atomic_write_chunks
 
 FORMAT = "cvrepro.snapshot-labels/1"
-# The code a manifest's label side comes from, besides the task's own classes (their modules are added).
-CODE = ("cvrepro.core.problems", "cvrepro.core.relpaths", "cvrepro.dataset.index", "cvrepro.dataset.manifest",
-        "cvrepro.dataset.labelcache")
+# The code a manifest's label side comes from: every module of these packages (a folder, so that a module added
+# there is covered without a list to keep up), plus the modules of the task's own classes.
+CODE_PACKAGES = (Path(__file__).resolve().parents[1] / "core", Path(__file__).resolve().parent)
 
 
 def labels_key(index_bytes: bytes, task, invalid: str, ignore_index: int) -> str | None:
     """sha256 of everything the label side depends on; None for a task with labels outside the index."""
     if not task.labels_in_index:
         return None
+    sources = [p for folder in CODE_PACKAGES for p in sorted(folder.glob("*.py"))]
+    for cls in type(task).__mro__[:-1]:  # object has no source
+        source = getattr(sys.modules.get(cls.__module__), "__file__", None)
+        if not source:  # a task defined where there is no source file to hash (an interactive session)
+            return None
+        sources.append(Path(source))
     h = hashlib.sha256()
     for part in (FORMAT, task.name, invalid, str(ignore_index)):
         h.update(part.encode("utf-8") + b"\0")
-    modules = dict.fromkeys(CODE + tuple(cls.__module__ for cls in type(task).__mro__ if cls is not object))
-    for name in modules:
-        source = getattr(sys.modules.get(name), "__file__", None)
-        if not source:  # a task defined where there is no source file to hash (an interactive session)
-            return None
-        h.update(Path(source).read_bytes())
+    for source in dict.fromkeys(sources):
+        h.update(source.read_bytes())
     h.update(index_bytes)
     return h.hexdigest()
 
