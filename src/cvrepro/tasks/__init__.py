@@ -32,11 +32,11 @@ def unregister(name: str) -> None:
 
 
 def _builtins() -> None:
-    if "detection" not in _REGISTRY:
-        # each registers itself, in this order (the order `serving` tries them)
-        import cvrepro.tasks.detection  # noqa: F401
-        import cvrepro.tasks.segmentation  # noqa: F401
-        import cvrepro.tasks.classification  # noqa: F401
+    # each registers itself when first imported, in this order (the order `serving` tries them); always all three:
+    # code that imported one of them directly (cvrepro.tasks.detection) must not leave the others unregistered
+    import cvrepro.tasks.detection  # noqa: F401
+    import cvrepro.tasks.segmentation  # noqa: F401
+    import cvrepro.tasks.classification  # noqa: F401
 
 
 def names() -> tuple[str, ...]:
