@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from cvrepro.core.fileio import CvreproError, parse_json, read_json
+from cvrepro.core.fileio import CvreproError, parse_json
 from cvrepro.core.paths import ANNOTATIONS, RAW_DIR
 from cvrepro.core.problems import Problems, is_int, is_number
 from cvrepro.core.relpaths import normalize_relpath
@@ -35,12 +35,12 @@ def attributes_of(image: dict) -> dict:
     return image.get("attributes") or {}
 
 
-def load_coco(ann_path: Path, problems: Problems, annotations_required: bool = True,
-              info: dict | None = None, data: bytes | str | None = None) -> tuple[list, list, list]:
+def load_coco(ann_path: Path, text: str, problems: Problems, annotations_required: bool = True,
+              info: dict | None = None) -> tuple[list, list, list]:
     """(images, annotations, categories) of the index; `annotations_required` False lets a task whose labels
     live elsewhere (segmentation: a mask per image) omit the key. `info`, if given, receives the index's
-    COCO `info` object (where `cvrepro import` records what it did). `data`: the file's bytes or text, if already read."""
-    coco = read_json(ann_path) if data is None else parse_json(ann_path, data)  # CvreproError naming the file
+    COCO `info` object (where `cvrepro import` records what it did). `text`: the file's text (`json_text`)."""
+    coco = parse_json(ann_path, text)  # CvreproError naming the file
     if not isinstance(coco, dict):
         raise CvreproError(f"{ann_path}: expected a JSON object with images, annotations and categories")
     if info is not None and isinstance(coco.get("info"), dict):

@@ -220,8 +220,8 @@ def build_manifest(
     info: dict = {}
     index_text = json_text(ann_path, index_bytes)
     del index_bytes
-    images_raw, annotations_raw, categories_raw = load_coco(ann_path, problems, task.annotations_required, info,
-                                                            index_text)
+    images_raw, annotations_raw, categories_raw = load_coco(ann_path, index_text, problems, task.annotations_required,
+                                                            info)
     del index_text
     class_map = parse_categories(categories_raw, ann_path, problems)
     images = parse_images(images_raw, ann_path, problems)
