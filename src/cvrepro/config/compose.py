@@ -7,10 +7,15 @@ stage runs nor caches it away from git).
 
 The catch is that a stage writing params.yaml would undo `dvc exp run -S a.b=c`,
 which DVC applies to params.yaml *before* the pipeline runs. So the rule is:
-params.yaml is rewritten only while it still holds the last composition (the bytes
-dvc.lock recorded for this stage, or else the committed file). If something else
-wrote it since (DVC's `-S`, `dvc exp apply`, a hand edit) it is an explicit
-override: kept, and the differing keys are printed, never silently reverted.
+params.yaml is rewritten only while it still holds a composition: it carries the
+stamp compose writes (`# composition md5 <md5 of the YAML below it>`) and the YAML
+still hashes to it, or it is the committed file byte for byte. Anything else wrote
+it (DVC's `-S`, which rewrites the file without its comments, `dvc exp apply`, a
+hand edit): an explicit override, kept, and the differing keys are printed, never
+silently reverted. The stamp travels with the file, so this holds under
+`dvc exp run -f` and `dvc repro -f` too, where dvc.lock already records the
+overridden file (the last run kept it) and so cannot tell an override from a
+composition.
 """
 
 from __future__ import annotations
@@ -56,8 +61,24 @@ def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
 _Dumper.add_representer(list, _represent_list)
 
 
+STAMP = "# composition md5 "  # + md5 of the YAML that follows: what compose itself wrote
+
+
 def dump(params: dict[str, Any]) -> str:
-    return HEADER + yaml.dump(params, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
+    body = yaml.dump(params, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
+    return HEADER + STAMP + hashlib.md5(body.encode()).hexdigest() + "\n" + body
+
+
+def is_composition(text: str) -> bool:
+    """Whether `text` is params.yaml as compose wrote it: its stamp matches the YAML after it."""
+    at = text.find(STAMP)
+    if at < 0 or (at > 0 and text[at - 1] != "\n"):
+        return False
+    end = text.find("\n", at)
+    if end < 0:
+        return False
+    stamp = text[at + len(STAMP):end].strip()
+    return hashlib.md5(text[end + 1:].encode()).hexdigest() == stamp
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -76,18 +97,17 @@ def changed_keys(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     return [(k, a.get(k, MISSING), b.get(k, MISSING)) for k in keys if a.get(k, MISSING) != b.get(k, MISSING)]
 
 
-def _last_composition_md5(root: Path) -> str | None:
-    """md5 of params.yaml as last composed: from dvc.lock, else from the git HEAD commit."""
-    lock = root / DVC_LOCK
-    if lock.exists():
-        stage = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get("compose", {})
-        for out in stage.get("outs", []):
-            if out.get("path") == str(PARAMS):
-                return out.get("md5")
+def _holds_a_composition(root: Path, path: Path) -> bool:
+    """params.yaml is compose's own output (its stamp matches), or the committed file byte for byte."""
+    data = path.read_bytes()
+    try:
+        if is_composition(data.decode("utf-8")):
+            return True
+    except UnicodeDecodeError:
+        return False
     from cvrepro.core.vcs import git_bytes
 
-    data = git_bytes(root, "HEAD", PARAMS.as_posix())
-    return hashlib.md5(data).hexdigest() if data is not None else None
+    return git_bytes(root, "HEAD", PARAMS.as_posix()) == data
 
 
 def _fmt(v: Any) -> str:
@@ -106,11 +126,12 @@ def write_params(
     path = root / PARAMS
     current = yaml.safe_load(path.read_text()) if path.exists() else None
     if current == composed:
+        if path.read_text() != dump(composed):  # same values written by another hand: stamp it as ours
+            atomic_write_text(path, dump(composed))
         log(f"{PARAMS} is up to date with {CONF_DIR}/")
         return True
     if current is not None and not force and not overrides:
-        last = _last_composition_md5(root)
-        if last is not None and hashlib.md5(path.read_bytes()).hexdigest() != last:
+        if not _holds_a_composition(root, path):
             log(f"{PARAMS} was written since the last composition (dvc exp run -S, exp apply or an edit);")
             log(f"keeping it as an explicit override. It differs from {CONF_DIR}/ in:")
             for k, old, new in changed_keys(composed, current):
