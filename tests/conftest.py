@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import os
 
-from cvrepro.learning.devices import isa_environment
+from cvrepro.learning.devices import pin_cpu_isa
 
-# The CPU kernels read their instruction-set pin when torch loads: pin the template's default
-# (train.cpu_isa: avx2) before any test imports torch, as `cvrepro <stage>` does before its stage.
-os.environ.update(isa_environment("avx2"))
+from helpers.cpu import TEST_CPU_ISA
+
+# The CPU kernels take their instruction-set level from the environment at torch's first operation
+# and keep it for the process: pin the level of the tests' params (the template's avx2, or
+# CVREPRO_TEST_CPU_ISA: `make test-cpu-level` runs the fast tests at `default`) and settle it now,
+# so that a test which later edits the environment (test_hardware removes the variables for its
+# subprocesses) cannot move the level of the in-process runs.
+pin_cpu_isa({"cpu_isa": TEST_CPU_ISA}, now=True)
 
 import shutil
 import subprocess

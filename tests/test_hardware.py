@@ -5,6 +5,7 @@ train stage killed with SIGKILL. Real torch, real torchrun, real DVC."""
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from cvrepro.stages import evaluate
 from cvrepro.stages.train import run as train
 
 from helpers import copy_template, run, tiny_conf, tiny_params, write_params
+from helpers.cpu import TEST_CPU_ISA
 
 KILL = "CVREPRO_TEST_KILL_AFTER_STEP"
 # Variables a shell might set to move the CPU kernels' level; the tests set them to show the pin wins.
@@ -70,9 +72,34 @@ def test_unknown_device_precision_and_level_are_named(tiny_root):
 
 
 def test_a_pin_that_cannot_hold_is_an_error_not_a_silent_level(tiny_root):
-    # pytest imported torch at the avx2 pin (conftest): asking for another level now cannot take effect.
-    with pytest.raises(CvreproError, match="train.cpu_isa is 'default' but the CPU kernels run at AVX2"):
-        train(tiny_params(overrides=["train.cpu_isa=default"]), tiny_root)
+    # conftest settled the kernels at the tests' level: asking for another level now cannot take effect.
+    other = "default" if TEST_CPU_ISA != "default" else "avx2"
+    with pytest.raises(CvreproError, match=f"train.cpu_isa is '{other}' but the CPU kernels run at "
+                                           f"{TEST_CPU_ISA.upper()}: .*pin first"):
+        train(tiny_params(overrides=[f"train.cpu_isa={other}"]), tiny_root)
+
+
+def test_the_pin_holds_for_a_library_caller_whatever_the_environment_does(tmp_path):
+    """In a process whose environment has no pin (or a wrong one) and that imported torch, the
+    library's own pin decides the level as long as no torch operation ran; after one, the clear error."""
+    probe = (
+        "import os, sys, torch\n"
+        "from cvrepro.learning import devices\n"
+        "from cvrepro.core.fileio import CvreproError\n"
+        "if sys.argv[1] == 'ran': torch.ones(8).add_(1)\n"
+        "devices.pin_cpu_isa({'cpu_isa': 'default'})\n"
+        "for name in devices.ISA_ENV: os.environ.pop(name, None)  # a fixture or helper edits the environment\n"
+        "try:\n"
+        "    print(devices.check_cpu_isa({'cpu_isa': 'default'}))\n"
+        "except CvreproError as e:\n"
+        "    print('error:', e)\n"
+    )
+    env = {"ATEN_CPU_CAPABILITY": "avx2"}  # the shell says otherwise: the config wins
+    fresh = run([sys.executable, "-c", probe, "fresh"], tmp_path, env=env)
+    assert fresh.stdout.strip() == "DEFAULT", fresh.stdout + fresh.stderr
+    late = run([sys.executable, "-c", probe, "ran"], tmp_path, env=env)
+    assert late.stdout.startswith("error: params.yaml: train.cpu_isa is 'default' but the CPU kernels run at AVX2")
+    assert "pin first" in late.stdout and "'native'" in late.stdout
 
 
 @pytest.mark.slow

@@ -16,6 +16,8 @@ from cvrepro.stages import preprocess
 from cvrepro.stages import snapshot
 from cvrepro.stages import split
 
+from helpers.cpu import TEST_CPU_ISA
+
 REPO = Path(__file__).resolve().parents[2]
 
 BIN = Path(sys.executable).parent  # the venv running pytest: cvrepro and dvc live here
@@ -24,7 +26,8 @@ TEMPLATE_FILES = ["conf", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots"
                   "data/.gitignore", "data/snapshot/.gitignore", "data/splits/.gitignore", "models/.gitignore"]
 
 # Tiny but real: the smoke experiment (2 epochs), one thread so timings are stable.
-TINY_OVERRIDES = ["experiment=smoke", "train.batch_size=4", "train.threads=1", "train.warmup_iters=5"]
+TINY_OVERRIDES = ["experiment=smoke", "train.batch_size=4", "train.threads=1", "train.warmup_iters=5",
+                  f"train.cpu_isa={TEST_CPU_ISA}"]
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 

@@ -5,9 +5,13 @@ and the record of all of it that goes into models/train.json and the lineage.
 Why the instruction-set pin: PyTorch's CPU kernels (ATen), oneDNN and MKL each pick the widest
 vector instructions the CPU has, and each level sums in a different order, so the same run gives
 other bits on another CPU model. Pinning all three to one level that nearly every x86-64 machine
-has (AVX2) makes a CPU run bit-identical across CPU models, not only on one. The pin is read from
-the environment when torch loads, so `pin_cpu_isa` must run before the first `import torch`
-(`cvrepro train` calls it first); once torch is loaded, `check_cpu_isa` says whether it held.
+has (AVX2) makes a CPU run bit-identical across CPU models, not only on one. ATen reads its pin
+(`ATEN_CPU_CAPABILITY`) from the environment at its first operation in the process, not at
+`import torch`, and keeps that level for the life of the process; oneDNN and MKL likewise at their
+first use. So `pin_cpu_isa` must run before the first torch operation: `cvrepro <stage>` calls it
+before the stage, the trainer calls it again before training (a library caller who imported torch
+but ran nothing yet still gets the pin), and `check_cpu_isa` says whether it held, with the way out
+when an earlier operation had already fixed another level.
 
 This module imports torch only inside its functions, for that reason.
 """
@@ -49,13 +53,21 @@ def isa_environment(level: str) -> dict[str, str]:
             "MKL_CBWR": mkl, "MKL_ENABLE_INSTRUCTIONS": mkl}
 
 
-def pin_cpu_isa(cfg: dict) -> None:
+def pin_cpu_isa(cfg: dict, now: bool = False) -> None:
     """Set the pin of `train.cpu_isa` in this process's environment (inherited by torchrun's workers).
 
     The config wins over whatever the shell set: the level is part of the result, so it lives in
     params.yaml. `native` sets nothing (the shell's variables, if any, and the CPU decide; the record
-    names the level in force). Call before torch is imported."""
+    names the level in force). Call before the first torch operation of the process.
+
+    ATen settles its level at the first query or operation; once torch is loaded (or with `now`) this
+    settles it at once, so that code which later edits the environment (a test fixture, a subprocess
+    helper) cannot move it. A level an earlier operation already settled stays: `check_cpu_isa` says so."""
     os.environ.update(isa_environment(str(cfg.get("cpu_isa", "avx2"))))
+    if now or "torch" in sys.modules:
+        import torch
+
+        torch.backends.cpu.get_cpu_capability()
 
 
 def check_cpu_isa(cfg: dict) -> str:
@@ -69,11 +81,14 @@ def check_cpu_isa(cfg: dict) -> str:
         return got
     want = CPU_ISA_LEVELS[level][0].upper()
     if got != want:
-        why = ("torch was imported before the pin was set (call learning.devices.pin_cpu_isa first)"
+        why = ("a torch operation earlier in this process settled the level before the pin (ATen reads "
+               "ATEN_CPU_CAPABILITY once, at its first operation), or this CPU lacks it"
                if os.environ.get("ATEN_CPU_CAPABILITY") == CPU_ISA_LEVELS[level][0]
                else f"ATEN_CPU_CAPABILITY is {os.environ.get('ATEN_CPU_CAPABILITY')!r}")
         raise CvreproError(f"params.yaml: train.cpu_isa is '{level}' but the CPU kernels run at {got}: {why}; "
-                           f"if this CPU lacks {want}, set train.cpu_isa to a lower level or '{NATIVE}'")
+                           f"pin first (cvrepro.learning.devices.pin_cpu_isa(params['train']) before any torch "
+                           f"operation, as `cvrepro train` does), or if this CPU lacks {want}, set train.cpu_isa "
+                           f"to a lower level or '{NATIVE}'")
     return got
 
 

@@ -90,6 +90,7 @@ def train(params: dict, root: Path = Path("."), preflight: dict | None = None) -
         distributed.launch(cfg)
         return read_json(root / TRAIN_INFO)
     rank, local_rank, world = distributed.world()
+    devices.pin_cpu_isa(cfg)  # a library caller may not have pinned; no effect on a level already settled
     devices.check_cpu_isa(cfg)
     device = devices.resolve_device(cfg.get("device", "cpu"), local_rank)
     precision = devices.check_precision(cfg.get("precision", "32"), device)
