@@ -12,8 +12,8 @@ The parity check runs ONNX Runtime and PyTorch on up to 64 validation images of 
 and compares what a consumer sees: detection boxes (input pixels), labels and scores; the
 segmentation class scores and per-pixel labels; the classification scores and label. Detections
 are paired one-to-one as the same object, and one may be missing only on the model's own score or
-count cut (provenance/parity.py; docs/safety.md). A bundle outside `TOLERANCE` is refused with the numbers, before anything is committed. The two ONNX files
-are tracked with `dvc add` and pushed with the release; `load_model(tag, runtime="onnx")` fetches
+count cut (provenance/parity.py; docs/safety.md). A bundle outside `TOLERANCE` is refused with the
+numbers, before anything is committed. The two ONNX files are tracked with `dvc add` and pushed with the release; `load_model(tag, runtime="onnx")` fetches
 them through DVC and checks them against the record's sha256.
 """
 
