@@ -14,7 +14,8 @@ segmentation class scores and per-pixel labels; the classification scores and la
 are paired one-to-one as the same object, and one may be missing only on the model's own score or
 count cut (provenance/parity.py; docs/safety.md). A bundle outside `TOLERANCE` is refused with the
 numbers, before anything is committed. The two ONNX files are tracked with `dvc add` and pushed with
-the release; `load_model(tag, runtime="onnx")` fetches them through DVC and checks them against the record's sha256.
+the release; `load_model(tag, runtime="onnx")` fetches them through DVC and checks them against the
+record's sha256.
 """
 
 from __future__ import annotations
