@@ -111,10 +111,12 @@ class FileCheck:
             raise CvreproError(f"{n} file{'s' * (n > 1)} cannot be imported; nothing was written "
                                f"(--bad-files drop imports the rest):\n" + "\n".join(self.problems))
 
-    def counts(self) -> dict:
+    def counts(self, negatives: bool = True) -> dict:
+        """What was dropped (and, with negatives, how many unlabelled images were kept as negatives: a count
+        the index itself shows, so `info.cvrepro_import` leaves it out and a YOLO round trip stays exact)."""
+        unlabelled = {"mode": self.unlabelled_mode, "dropped": sum(r["id"] == "unlabelled" for r in self.rows)}
         return {"mode": self.mode, "dropped": sum(r["id"] == "bad file" for r in self.rows),
-                "unlabelled": {"mode": self.unlabelled_mode, "negatives": self.negatives,
-                               "dropped": sum(r["id"] == "unlabelled" for r in self.rows)}}
+                "unlabelled": {**unlabelled, **({"negatives": self.negatives} if negatives else {})}}
 
 
 def _file_row(file: str, kind: str, problem: str) -> dict:

@@ -262,7 +262,7 @@ def import_dataset(fmt: str | None, src: Path, root: Path = Path("."), force: bo
     if not dataset.images:
         raise CvreproError(f"{src}: no images found (see docs/import-export.md for the {fmt} layout)")
     _check_task(dataset)
-    info = {"format": fmt, "invalid": check.counts(), "bad_files": files.counts()}
+    info = {"format": fmt, "invalid": check.counts(), "bad_files": files.counts(negatives=False)}
     report = [{**r, "file": relative_to_src(r["file"], files.src)} for r in check.rows] + files.rows
 
     (root / "data").mkdir(exist_ok=True)
