@@ -52,9 +52,12 @@ def segmentation(tmp: Path) -> Dataset:
 
 def classification(tmp: Path) -> Dataset:
     picture(tmp / "pixels/k.png", 8, 8, 8)
-    return Dataset("classification", [{"id": 1, "name": "cat"}],
-                   [{"id": 1, "file_name": "k.png", "width": 8, "height": 8}],
-                   [{"id": 1, "image_id": 1, "category_id": 1}], {1: str(tmp / "pixels/k.png")})
+    picture(tmp / "pixels/l.png", 8, 8, 9)
+    return Dataset("classification", [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+                   [{"id": 1, "file_name": "k.png", "width": 8, "height": 8},
+                    {"id": 2, "file_name": "l.png", "width": 8, "height": 8}],
+                   [{"id": 1, "image_id": 1, "category_id": 1}, {"id": 2, "image_id": 2, "category_id": 2}],
+                   {1: str(tmp / "pixels/k.png"), 2: str(tmp / "pixels/l.png")})
 
 
 def written(fmt: str, tmp: Path, make=detection) -> Path:
@@ -102,7 +105,7 @@ def boxes(root: Path) -> list[tuple]:
     ("yolo", detection, "yolo (YOLO: images/ + labels/)"),
     ("voc", detection, "voc (VOC devkit: JPEGImages/ + Annotations/)"),
     ("masks", segmentation, "masks (mask folders: images/ + masks/ + classes.txt)"),
-    ("imagefolder", classification, "imagefolder (ImageFolder: 1 class folders)"),
+    ("imagefolder", classification, "imagefolder (ImageFolder: 2 class folders)"),
 ])
 def test_each_format_is_detected_from_what_its_writer_wrote(project: Path, tmp_path: Path, fmt, make, said):
     src = written(fmt, tmp_path, make)
@@ -149,6 +152,11 @@ def test_ambiguous_and_unknown_folders_say_what_was_looked_for_in_one_line(tmp_p
         choose(both)
     assert "ambiguous layout" in str(err.value) and "coco (COCO: annotations.json)" in str(err.value)
     assert "yolo (YOLO: images/ + labels/)" in str(err.value) and "\n" not in str(err.value)
+
+    parent = tmp_path / "datasets"  # a folder holding one dataset: not an ImageFolder of one class
+    shutil.copytree(labelimg(tmp_path), parent / "labelimg")
+    with pytest.raises(CvreproError, match=r"no known dataset layout .*; labelimg/ inside it is voc \(LabelImg"):
+        choose(parent)
 
     unknown = tmp_path / "unknown"
     unknown.mkdir()

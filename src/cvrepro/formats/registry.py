@@ -52,7 +52,17 @@ def choose(src: Path) -> tuple[str, str]:
                            f"cvrepro import {'|'.join(found)} {src}")
     looked = "; ".join(f"{name}: {plugin(name).LOOKS_FOR}" for name in PLUGINS)
     raise CvreproError(f"{src}: no known dataset layout (looked for {looked}); name the format: "
-                       "cvrepro import FORMAT SRC")
+                       f"cvrepro import FORMAT SRC{_inside(src)}")
+
+
+def _inside(src: Path) -> str:
+    """A hint when SRC is the folder above a dataset: '; but raccoon/ is voc (...)' (empty if none)."""
+    for sub in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found = layouts(sub)
+        if len(found) == 1:
+            name, layout = next(iter(found.items()))
+            return f"; {sub.name}/ inside it is {name} ({layout})"
+    return ""
 
 
 def formats_of_task(task: str) -> list[str]:

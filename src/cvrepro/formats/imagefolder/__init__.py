@@ -12,21 +12,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from cvrepro.core.fileio import CvreproError
-from cvrepro.formats.common import Dataset, FileCheck, categories_from_names, find_images
+from cvrepro.formats.common import IMAGE_EXTENSIONS, Dataset, FileCheck, categories_from_names, find_images
 
 
 NAME = "imagefolder"
 TASK = "classification"
 
 
-LOOKS_FOR = "only class folders at the top, each holding images"
+LOOKS_FOR = "only class folders (two or more) at the top, each holding images and no annotation files"
+LABEL_SUFFIXES = {".xml", ".json", ".txt", ".yaml", ".csv"}  # a folder holding these is a dataset, not a class
+
+
+def _class_folder(folder: Path) -> bool:
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in files) and \
+        not any(p.suffix.lower() in LABEL_SUFFIXES for p in files)
 
 
 def detect(src: Path) -> str | None:
-    """An ImageFolder source, described: only folders at the top (one per class), each holding images."""
+    """An ImageFolder source, described: only folders at the top (one per class, at least two: one class is
+    no classification, more likely a folder holding one dataset), each holding images and no labels."""
     entries = [p for p in src.iterdir() if not p.name.startswith(".")] if src.is_dir() else []
     folders = [p for p in entries if p.is_dir()]
-    found = bool(folders) and len(folders) == len(entries) and all(find_images(p) for p in folders)
+    found = len(folders) >= 2 and len(folders) == len(entries) and all(_class_folder(p) for p in folders)
     return f"ImageFolder: {len(folders)} class folders" if found else None
 
 
