@@ -148,8 +148,9 @@ def _read_one(path: Path, folders: tuple[Path, ...], check: BoxCheck, files: Fil
             continue
         fixed = {"bbox": kept, "area": kept[2] * kept[3]} if kept != [float(v) for v in bbox] else {}
         anns.append({**a, "category_id": remap[a["category_id"]], **fixed})
+    unlabelled = f"has no annotation in {files.rel(path)}"
     images = [im for im in images if im["id"] in labelled
-              or files.keep_unlabelled(sources[im["id"]], f"image id {im['id']} has no annotation in {files.rel(path)}")]
+              or files.keep_unlabelled(sources[im["id"]], f"image id {im['id']} {unlabelled}")]
     return categories, images, anns, {im["id"]: sources[im["id"]] for im in images}
 
 

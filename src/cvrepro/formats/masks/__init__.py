@@ -3,9 +3,10 @@
 classes.txt: line i names class i, line 0 is the background (its name is not kept).
 A mask is one channel (mode L, or P whose palette indices are the class ids) of the
 image's displayed size; each pixel is a class id 0..K or 255 (ignore). Every image
-needs a mask (one without is unlabelled: `--unlabelled drop` leaves it out; there are no negatives
-here); a mask without an image is a bad file (`--bad-files`). In the project a mask lives at `data/labels/masks/<image stem>.png`
-(8-bit grayscale) and the image entry's `mask_file` names it.
+needs a mask (one without is unlabelled: `--unlabelled drop` leaves it out; there are no
+negatives here); a mask without an image is a bad file (`--bad-files`). In the project a mask
+lives at `data/labels/masks/<image stem>.png` (8-bit grayscale) and the image entry's
+`mask_file` names it.
 """
 
 from __future__ import annotations

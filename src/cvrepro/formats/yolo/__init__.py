@@ -9,9 +9,9 @@ people have:
 - darknet (CVAT "YOLO 1.1", Datumaro `yolo`): `SRC/obj.names` (and `obj.data`), images with their .txt label
   beside them in `SRC/obj_<subset>_data/`.
 
-An empty label file means an image without objects; no label file, an unlabelled image (`--unlabelled`: kept as
-a negative by default); a label file without an image is a bad file (`--bad-files`). YOLO class i becomes category id i + 1; an
-image under a subset folder gets the attribute `subset` (train, val, test).
+An empty label file means an image without objects; no label file, an unlabelled image (`--unlabelled`: kept
+as a negative by default); a label file without an image is a bad file (`--bad-files`). YOLO class i becomes
+category id i + 1; an image under a subset folder gets the attribute `subset` (train, val, test).
 """
 
 from __future__ import annotations
