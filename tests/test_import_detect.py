@@ -225,6 +225,10 @@ def test_orphan_and_second_annotation_files_are_bad_files(project: Path, tmp_pat
     assert summary["images"] == 3 and summary["annotations"] == 3 and summary["bad_files"]["dropped"] == 2
     assert [r["file"] for r in report(project)] == ["annotations/b_copy.xml", "annotations/zz_orphan.xml"]
 
+    shutil.copy(src / "images/c.png", src / "images/c.jpg")  # one stem, two images: whose labels?
+    with pytest.raises(CvreproError, match="images/c.png: same name as images/c.jpg but for the extension"):
+        do_import(src, project, force=True)
+
 
 def test_duplicate_coco_entries_are_bad_files(project: Path, tmp_path: Path):
     src = written("coco", tmp_path)

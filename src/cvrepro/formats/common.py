@@ -174,14 +174,18 @@ def stem_key(rel: str) -> str:
     return rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
 
 
-def by_stem(images: dict[str, Path], folder: Path) -> dict[str, str]:
-    """stem key -> image relpath; two images with one stem (a.jpg, a.png) would make labels ambiguous."""
+def by_stem(images: dict[str, Path], folder: Path, files: "FileCheck | None" = None) -> dict[str, str]:
+    """stem key -> image relpath; two images with one stem (a.jpg, a.png) would make labels ambiguous: an error,
+    or with `files` a bad file (the second is taken out of `images`)."""
     out: dict[str, str] = {}
-    for rel in images:
+    for rel in list(images):
         key = stem_key(rel)
         if key in out:
-            raise CvreproError(f"{folder / rel}: same name as {folder / out[key]} but for the extension; "
-                               "its labels would be ambiguous")
+            problem = f"same name as {folder / out[key]} but for the extension; its labels would be ambiguous"
+            if files is None:
+                raise CvreproError(f"{folder / rel}: {problem}")
+            files.bad(images.pop(rel), problem.replace(str(folder / out[key]), files.rel(folder / out[key])))
+            continue
         out[key] = rel
     return out
 

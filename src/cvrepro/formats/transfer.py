@@ -239,6 +239,8 @@ def import_dataset(fmt: str | None, src: Path, root: Path = Path("."), force: bo
         raise CvreproError(f"{src}: not found")
     files = FileCheck(bad_files, unlabelled, src if src.is_dir() else src.parent)
     detected = None
+    if fmt is None and annotations is not None:
+        fmt = "coco"  # --annotations names a COCO JSON: nothing to detect
     if fmt is None:
         fmt, layout = choose(src)
         detected = f"{fmt} ({layout})"

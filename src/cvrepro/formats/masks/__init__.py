@@ -71,7 +71,7 @@ def read(src: Path, ignore_index: int = 255, files: FileCheck | None = None, **_
             raise CvreproError(f"{folder}: directory not found")
     names = _class_names(src)
     found_images = find_images(image_dir)
-    masks = _masks(mask_dir, by_stem(found_images, image_dir), image_dir, files)
+    masks = _masks(mask_dir, by_stem(found_images, image_dir, files), image_dir, files)
 
     images, sources, mask_sources = [], {}, {}
     for rel, file in found_images.items():

@@ -187,7 +187,7 @@ def _pair(xmls: list[Path], xml_dir: Path, files: dict[str, Path], kind: str, im
           check: FileCheck) -> dict[str, Path]:
     """image relpath -> its XML: by `<filename>` (LabelImg) then by stem; an XML without an image, or a second
     one for an image, is a bad file."""
-    stems = by_stem(files, image_dir)
+    stems = by_stem(files, image_dir, check)
     out: dict[str, Path] = {}
     for xml in xmls:
         rel = xml.relative_to(xml_dir).as_posix()

@@ -172,7 +172,7 @@ def read(src: Path, check: BoxCheck | None = None, files: FileCheck | None = Non
     images, anns, sources = [], [], {}
     for image_dir, label_dir, prefix, subset in parts:
         found_images = find_images(image_dir)
-        label_files = _labels(label_dir, by_stem(found_images, image_dir), image_dir, files)
+        label_files = _labels(label_dir, by_stem(found_images, image_dir, files), image_dir, files)
         for rel, file in found_images.items():
             label = label_files.get(stem_key(rel))
             probed = files.probe(file, prefix + rel)
