@@ -195,9 +195,10 @@ def test_truncated_images_fail_listing_every_one_or_drop_importing_the_rest(proj
     res = run(["cvrepro", "import", str(src), "--no-dvc-add"], project, check=False)
     lines = res.stderr.splitlines()
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert "2 files cannot be imported; nothing was written" in lines[0]
-    assert [line.split(":")[0] for line in lines[1:3]] == ["images/a.jpg", "images/b.jpg"]
-    assert "truncated" in lines[1] and "truncated" in lines[2]
+    assert lines[0] == "detected: voc (LabelImg: annotations/ beside images/)"
+    assert "2 files cannot be imported; nothing was written" in lines[1]
+    assert [line.split(":")[0] for line in lines[2:4]] == ["images/a.jpg", "images/b.jpg"]
+    assert "truncated" in lines[2] and "truncated" in lines[3]
     assert not (project / "data/raw").exists() and not (project / "data/labels").exists()
 
     summary = do_import(src, project, bad_files="drop")

@@ -87,9 +87,7 @@ def _format_and_src(args: argparse.Namespace) -> tuple[str | None, str]:
 
 
 def _print_import_notes(summary: dict) -> None:
-    """What the import decided on its own, on stderr (stdout is the JSON summary)."""
-    if "detected" in summary:
-        print(f"detected: {summary['detected']}", file=sys.stderr)
+    """What the import decided on its own, on stderr (stdout is the JSON summary; `detected:` came first)."""
     invalid, files = summary["invalid"], summary["bad_files"]
     if invalid["dropped"] or invalid["clipped"]:
         print(f"--invalid {invalid['mode']}: {invalid['dropped']} boxes dropped, {invalid['clipped']} clipped; "
@@ -111,12 +109,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     from cvrepro.formats.transfer import import_dataset
 
     fmt, src = _format_and_src(args)
-    with changing(Path(args.root), f"import {fmt or 'SRC'}"):
+    with changing(Path(args.root), f"import {fmt}" if fmt else "import"):
         summary = import_dataset(fmt, Path(src), root=Path(args.root), force=args.force,
                                  dvc_add=not args.no_dvc_add,
                                  annotations=Path(args.annotations) if args.annotations else None,
                                  invalid=args.invalid, voc_coords=args.voc_coords, name=args.name,
-                                 select=not args.no_select, bad_files=args.bad_files, unlabelled=args.unlabelled)
+                                 select=not args.no_select, bad_files=args.bad_files, unlabelled=args.unlabelled,
+                                 log=lambda line: print(line, file=sys.stderr, flush=True))
         # Post-import hook: the dataset is written, selected (conf/) and dvc-added here; a step that reads the
         # imported data (e.g. a dataset fingerprint) goes at this one place, still under the repository lock.
     print(json.dumps(summary, sort_keys=True, indent=2 if args.json else None))

@@ -223,7 +223,7 @@ def _dvc_add(root: Path) -> None:
 def import_dataset(fmt: str | None, src: Path, root: Path = Path("."), force: bool = False, dvc_add: bool = True,
                    annotations: Path | None = None, invalid: str = "fail", voc_coords: str = "plain",
                    name: str | None = None, select: bool = True, bad_files: str = "fail",
-                   unlabelled: str = "negative") -> dict:
+                   unlabelled: str = "negative", log=lambda line: None) -> dict:
     """Convert SRC (in format fmt; None: the one its layout shows, `registry.choose`) into root/data/raw +
     root/data/labels; return a summary (`detected`: the format and layout, when fmt was None).
 
@@ -231,7 +231,8 @@ def import_dataset(fmt: str | None, src: Path, root: Path = Path("."), force: bo
     bad_files, unlabelled: what to do with a whole file that cannot be imported, and with an image without
     annotations (formats.common.FileCheck); every box or file left out is a row of the import report, its
     path relative to SRC;
-    select: describe the dataset in conf/dataset/<name>.yaml and select it (and its task) in conf/config.yaml.
+    select: describe the dataset in conf/dataset/<name>.yaml and select it (and its task) in conf/config.yaml;
+    log: told `detected: ...` as soon as it is known (before the source is read, which may fail).
     """
     root, src = Path(root), Path(src)
     raw_dir, labels_dir = root / RAW_DIR, root / LABELS_DIR
@@ -244,6 +245,7 @@ def import_dataset(fmt: str | None, src: Path, root: Path = Path("."), force: bo
     if fmt is None:
         fmt, layout = choose(src)
         detected = f"{fmt} ({layout})"
+        log(f"detected: {detected}")
     if dvc_add and not (root / ".dvc").is_dir():
         raise CvreproError(f"{root.resolve()}: not a DVC project (no .dvc/); run `dvc init` or pass --no-dvc-add")
     if not force:
