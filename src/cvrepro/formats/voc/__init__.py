@@ -87,6 +87,7 @@ def detect(src: Path) -> str | None:
     found = layout(src)
     return found[3] if found else None
 
+
 OBJECT_ATTRIBUTES = ("pose", "truncated", "difficult", "occluded")
 COORDS = ("plain", "devkit")  # --voc-coords; the default first
 SHIFT = {"plain": 0, "devkit": 1}  # xmin - x: how far the written min edge is from the continuous one
