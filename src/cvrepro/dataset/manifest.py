@@ -134,10 +134,12 @@ def _stats(files: list[dict], class_map: dict[int, str], task, ignore_index: int
 
 
 def _import_stats(info: dict) -> dict:
-    """The boxes `cvrepro import --invalid drop|clip` left out or cut ({} for an index not imported)."""
+    """The boxes `cvrepro import --invalid drop|clip` left out or cut, and the files `--bad-files` /
+    `--unlabelled` dropped or kept as negatives ({} for an index not imported). Stats only: not in snapshot_id."""
     record = info.get("cvrepro_import")
-    invalid = record.get("invalid") if isinstance(record, dict) else None
-    return {"invalid_boxes": invalid} if isinstance(invalid, dict) else {}
+    record = record if isinstance(record, dict) else {}
+    found = {"invalid_boxes": record.get("invalid"), "bad_files": record.get("bad_files")}
+    return {k: v for k, v in found.items() if isinstance(v, dict)}
 
 
 def _snapshot_invalid(check: BoxCheck) -> dict:

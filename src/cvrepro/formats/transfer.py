@@ -28,10 +28,10 @@ from cvrepro.core.faults import kill_point
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, atomic_write_text, write_json
 from cvrepro.core.paths import ANNOTATIONS, LABELS_DIR, PARAMS, RAW_DIR
 from cvrepro.dataset.masks import decode_mask, mask_png
-from cvrepro.formats.common import BoxCheck, Dataset, read_local
-from cvrepro.formats.registry import plugin
+from cvrepro.formats.common import BoxCheck, Dataset, FileCheck, read_local, relative_to_src
+from cvrepro.formats.registry import choose, plugin
 
-REPORT = "import_report.csv"  # under data/labels: every box --invalid dropped or clipped
+REPORT = "import_report.csv"  # under data/labels: every box --invalid dropped or clipped, every file dropped
 CONF_DATASET = Path("conf/dataset")
 CONF_CONFIG = Path("conf/config.yaml")
 GENERATED = "# Written by `cvrepro import`"  # an option file with this first line may be rewritten by the next import
@@ -59,7 +59,7 @@ def _report_csv(rows: list[dict]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["file", "id", "problem", "action", "before", "after"])
     for r in rows:
-        w.writerow([r["file"], r["id"], r["problem"], r["action"], json.dumps(r["before"]),
+        w.writerow([r["file"], r["id"], r["problem"], r["action"], json.dumps(r["before"]) if r["before"] else "",
                     json.dumps(r["after"]) if r["after"] else ""])
     return buf.getvalue()
 
@@ -220,18 +220,32 @@ def _dvc_add(root: Path) -> None:
                            f"(fix it and rerun that command):\n{(res.stderr or res.stdout).strip()}")
 
 
-def import_dataset(fmt: str, src: Path, root: Path = Path("."), force: bool = False, dvc_add: bool = True,
+def import_dataset(fmt: str | None, src: Path, root: Path = Path("."), force: bool = False, dvc_add: bool = True,
                    annotations: Path | None = None, invalid: str = "fail", voc_coords: str = "plain",
-                   name: str | None = None, select: bool = True) -> dict:
-    """Convert SRC (in format fmt) into root/data/raw + root/data/labels; return a summary.
+                   name: str | None = None, select: bool = True, bad_files: str = "fail",
+                   unlabelled: str = "negative", log=lambda line: None) -> dict:
+    """Convert SRC (in format fmt; None: the one its layout shows, `registry.choose`) into root/data/raw +
+    root/data/labels; return a summary (`detected`: the format and layout, when fmt was None).
 
     invalid: what to do with a zero-size or out-of-image box (formats.common.BoxCheck);
-    select: describe the dataset in conf/dataset/<name>.yaml and select it (and its task) in conf/config.yaml.
+    bad_files, unlabelled: what to do with a whole file that cannot be imported, and with an image without
+    annotations (formats.common.FileCheck); every box or file left out is a row of the import report, its
+    path relative to SRC;
+    select: describe the dataset in conf/dataset/<name>.yaml and select it (and its task) in conf/config.yaml;
+    log: told `detected: ...` as soon as it is known (before the source is read, which may fail).
     """
     root, src = Path(root), Path(src)
     raw_dir, labels_dir = root / RAW_DIR, root / LABELS_DIR
     if not src.exists():
         raise CvreproError(f"{src}: not found")
+    files = FileCheck(bad_files, unlabelled, src if src.is_dir() else src.parent)
+    detected = None
+    if fmt is None and annotations is not None:
+        fmt = "coco"  # --annotations names a COCO JSON: nothing to detect
+    if fmt is None:
+        fmt, layout = choose(src)
+        detected = f"{fmt} ({layout})"
+        log(f"detected: {detected}")
     if dvc_add and not (root / ".dvc").is_dir():
         raise CvreproError(f"{root.resolve()}: not a DVC project (no .dvc/); run `dvc init` or pass --no-dvc-add")
     if not force:
@@ -248,17 +262,18 @@ def import_dataset(fmt: str, src: Path, root: Path = Path("."), force: bool = Fa
         raise CvreproError(f"{option}: exists and was not written by `cvrepro import`; choose another --name")
     check = BoxCheck(invalid)
     dataset = plugin(fmt).read(src, annotations=annotations, ignore_index=_ignore_index(root), check=check,
-                               voc_coords=voc_coords)
+                               voc_coords=voc_coords, files=files)
     if not dataset.images:
         raise CvreproError(f"{src}: no images found (see docs/import-export.md for the {fmt} layout)")
     _check_task(dataset)
-    info = {"format": fmt, "invalid": check.counts()}
+    info = {"format": fmt, "invalid": check.counts(), "bad_files": files.counts(negatives=False)}
+    report = [{**r, "file": relative_to_src(r["file"], files.src)} for r in check.rows] + files.rows
 
     (root / "data").mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=root / "data"))
     try:
         new_raw, new_labels = work / "raw", work / "labels"
-        write_project(dataset, new_raw, new_labels, info, check.rows)
+        write_project(dataset, new_raw, new_labels, info, report)
         _validate(dataset.task, new_raw, new_labels)
         kill_point("import:converted")
         _swap_in([(new_raw, raw_dir), (new_labels, labels_dir)], work, dvc_add)
@@ -269,8 +284,9 @@ def import_dataset(fmt: str, src: Path, root: Path = Path("."), force: bool = Fa
         if _step(work) != "swapping":  # else the old set may be in there: the next command settles it
             shutil.rmtree(work, ignore_errors=True)
         raise
-    summary = {**_summary(fmt, dataset), "invalid": check.counts()}
-    if check.rows:
+    summary = {**_summary(fmt, dataset), "invalid": check.counts(), "bad_files": files.counts(),
+               **({"detected": detected} if detected else {})}
+    if report:
         summary["report"] = str(LABELS_DIR / REPORT)
     try:
         if select and (root / CONF_CONFIG).is_file():

@@ -3,7 +3,8 @@
 Class ids are 1..K in sorted folder-name order (torchvision's ImageFolder order,
 shifted by one: 0 is reserved). An image keeps its path, class folder included
 (`cat/001.jpg`), under data/raw. Files without an image extension and hidden
-files are skipped; an image file that does not decode is an error.
+files are skipped; an image file that does not decode is a bad file (`--bad-files`), an
+image outside a class folder is unlabelled (`--unlabelled drop` leaves it out).
 """
 
 from __future__ import annotations
@@ -11,39 +12,56 @@ from __future__ import annotations
 from pathlib import Path
 
 from cvrepro.core.fileio import CvreproError
-from cvrepro.formats.common import Dataset, categories_from_names, find_images, probe_image
+from cvrepro.formats.common import IMAGE_EXTENSIONS, Dataset, FileCheck, categories_from_names, find_images
 
 
 NAME = "imagefolder"
 TASK = "classification"
 
 
-def detect(src: Path) -> bool:
-    """An ImageFolder source: only folders at the top (one per class), each holding images."""
+LOOKS_FOR = "only class folders (two or more) at the top, each holding images and no annotation files"
+LABEL_SUFFIXES = {".xml", ".json", ".txt", ".yaml", ".csv"}  # a folder holding these is a dataset, not a class
+
+
+def _class_folder(folder: Path) -> bool:
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in files) and \
+        not any(p.suffix.lower() in LABEL_SUFFIXES for p in files)
+
+
+def detect(src: Path) -> str | None:
+    """An ImageFolder source, described: only folders at the top (one per class, at least two: one class is
+    no classification, more likely a folder holding one dataset), each holding images and no labels."""
     entries = [p for p in src.iterdir() if not p.name.startswith(".")] if src.is_dir() else []
     folders = [p for p in entries if p.is_dir()]
-    return bool(folders) and len(folders) == len(entries) and all(find_images(p) for p in folders)
+    found = len(folders) >= 2 and len(folders) == len(entries) and all(_class_folder(p) for p in folders)
+    return f"ImageFolder: {len(folders)} class folders" if found else None
 
 
-def read(src: Path, **_options) -> Dataset:
+def read(src: Path, files: FileCheck | None = None, **_options) -> Dataset:
     src = Path(src)
+    files = files or FileCheck(src=src)
     if not src.is_dir():
         raise CvreproError(f"{src}: directory not found")
-    loose = sorted(rel for rel in find_images(src) if "/" not in rel)
-    if loose:
-        raise CvreproError(f"{src / loose[0]}: image outside a class folder (expected SRC/<class>/<image>)")
+    for rel in sorted(rel for rel in find_images(src) if "/" not in rel):
+        files.keep_unlabelled(src / rel, "image outside a class folder (expected SRC/<class>/<image>)",
+                              negative_ok=False)
     class_dirs = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
     categories = categories_from_names([p.name for p in class_dirs], str(src))
     images, anns, sources = [], [], {}
     for category, folder in zip(categories, class_dirs):
-        files = find_images(folder)
-        if not files:
+        found = find_images(folder)
+        if not found:
             raise CvreproError(f"{folder}: class folder holds no images")
-        for rel, file in files.items():
+        for rel, file in found.items():
+            probed = files.probe(file, f"{folder.name}/{rel}")
+            if probed is None:
+                continue
             image_id = len(images) + 1
-            images.append({"id": image_id, **probe_image(file, f"{folder.name}/{rel}")})
+            images.append({"id": image_id, **probed})
             anns.append({"id": image_id, "image_id": image_id, "category_id": category["id"]})
             sources[image_id] = str(file)
+    files.raise_if_any()
     return Dataset(TASK, categories, images, anns, sources)
 
 

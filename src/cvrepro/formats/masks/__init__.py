@@ -3,8 +3,10 @@
 classes.txt: line i names class i, line 0 is the background (its name is not kept).
 A mask is one channel (mode L, or P whose palette indices are the class ids) of the
 image's displayed size; each pixel is a class id 0..K or 255 (ignore). Every image
-needs a mask. In the project a mask lives at `data/labels/masks/<image stem>.png`
-(8-bit grayscale) and the image entry's `mask_file` names it.
+needs a mask (one without is unlabelled: `--unlabelled drop` leaves it out; there are no
+negatives here); a mask without an image is a bad file (`--bad-files`). In the project a mask
+lives at `data/labels/masks/<image stem>.png` (8-bit grayscale) and the image entry's
+`mask_file` names it.
 """
 
 from __future__ import annotations
@@ -14,13 +16,12 @@ from pathlib import Path
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, atomic_write_text
 from cvrepro.formats.common import (
     Dataset,
+    FileCheck,
     by_stem,
-    labels_by_stem,
     categories_from_names,
     check_mask,
     contiguous_names,
     find_images,
-    probe_image,
     stem_key,
 )
 from cvrepro.dataset.masks import decode_mask, mask_png
@@ -30,9 +31,13 @@ NAME = "masks"
 TASK = "segmentation"
 
 
-def detect(src: Path) -> bool:
-    """A mask-folder source: SRC/images/, SRC/masks/ and SRC/classes.txt."""
-    return (src / "images").is_dir() and (src / "masks").is_dir() and (src / "classes.txt").is_file()
+LOOKS_FOR = "images/ + masks/*.png + classes.txt"
+
+
+def detect(src: Path) -> str | None:
+    """A mask-folder source, described: SRC/images/, SRC/masks/ and SRC/classes.txt."""
+    found = (src / "images").is_dir() and (src / "masks").is_dir() and (src / "classes.txt").is_file()
+    return "mask folders: images/ + masks/ + classes.txt" if found else None
 
 
 def _class_names(src: Path) -> list[str]:
@@ -48,26 +53,39 @@ def _class_names(src: Path) -> list[str]:
     return lines[1:]
 
 
-def read(src: Path, ignore_index: int = 255, **_options) -> Dataset:
+def _masks(mask_dir: Path, stems: dict[str, str], image_dir: Path, files: FileCheck) -> dict[str, Path]:
+    """stem key -> mask file; a mask with no image of its name is a bad file."""
+    found = {stem_key(p.relative_to(mask_dir).as_posix()): p for p in sorted(mask_dir.rglob("*"))
+             if p.is_file() and p.suffix.lower() == ".png"}
+    for key in sorted(set(found) - set(stems)):
+        files.bad(found.pop(key), f"annotation without an image: no image of that name under {files.rel(image_dir)}")
+    return found
+
+
+def read(src: Path, ignore_index: int = 255, files: FileCheck | None = None, **_options) -> Dataset:
     src = Path(src)
+    files = files or FileCheck(src=src)
     image_dir, mask_dir = src / "images", src / "masks"
     for folder in (image_dir, mask_dir):
         if not folder.is_dir():
             raise CvreproError(f"{folder}: directory not found")
     names = _class_names(src)
-    files = find_images(image_dir)
-    masks = labels_by_stem(mask_dir, ".png", by_stem(files, image_dir), image_dir)
+    found_images = find_images(image_dir)
+    masks = _masks(mask_dir, by_stem(found_images, image_dir, files), image_dir, files)
 
     images, sources, mask_sources = [], {}, {}
-    for image_id, (rel, file) in enumerate(files.items(), start=1):
+    for rel, file in found_images.items():
         mask = masks.get(stem_key(rel))
-        if mask is None:
-            raise CvreproError(f"{file}: no mask {mask_dir / (stem_key(rel) + '.png')}")
-        probed = probe_image(file, rel)
+        probed = files.probe(file, rel)
+        if probed is None or (mask is None and not files.keep_unlabelled(
+                file, f"no mask {files.rel(mask_dir / (stem_key(rel) + '.png'))}", negative_ok=False)):
+            continue
+        image_id = len(images) + 1
         check_mask(decode_mask(mask.read_bytes(), mask, stored=False), len(names), (probed["width"], probed["height"]),
                    str(mask), str(file), ignore_index)
         images.append({"id": image_id, **probed, "mask_file": f"masks/{stem_key(probed['file_name'])}.png"})
         sources[image_id], mask_sources[image_id] = str(file), str(mask)
+    files.raise_if_any()
     return Dataset(TASK, categories_from_names(names, str(src / "classes.txt")), images, [],
                    sources, mask_sources)
 

@@ -9,8 +9,9 @@ people have:
 - darknet (CVAT "YOLO 1.1", Datumaro `yolo`): `SRC/obj.names` (and `obj.data`), images with their .txt label
   beside them in `SRC/obj_<subset>_data/`.
 
-No label file (or an empty one) means an image without objects. YOLO class i becomes category id i + 1; an
-image under a subset folder gets the attribute `subset` (train, val, test).
+An empty label file means an image without objects; no label file, an unlabelled image (`--unlabelled`: kept
+as a negative by default); a label file without an image is a bad file (`--bad-files`). YOLO class i becomes
+category id i + 1; an image under a subset folder gets the attribute `subset` (train, val, test).
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ from cvrepro.core.fileio import CvreproError, atomic_write_text
 from cvrepro.formats.common import (
     BoxCheck,
     Dataset,
+    FileCheck,
     by_stem,
-    labels_by_stem,
     categories_from_names,
     contiguous_names,
     find_images,
-    probe_image,
     stem_key,
     tidy,
 )
@@ -41,15 +41,22 @@ TASK = "detection"
 SUBSETS = ("train", "val", "test")  # the data.yaml keys that name image folders
 
 
-def detect(src: Path) -> bool:
-    """A YOLO source: SRC/images/ + SRC/labels/ with .txt files, a data.yaml naming image folders, or darknet's
-    obj.names."""
+LOOKS_FOR = "images/ + labels/*.txt, data.yaml naming image folders (Ultralytics), or obj.names (darknet)"
+
+
+def detect(src: Path) -> str | None:
+    """A YOLO source, its layout described: SRC/images/ + SRC/labels/ with .txt files, a data.yaml naming image
+    folders, or darknet's obj.names."""
     labels = src / "labels"
     if (src / "images").is_dir() and labels.is_dir() and any(labels.rglob("*.txt")):
-        return True
+        return "YOLO: images/ + labels/"
     if (src / "obj.names").is_file() or (src / "obj.data").is_file():
-        return True
-    return (src / "data.yaml").is_file() and bool(_data_yaml(src).get("names")) and bool(_parts(src))
+        return "darknet: obj.names + obj_<subset>_data/"
+    try:
+        ultralytics = (src / "data.yaml").is_file() and bool(_data_yaml(src).get("names")) and bool(_parts(src))
+    except CvreproError:
+        ultralytics = False  # not readable as data.yaml: not this layout (read says why when it is forced)
+    return "Ultralytics: data.yaml" if ultralytics else None
 
 CLASSES_IN_LABELS = "classes.txt"  # LabelImg writes the class list beside the label files: not a label file
 
@@ -142,8 +149,19 @@ def _boxes(path: Path, n_classes: int, width: int, height: int, check: BoxCheck)
     return boxes
 
 
-def read(src: Path, check: BoxCheck | None = None, **_options) -> Dataset:
+def _labels(label_dir: Path, stems: dict[str, str], image_dir: Path, files: FileCheck) -> dict[str, Path]:
+    """stem key -> label file under label_dir; a label file with no image of its name is a bad file."""
+    skip = label_dir / CLASSES_IN_LABELS
+    found = {stem_key(p.relative_to(label_dir).as_posix()): p for p in sorted(label_dir.rglob("*"))
+             if p.is_file() and p.suffix.lower() == ".txt" and p != skip} if label_dir.is_dir() else {}
+    for key in sorted(set(found) - set(stems)):
+        files.bad(found.pop(key), f"annotation without an image: no image of that name under {files.rel(image_dir)}")
+    return found
+
+
+def read(src: Path, check: BoxCheck | None = None, files: FileCheck | None = None, **_options) -> Dataset:
     src, check = Path(src), check or BoxCheck()
+    files = files or FileCheck(src=src)
     parts = _parts(src)
     if not parts:
         raise CvreproError(f"{src}: no images/ folder, obj_<subset>_data/ folder or data.yaml train/val folder")
@@ -153,20 +171,21 @@ def read(src: Path, check: BoxCheck | None = None, **_options) -> Dataset:
 
     images, anns, sources = [], [], {}
     for image_dir, label_dir, prefix, subset in parts:
-        files = find_images(image_dir)
-        stems = by_stem(files, image_dir)
-        skip = (label_dir / CLASSES_IN_LABELS,)
-        label_files = labels_by_stem(label_dir, ".txt", stems, image_dir, skip=skip)
-        for rel, file in files.items():
+        found_images = find_images(image_dir)
+        label_files = _labels(label_dir, by_stem(found_images, image_dir, files), image_dir, files)
+        for rel, file in found_images.items():
+            label = label_files.get(stem_key(rel))
+            probed = files.probe(file, prefix + rel)
+            if probed is None or (label is None and not files.keep_unlabelled(file, "image without a label file")):
+                continue
             image_id = len(images) + 1
-            probed = probe_image(file, prefix + rel)
             found = subset or next((s for s, f in subset_dirs.items() if file.resolve().is_relative_to(f)), None)
             images.append({"id": image_id, **probed, **({"subset": found} if found else {})})
             sources[image_id] = str(file)
-            label = label_files.get(stem_key(rel))
             for cat, bbox in _boxes(label, len(names), probed["width"], probed["height"], check) if label else []:
                 anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cat, "bbox": bbox,
                              "area": tidy(bbox[2] * bbox[3]), "iscrowd": 0})
+    files.raise_if_any()
     return Dataset(TASK, categories, images, anns, sources)
 
 
