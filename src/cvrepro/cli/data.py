@@ -82,6 +82,11 @@ def cmd_import(args: argparse.Namespace) -> int:
                                  annotations=Path(args.annotations) if args.annotations else None,
                                  invalid=args.invalid, voc_coords=args.voc_coords, name=args.name,
                                  select=not args.no_select)
+        if summary.get("config"):  # selected: defaults chosen from its sizes, conf/fingerprint/<name>.yaml
+            from cvrepro.tasks.defaults import write_dataset_defaults
+
+            chosen = write_dataset_defaults(Path(args.root), Path(summary["config"]["dataset_option"]).stem)
+            summary["defaults"] = {"option": chosen["option"], **chosen["chosen"]}
     print(json.dumps(summary, sort_keys=True, indent=2 if args.json else None))
     invalid = summary["invalid"]
     if invalid["dropped"] or invalid["clipped"]:

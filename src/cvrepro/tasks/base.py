@@ -71,10 +71,10 @@ class Task:
         """The task's keys of the dataset fingerprint (object sizes, mask areas): files as for `objects`."""
         return {}
 
-    def resolution_need(self, fp: dict) -> tuple[float, int, str] | None:
-        """What the input size must resolve: (object side / image long side, pixels it should get, why);
-        None when the labels say nothing of size (then the images' size decides)."""
-        return None
+    def resolution_need(self, fp: dict) -> list[tuple[float, int, str]]:
+        """What the input size must resolve: [(object side / image long side, pixels it should get, why)];
+        the largest size any of them wants is taken. [] when the labels say nothing of size (the images decide)."""
+        return []
 
     def model_defaults(self, fp: dict, size: int, model_cfg: dict) -> list[tuple[str, object, str]]:
         """Model settings that depend on the data at input `size`: [(key under `model`, value, reason)]."""

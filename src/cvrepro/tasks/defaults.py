@@ -66,18 +66,16 @@ def _down32(v: float) -> int:
 
 
 def choose_size(fp: dict, task, budget) -> tuple[int, str]:
-    """The input side: what the smallest objects need (the task says what that is), at most the images' own
-    size (upscaling adds no detail) and the budget's cap."""
+    """The input side: the largest the task's needs want (small objects, detail of the median object), at most
+    the images' own size (upscaling adds no detail) and the budget's cap."""
     max_side, pixels, label = parse_budget(budget)
     images = fp["images"]["count"] or 1
     long_p95 = fp["images"]["long_side"].get("p95") or MIN_SIZE
-    need = task.resolution_need(fp)
-    if need is None:
-        wanted, why = min(NO_OBJECT_SIZE, fp["images"]["long_side"].get("p50") or MIN_SIZE), \
-            f"no object sizes: the images' median longer side, at most {NO_OBJECT_SIZE}"
-    else:
-        rel, target, why = need
-        wanted = target / max(rel, 1e-6)
+    needs = [(target / max(rel, 1e-6), why) for rel, target, why in task.resolution_need(fp)]
+    if not needs:
+        needs = [(min(NO_OBJECT_SIZE, fp["images"]["long_side"].get("p50") or MIN_SIZE),
+                  f"no object sizes: the images' median longer side, at most {NO_OBJECT_SIZE}")]
+    wanted, why = max(needs)
     size = max(MIN_SIZE, min(_up32(wanted), _up32(long_p95)))
     reasons = [f"{why}: wants {wanted:.0f} px"]
     if _up32(wanted) > _up32(long_p95):
@@ -85,7 +83,7 @@ def choose_size(fp: dict, task, budget) -> tuple[int, str]:
     cap = min(max_side, _down32(math.sqrt(pixels / images)))
     if size > cap:
         size = cap
-        reasons.append(f"budget {label} caps it at {cap} for {images} images (small objects will be weak)")
+        reasons.append(f"budget {label} caps it at {cap} for {images} images (what wants more gets less detail)")
     return size, "; ".join(reasons)
 
 
