@@ -80,6 +80,8 @@ def choose_size(fp: dict, task, budget) -> tuple[int, str]:
     reasons = [f"{why}: wants {wanted:.0f} px"]
     if _up32(wanted) > _up32(long_p95):
         reasons.append(f"the images' p95 longer side is {long_p95:.0f} px (no upscaling)")
+    if size == MIN_SIZE and min(_up32(wanted), _up32(long_p95)) < MIN_SIZE:
+        reasons.append(f"at least {MIN_SIZE}")
     cap = min(max_side, _down32(math.sqrt(pixels / images)))
     if size > cap:
         size = cap
@@ -99,7 +101,7 @@ def choose_store(fp: dict, size: int) -> tuple[str, str]:
     raw = fp["images"]["count"] * size * size * 3
     if raw > NPY_LIMIT:
         return "jpeg", f"raw arrays would take {raw / 1024 ** 3:.1f} GiB; JPEG 90 takes about a tenth"
-    return "npy", f"raw arrays take {raw / 1024 ** 2:.0f} MiB: memory-mapped, exact, fastest"
+    return "npy", f"raw arrays take {raw / 1024 ** 2:.1f} MiB: memory-mapped, exact, fastest"
 
 
 def hub_files() -> list[str]:
@@ -145,7 +147,8 @@ def choose(fp: dict, task, params: dict, budget="cpu", hub: list[str] | None = N
 
 def render(name: str, chosen: dict) -> str:
     """The option file: `key: value  # reason`, one a line."""
-    lines = [f"{GENERATED} --write` (budget {chosen['budget']}) from the labels of dataset '{name}'.",
+    lines = [f"{GENERATED} --write` or `cvrepro import` (budget {chosen['budget']}) from the labels of "
+             f"dataset '{name}'.",
              "# Applied whenever dataset '" + name + "' is selected, after the task's defaults; experiments and",
              "# `-S key=value` still win. Rerun after the data changes; delete this file to use the group defaults.",
              *chosen["hints"]]
