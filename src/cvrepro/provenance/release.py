@@ -24,7 +24,7 @@ import yaml
 from cvrepro.dataset import diff as datadiff
 from cvrepro.dataset.fingerprint import summary_lines as fingerprint_lines
 from cvrepro.dataset.splits import SPLIT_NAMES, require_no_empty_split
-from cvrepro.provenance import export, journal, preflight, registry
+from cvrepro.provenance import export, gtotags, journal, preflight, registry
 from cvrepro.config.compose import MISSING, changed_keys
 from cvrepro.core.faults import kill_point
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, read_json, sha256_bytes, sha256_file
@@ -148,6 +148,8 @@ def _publish(root: Path, tag: str, record: dict, notes_md: str, message: str, re
         journal.remove_files(root, files={p: sha256_bytes(b) for p, b in files.items()})
         journal.clear(root)
         raise
+    # `NAME@vX.Y.Z` for DVC's model registry (dvc artifacts get, gto show). A kill before it: `recover` makes it.
+    gtotags.tag_release(root, tag, commit)
     journal.clear(root)
 
 
