@@ -116,8 +116,12 @@ def cmd_import(args: argparse.Namespace) -> int:
                                  invalid=args.invalid, voc_coords=args.voc_coords, name=args.name,
                                  select=not args.no_select, bad_files=args.bad_files, unlabelled=args.unlabelled,
                                  log=lambda line: print(line, file=sys.stderr, flush=True))
-        # Post-import hook: the dataset is written, selected (conf/) and dvc-added here; a step that reads the
-        # imported data (e.g. a dataset fingerprint) goes at this one place, still under the repository lock.
+        # The dataset is written, selected (conf/) and dvc-added; still under the repository lock.
+        if summary.get("config"):  # selected: defaults chosen from its sizes, conf/fingerprint/<name>.yaml
+            from cvrepro.tasks.defaults import write_dataset_defaults
+
+            chosen = write_dataset_defaults(Path(args.root), Path(summary["config"]["dataset_option"]).stem)
+            summary["defaults"] = {"option": chosen["option"], **chosen["chosen"]}
     print(json.dumps(summary, sort_keys=True, indent=2 if args.json else None))
     _print_import_notes(summary)
     return 0

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 from cvrepro.core.fileio import CvreproError, canonical_json, json_text, read_bytes
 from cvrepro.core.problems import Problems
 from cvrepro.core.relpaths import Containment
+from cvrepro.dataset.fingerprint import fingerprint
 from cvrepro.dataset.images import default_workers, inspect_all
 from cvrepro.dataset.index import BoxCheck, attributes_of, load_coco, parse_categories, parse_images, rejected_ids
 from cvrepro.dataset.labelcache import LabelCache, labels_key
@@ -247,6 +248,7 @@ def build_manifest(
     for f in files:
         f["annotations"] = task.objects(f, by_image.pop(f["id"], []), class_map)
     stats = {**_stats(files, class_map, task, ignore_index), **_import_stats(info), **_snapshot_invalid(check)}
+    sizes = fingerprint(files, class_map, task)  # derived, like stats: outside what snapshot_id hashes
     for i, f in enumerate(files):  # in place: an image's parsed labels are freed as its entry is made
         files[i] = _file_entry(f, task)
     class_map_json = {str(k): v for k, v in class_map.items()}
@@ -257,6 +259,7 @@ def build_manifest(
         "class_map": class_map_json,
         "files": files,
         "stats": stats,
+        "fingerprint": sizes,
         "notes": notes,
     }
     labels_cache.save(manifest)

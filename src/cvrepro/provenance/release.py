@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from cvrepro.dataset import diff as datadiff
+from cvrepro.dataset.fingerprint import summary_lines as fingerprint_lines
 from cvrepro.dataset.splits import SPLIT_NAMES, require_no_empty_split
 from cvrepro.provenance import export, gtotags, journal, preflight, registry
 from cvrepro.config.compose import MISSING, changed_keys
@@ -290,6 +291,8 @@ def dataset_notes(record: dict) -> str:
     lines += _md_table(["class", "objects", "change"],
                        [[c, n, f"{record['changelog']['per_class_delta'].get(c, 0):+d}" if prev else "new"]
                         for c, n in s["per_class"].items()])
+    if record.get("fingerprint"):  # sizes that decide preprocessing (dataset/fingerprint.py)
+        lines += ["", "## Fingerprint", *fingerprint_lines(record["fingerprint"])]
     if prev:
         lines += ["", f"## Changes since {prev}", *datadiff.summary_lines(record["changelog"])]
     lines += ["", "## Notes", record["notes"] or "(none)", ""]
@@ -328,6 +331,7 @@ def release_dataset(root: Path = Path("."), version: str | None = None, level: s
         "snapshot_id": current.manifest["snapshot_id"],
         "class_map": current.manifest["class_map"],
         "stats": current.manifest["stats"],
+        "fingerprint": current.manifest.get("fingerprint"),
         "inputs": {k: v for k, v in _lock_hashes(root).items()
                    if k in ("data/raw", "data/labels", str(MANIFEST), str(SPLITS))},
         "split": {k: splits.get(k) for k in ("method", "seed", "ratios", "group_key", "counts")}
