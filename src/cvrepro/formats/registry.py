@@ -1,6 +1,7 @@
 """The one registry of formats: each plug-in is a package `cvrepro.formats.<name>` with
-NAME, TASK (the task its labels are), `detect(src) -> bool`, `read(src) -> Dataset` and
-`write(dataset, dest)`. A new format is one folder here and one line in PLUGINS."""
+NAME, TASK (the task its labels are), WRITES_SPLITS (which splits its layout holds: `formats.splits`
+NAMED, STANDARD or None), `detect(src) -> bool`, `read(src) -> Dataset` and
+`write(dataset, dest, splits=..., location=...)`. A new format is one folder here and one line in PLUGINS."""
 
 from __future__ import annotations
 
