@@ -220,7 +220,7 @@ def test_auto_prefers_the_project_splits_and_a_stale_or_unplaceable_split_is_ref
     assert not (tmp_path / "yolo").exists()
     coco = export_dataset("coco", tmp_path / "coco", root=project)  # any name: extra, and default for the rest
     assert coco["splits"] == {"from": "subsets", "counts": {"extra": 1}, "unsplit": N - 1}
-    with pytest.raises(CvreproError, match="--splits project: data/splits/splits.json not found; run `dvc repro split`"):
+    with pytest.raises(CvreproError, match="--splits project: data/splits/splits.json not found; run `dvc repro"):
         export_dataset("coco", tmp_path / "p", root=project, splits="project")
     with pytest.raises(CvreproError, match="masks: .*img00.png.*has no subset, but others have|not segmentation"):
         export_dataset("masks", tmp_path / "m", root=project)

@@ -355,7 +355,17 @@ def _project_files(root: Path, rev: str | None):
         except Exception as e:  # missing file, data not in the cache nor a remote
             raise CvreproError(f"{path} at revision {rev!r}: cannot read ({type(e).__name__}: {e})") from None
 
-    return read, fs.isfile
+    def exists(path: str) -> bool:
+        """A file at `rev`; a DVC output that dvc.yaml declares but no dvc.lock recorded (the stage had not run)
+        is not there, one recorded but missing from the cache is (and reading it says so)."""
+        try:
+            info = fs.info(path)
+        except FileNotFoundError:
+            return False
+        dvc = info.get("dvc_info") or {}
+        return info.get("type") == "file" and (not dvc.get("isout") or "md5" in dvc)
+
+    return read, exists
 
 
 def project_dataset(root: Path = Path("."), rev: str | None = None, task: str | None = None,
