@@ -251,3 +251,26 @@ def test_every_plugin_declares_its_splits_and_the_cli_offers_the_modes(project: 
               check=False)
     assert res.returncode == 2 and res.stderr.startswith("error: ") and "splits.json not found" in res.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_export_rev_reads_the_splits_the_revision_recorded(project: Path, tmp_path: Path):
+    """Real git + dvc: a tag after `dvc repro split` exports its splits with no checkout and no splits.json in the
+    workspace; a commit before the split stage ran (dvc.yaml declares the output, no dvc.lock records it) has none."""
+    coco_source(tmp_path / "src")
+    run(["cvrepro", "import", "coco", str(tmp_path / "src")], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "data"], project)
+    run(["dvc", "repro", "split"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "split"], project)
+    run(["git", "tag", "-a", "DS-0.1.0", "-m", "first"], project)
+    members = json.loads((project / "data/splits/splits.json").read_text())["splits"]
+    (project / "data/splits/splits.json").unlink()
+
+    res = run(["cvrepro", "export", "--format", "coco", str(tmp_path / "tagged"), "--rev", "DS-0.1.0"], project)
+    assert json.loads(res.stdout)["splits"]["from"] == "project"
+    for name in ("train", "val", "test"):
+        assert files(tmp_path / "tagged/images" / name) == members[name]
+    res = run(["cvrepro", "export", "--format", "coco", str(tmp_path / "before"), "--rev", "HEAD~1"], project)
+    assert json.loads(res.stdout)["splits"] == {"from": "none", "counts": {}}
