@@ -211,6 +211,29 @@ def test_source_subsets_round_trip_through_every_detection_format(project: Path,
         assert subsets(other) == given, fmt
 
 
+def ultralytics_label(image: Path) -> Path:
+    """Where Ultralytics 8.x looks for an image's labels (data/utils.py img2label_paths): the last /images/ of
+    the path becomes /labels/, the extension .txt."""
+    head, tail = str(image).rsplit("/images/", 1)
+    return Path(f"{head}/labels/{tail.rsplit('.', 1)[0]}.txt")
+
+
+def test_a_roboflow_source_exports_where_ultralytics_finds_the_labels(project: Path, tmp_path: Path):
+    src = tmp_path / "rf"
+    for folder, seed in (("train", 1), ("valid", 2)):
+        picture(src / f"{folder}/images/a.jpg", seed=seed)
+        (src / f"{folder}/labels").mkdir(parents=True)
+        (src / f"{folder}/labels/a.txt").write_text(f"{seed - 1} 0.5 0.5 0.5 0.5\n")
+    (src / "data.yaml").write_text("train: train/images\nval: valid/images\nnames: ['zebra', 'apple']\n")
+    import_dataset("yolo", src, root=project, dvc_add=False)
+    assert [im["file_name"] for im in index(project)["images"]] == ["train/images/a.jpg", "valid/images/a.jpg"]
+    out = tmp_path / "out"
+    export_dataset("yolo", out, root=project)
+    assert files(out / "images") == ["train/a.jpg", "val/a.jpg"]  # no images/ folder inside a split
+    for name, cls in (("train", "0"), ("val", "1")):
+        assert ultralytics_label(out / f"images/{name}/a.jpg").read_text().split()[0] == cls
+
+
 def test_auto_prefers_the_project_splits_and_a_stale_or_unplaceable_split_is_refused(project: Path, tmp_path: Path):
     coco_source(tmp_path / "src", {"img00.png": "extra"})
     import_dataset("coco", tmp_path / "src", root=project, dvc_add=False)

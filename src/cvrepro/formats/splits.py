@@ -111,27 +111,31 @@ def choose(mode: str, dataset: Dataset, writes: str | None, fmt: str,
 
 
 def name_in_split(im: dict, split: str | None) -> str:
-    """The image's path inside its split folder: file_name without a leading `<split>/` (or the folder of
-    its own subset, `valid/` in `val`), so an import of the export and a new export give the same path."""
+    """The image's path inside its split folder: file_name without a leading folder that names that split
+    (`train/`, or `valid/` in `val`), so an import of the export and a new export give the same path."""
     name = im["file_name"]
-    if split is None:
+    top = name.split("/", 1)[0] if "/" in name else None
+    if split is None or top is None or (top != split and _standard(top) != split):
         return name
-    subset = str(im.get("subset", ""))
-    for prefix in {split, subset} if subset and (subset == split or _standard(subset) == split) else {split}:
-        if name.startswith(prefix + "/"):
-            return name[len(prefix) + 1:]
-    return name
+    return name[len(top) + 1:]
 
 
-def placed(dataset: Dataset, assignment: Assignment | None, unsplit: str | None = None,
-           by_stem: bool = False) -> dict[int, tuple[str | None, str]]:
+def placed(dataset: Dataset, assignment: Assignment | None, unsplit: str | None = None, by_stem: bool = False,
+           drop: str | None = None) -> dict[int, tuple[str | None, str]]:
     """image id -> (split or `unsplit`, path inside the split folder); two images at one path (or, by_stem,
-    at one path but for the extension: their label files would collide) are refused."""
-    out, seen = {}, {}
+    at one path but for the extension: their label files would collide) are refused, and so is an image in
+    no split (`unsplit` None: at the top) whose path would put it inside a split folder. `drop`: a folder
+    name left out of the path inside a split (YOLO: `images`, see yolo.write)."""
+    out, seen, folders = {}, {}, set(split_names(assignment))
     for im in dataset.images:
         split = (assignment or {}).get(im["id"])
         group, name = split or unsplit, name_in_split(im, split)
+        if split and drop:
+            name = "/".join([part for part in name.split("/")[:-1] if part != drop] + [name.rsplit("/", 1)[-1]])
         key = f"{group}/{name}" if group else name
+        if group is None and key.split("/", 1)[0] in folders:
+            raise CvreproError(f"{ANNOTATIONS}: image {im['file_name']} has no subset but would export into the "
+                               f"{key.split('/', 1)[0]} split's folder; export with --splits project or none")
         key = stem_key(key) if by_stem else key
         if key in seen:
             raise CvreproError(f"{ANNOTATIONS}: images {seen[key]} and {im['file_name']} would both export to "

@@ -197,12 +197,14 @@ def _data_yaml_text(names: list[str], splits: Assignment | None, location: Path 
 
 def write(dataset: Dataset, dest: Path, splits: Assignment | None = None, location: Path | None = None,
           **_options) -> None:
-    """The Ultralytics layout: DEST/images/<split>/<name>, DEST/labels/<split>/<name stem>.txt (an image in no
-    split: images/<file_name>) and DEST/data.yaml (`path: <location>`, `train:`/`val:`/`test:` folders,
+    """The Ultralytics layout: DEST/images/<split>/<name>, DEST/labels/<split>/<name stem>.txt (no `images`
+    folder inside <name>; an image in no split: images/<file_name>) and DEST/data.yaml (`path: <location>`, `train:`/`val:`/`test:` folders,
     `names` by index). Without splits the flat images/<file_name>, labels/, data.yaml with `nc` and `names`."""
     names = contiguous_names(dataset, "yolo")
     by_image = dataset.annotations_by_image()
-    where = placed(dataset, splits, by_stem=True)
+    # Ultralytics finds an image's label by swapping the LAST /images/ of its path for /labels/: an `images`
+    # folder inside the name (Roboflow's train/images/a.jpg) would send it to a folder we do not write
+    where = placed(dataset, splits, by_stem=True, drop="images")
     for im in dataset.images:
         split, name = where[im["id"]]
         rel = f"{split}/{name}" if split else name
