@@ -14,6 +14,7 @@ INVALID_MODES = ("fail", "drop", "clip")  # = dataset.index.INVALID_MODES (compo
 VOC_COORDS = ("plain", "devkit")  # formats.voc.COORDS
 BAD_FILE_MODES = ("fail", "drop")  # formats.common.BAD_FILE_MODES
 UNLABELLED_MODES = ("negative", "drop", "fail")  # formats.common.UNLABELLED_MODES
+SPLIT_MODES = ("auto", "project", "subsets", "none")  # formats.splits.MODES
 
 
 def _print_summary(s: dict) -> None:
@@ -131,7 +132,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from cvrepro.formats.transfer import export_dataset
 
     options = {"voc_coords": args.voc_coords} if args.format == "voc" else {}
-    summary = export_dataset(args.format, Path(args.dest), root=Path(args.root), rev=args.rev, **options)
+    summary = export_dataset(args.format, Path(args.dest), root=Path(args.root), rev=args.rev, splits=args.splits,
+                             **options)
     print(json.dumps(summary, sort_keys=True, indent=2 if args.json else None))
     return 0
 
@@ -172,6 +174,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, choices=format_names())
     p.add_argument("dest", metavar="DEST", help="output folder (must not exist or be empty)")
     p.add_argument("--rev", help="git tag or commit to export from, read through DVC without a checkout")
+    p.add_argument("--splits", choices=SPLIT_MODES, default="auto",
+                   help="which split each image goes in: project (data/splits/splits.json), subsets (the source's, "
+                        "recorded at import), none (flat); auto (default): project if splits.json exists, else "
+                        "subsets if any, else none")
     p.add_argument("--voc-coords", choices=VOC_COORDS, default="plain",
                    help="voc: plain numbers as CVAT/Datumaro/globox read them (default), or devkit 1-based pixels")
     p.add_argument("--root", default=".", help="project root (default: current directory)")

@@ -5,7 +5,8 @@ the result there (the snapshot stage's own checks where it supports the task) an
 only then swaps it in, so a bad source changes nothing; then `dvc add`s both. The
 swap is journaled: at every instant each folder is whole (old or new), and a kill part
 way is settled by the next command (`recover_imports`), never leaving a mix.
-Export reads the workspace, or any git revision through DVC without a checkout,
+Export reads the workspace, or any git revision through DVC without a checkout (the
+labels, the images and data/splits/splits.json), writes the splits (`formats.splits`)
 and builds the output beside DEST before renaming it into place.
 """
 
@@ -26,10 +27,11 @@ from pathlib import Path
 
 from cvrepro.core.faults import kill_point
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, atomic_write_text, write_json
-from cvrepro.core.paths import ANNOTATIONS, LABELS_DIR, PARAMS, RAW_DIR
+from cvrepro.core.paths import ANNOTATIONS, LABELS_DIR, PARAMS, RAW_DIR, SPLITS
 from cvrepro.dataset.masks import decode_mask, mask_png
 from cvrepro.formats.common import BoxCheck, Dataset, FileCheck, read_local, relative_to_src
 from cvrepro.formats.registry import choose, plugin
+from cvrepro.formats.splits import choose as choose_splits, summary as splits_summary
 
 REPORT = "import_report.csv"  # under data/labels: every box --invalid dropped or clipped, every file dropped
 CONF_DATASET = Path("conf/dataset")
@@ -352,9 +354,10 @@ def tasks_of(index: dict) -> set[str]:
     return {t.name for t in tasks.serving(index)}
 
 
-def _project_reader(root: Path, rev: str | None):
+def _project_files(root: Path, rev: str | None):
+    """(read, exists) of project files: the workspace, or git revision `rev` through DVC."""
     if rev is None:
-        return lambda path: read_local(str(root / path))
+        return (lambda path: read_local(str(root / path))), (lambda path: (root / path).is_file())
     from dvc.api import DVCFileSystem
 
     try:
@@ -368,13 +371,24 @@ def _project_reader(root: Path, rev: str | None):
         except Exception as e:  # missing file, data not in the cache nor a remote
             raise CvreproError(f"{path} at revision {rev!r}: cannot read ({type(e).__name__}: {e})") from None
 
-    return read
+    def exists(path: str) -> bool:
+        """A file at `rev`; a DVC output that dvc.yaml declares but no dvc.lock recorded (the stage had not run)
+        is not there, one recorded but missing from the cache is (and reading it says so)."""
+        try:
+            info = fs.info(path)
+        except FileNotFoundError:
+            return False
+        dvc = info.get("dvc_info") or {}
+        return info.get("type") == "file" and (not dvc.get("isout") or "md5" in dvc)
+
+    return read, exists
 
 
-def project_dataset(root: Path = Path("."), rev: str | None = None, task: str | None = None) -> Dataset:
+def project_dataset(root: Path = Path("."), rev: str | None = None, task: str | None = None,
+                    files: tuple | None = None) -> Dataset:
     """The project's dataset (workspace, or git revision `rev` read through DVC) as a Dataset of `task`
     (default: the first the index serves, in the order detection, segmentation, classification)."""
-    read = _project_reader(Path(root), rev)
+    read = (files or _project_files(Path(root), rev))[0]
     where = f"{ANNOTATIONS}" + (f" at revision {rev!r}" if rev else "")
     try:
         index = json.loads(read(str(ANNOTATIONS)))
@@ -400,14 +414,19 @@ def project_dataset(root: Path = Path("."), rev: str | None = None, task: str | 
                    read)
 
 
-def export_dataset(fmt: str, dest: Path, root: Path = Path("."), rev: str | None = None, **options) -> dict:
-    """Write the project's dataset (or that of git revision `rev`) to DEST in format fmt; return a summary."""
+def export_dataset(fmt: str, dest: Path, root: Path = Path("."), rev: str | None = None, splits: str = "auto",
+                   **options) -> dict:
+    """Write the project's dataset (or that of git revision `rev`) to DEST in format fmt, with its splits
+    (`formats.splits`: auto, project, subsets or none); return a summary."""
     dest = Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise CvreproError(f"{dest}: exists and is not an empty directory; refusing to write into it")
     task = plugin(fmt).TASK
+    files = _project_files(Path(root), rev)
     try:
-        dataset = project_dataset(root, rev, task)
+        dataset = project_dataset(root, rev, task, files)
+        source, assignment = choose_splits(splits, dataset, plugin(fmt).WRITES_SPLITS, fmt,
+                                           lambda: files[0](str(SPLITS)) if files[1](str(SPLITS)) else None)
     except CvreproError as e:
         raise CvreproError(f"export --format {fmt}: {e}") from None
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -415,10 +434,10 @@ def export_dataset(fmt: str, dest: Path, root: Path = Path("."), rev: str | None
     try:
         out = work / "out"  # made by mkdir, not mkdtemp: the usual permissions, not 0700
         out.mkdir()
-        plugin(fmt).write(dataset, out, **options)
+        plugin(fmt).write(dataset, out, splits=assignment, location=dest.resolve(), **options)
         if dest.exists():
             dest.rmdir()  # empty, checked above
         out.rename(dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return _summary(fmt, dataset)
+    return {**_summary(fmt, dataset), "splits": splits_summary(source, assignment)}

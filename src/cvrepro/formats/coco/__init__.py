@@ -8,7 +8,7 @@
 
 Category ids become 1..K in the order of the source ids (COCO's own 1..90 with gaps become 1..80); image and
 annotation ids, extra image keys (attributes), extra category keys (`supercategory`) and extra annotation keys
-(`area`, `iscrowd`, `segmentation`, ...) are kept. Export writes the CVAT/Datumaro layout.
+(`area`, `iscrowd`, `segmentation`, ...) are kept. Export writes the CVAT/Datumaro layout, one subset per split.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from cvrepro.core.fileio import CvreproError, read_json, write_json
 from cvrepro.core.problems import is_number
 from cvrepro.core.relpaths import normalize_relpath
 from cvrepro.formats.common import BoxCheck, Dataset, FileCheck
+from cvrepro.formats.splits import NAMED, Assignment, placed
 
 
 NAME = "coco"
 TASK = "detection"
+WRITES_SPLITS = NAMED  # one instances_<subset>.json per subset, any name
 
 
 DEFAULT_SUBSET = "default"  # Datumaro's name for a dataset without subsets
@@ -199,18 +201,19 @@ def read(src: Path, annotations: Path | None = None, check: BoxCheck | None = No
                    {i: f for p in parts for i, f in p[3].items()})
 
 
-def write(dataset: Dataset, dest: Path, **_options) -> None:
-    """The CVAT/Datumaro layout: DEST/annotations/instances_<subset>.json and DEST/images/<subset>/<file_name>,
-    by the image attribute `subset` (`default` without one; a leading `<subset>/` folder is not repeated).
-    Category ids and names as they are."""
+def write(dataset: Dataset, dest: Path, splits: Assignment | None = None, **_options) -> None:
+    """The CVAT/Datumaro layout: DEST/annotations/instances_<split>.json and DEST/images/<split>/<name>, by
+    `splits` (`default` for an image in none, and for all without splits; a leading `<split>/` of the
+    file name is not repeated). Category ids and names as they are; the image attribute `subset` is kept."""
     groups: dict[str, list[dict]] = {}
+    where = placed(dataset, splits, unsplit=DEFAULT_SUBSET)
     for im in dataset.images:
-        groups.setdefault(str(im.get("subset", DEFAULT_SUBSET)), []).append(im)
+        groups.setdefault(where[im["id"]][0], []).append(im)
     by_image = dataset.annotations_by_image()
     for subset, members in groups.items():
         images = []
         for im in members:
-            name = im["file_name"][len(subset) + 1:] if im["file_name"].startswith(subset + "/") else im["file_name"]
+            name = where[im["id"]][1]
             target = dest / "images" / subset / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(dataset.read(dataset.image_source[im["id"]]))

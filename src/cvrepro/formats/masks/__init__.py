@@ -6,7 +6,8 @@ image's displayed size; each pixel is a class id 0..K or 255 (ignore). Every ima
 needs a mask (one without is unlabelled: `--unlabelled drop` leaves it out; there are no
 negatives here); a mask without an image is a bad file (`--bad-files`). In the project a mask
 lives at `data/labels/masks/<image stem>.png` (8-bit grayscale) and the image entry's
-`mask_file` names it.
+`mask_file` names it. When every top folder of `SRC/images/` names a split (train/, val/, test/;
+valid/ ...), as the export with splits writes, it is the image's `subset`.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from cvrepro.formats.common import (
     stem_key,
 )
 from cvrepro.dataset.masks import decode_mask, mask_png
+from cvrepro.formats.splits import STANDARD, Assignment, every_image_split, placed, split_folder_subset
 
 
 NAME = "masks"
 TASK = "segmentation"
+WRITES_SPLITS = STANDARD  # images/<split>/ + masks/<split>/, train/val/test
 
 
 LOOKS_FOR = "images/ + masks/*.png + classes.txt"
@@ -73,6 +76,8 @@ def read(src: Path, ignore_index: int = 255, files: FileCheck | None = None, **_
     found_images = find_images(image_dir)
     masks = _masks(mask_dir, by_stem(found_images, image_dir, files), image_dir, files)
 
+    tops = [p.name for p in image_dir.iterdir() if not p.name.startswith(".")]
+    split_layout = split_folder_subset(tops) and all((image_dir / t).is_dir() for t in tops)
     images, sources, mask_sources = [], {}, {}
     for rel, file in found_images.items():
         mask = masks.get(stem_key(rel))
@@ -83,21 +88,26 @@ def read(src: Path, ignore_index: int = 255, files: FileCheck | None = None, **_
         image_id = len(images) + 1
         check_mask(decode_mask(mask.read_bytes(), mask, stored=False), len(names), (probed["width"], probed["height"]),
                    str(mask), str(file), ignore_index)
-        images.append({"id": image_id, **probed, "mask_file": f"masks/{stem_key(probed['file_name'])}.png"})
+        images.append({"id": image_id, **probed, "mask_file": f"masks/{stem_key(probed['file_name'])}.png",
+                       **({"subset": rel.split("/", 1)[0]} if split_layout else {})})
         sources[image_id], mask_sources[image_id] = str(file), str(mask)
     files.raise_if_any()
     return Dataset(TASK, categories_from_names(names, str(src / "classes.txt")), images, [],
                    sources, mask_sources)
 
 
-def write(dataset: Dataset, dest: Path, **_options) -> None:
-    """DEST/images/<file_name>, DEST/masks/<file_name stem>.png (8-bit class ids), DEST/classes.txt."""
+def write(dataset: Dataset, dest: Path, splits: Assignment | None = None, **_options) -> None:
+    """DEST/images/[<split>/]<name>, DEST/masks/[<split>/]<name stem>.png (8-bit class ids), DEST/classes.txt."""
     names = contiguous_names(dataset, "masks")
+    every_image_split(dataset, splits, "masks")
+    where = placed(dataset, splits, by_stem=True)
     for im in dataset.images:
-        target = dest / "images" / im["file_name"]
+        split, name = where[im["id"]]
+        rel = f"{split}/{name}" if split else name
+        target = dest / "images" / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(dataset.read(dataset.image_source[im["id"]]))
         source = dataset.mask_source[im["id"]]
         mask = decode_mask(dataset.read(source), source, stored=False)
-        atomic_write_bytes(dest / "masks" / (stem_key(im["file_name"]) + ".png"), mask_png(mask))
+        atomic_write_bytes(dest / "masks" / (stem_key(rel) + ".png"), mask_png(mask))
     atomic_write_text(dest / "classes.txt", "".join(f"{n}\n" for n in ["background", *names]))

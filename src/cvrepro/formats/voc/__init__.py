@@ -25,7 +25,8 @@ Classes: `SRC/labelmap.txt` (Datumaro/CVAT: `name:r,g,b:parts:actions`, `backgro
 skipped), else `SRC/classes.txt` or `SRC/labels.txt` (one per line); a name not listed
 is an error. Without any, the sorted names found. Category ids are 1..K in that order.
 Subsets: `SRC/ImageSets/Main/<subset>.txt` (one image id a line) give each image the
-attribute `subset` (`trainval` is skipped when `train` or `val` exists).
+attribute `subset` (`trainval` is skipped when `train` or `val` exists; `default.txt`, Datumaro's list of
+the images in no subset, gives none).
 `difficult`, `truncated`, `occluded` and `pose` are kept on the annotation.
 """
 
@@ -49,10 +50,12 @@ from cvrepro.formats.common import (
     stem_key,
     tidy,
 )
+from cvrepro.formats.splits import NAMED, UNSPLIT, Assignment
 
 
 NAME = "voc"
 TASK = "detection"
+WRITES_SPLITS = NAMED  # ImageSets/Main/<subset>.txt, any name
 
 
 LOOKS_FOR = "JPEGImages/ + Annotations/*.xml, a folder of XML beside a folder of images, or XML beside images"
@@ -172,6 +175,7 @@ def subsets(src: Path) -> dict[str, str]:
     files = {p.stem: p for p in sorted(folder.glob("*.txt"))} if folder.is_dir() else {}
     if "trainval" in files and ({"train", "val"} & set(files)):
         del files["trainval"]
+    files.pop(UNSPLIT, None)  # Datumaro's `default.txt`: the images in no subset
     out: dict[str, str] = {}
     for subset, path in files.items():
         lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
@@ -255,10 +259,11 @@ def _text(parent: ET.Element, tag: str, value) -> ET.Element:
     return el
 
 
-def write(dataset: Dataset, dest: Path, voc_coords: str = "plain", **_options) -> None:
-    """DEST/JPEGImages/<file_name>, DEST/Annotations/<file_name stem>.xml, DEST/ImageSets/Main/<subset>.txt
-    (the image attribute `subset`, else `default`), and the class order in DEST/labelmap.txt (Datumaro's) and
-    DEST/classes.txt: what CVAT/Datumaro and globox read back."""
+def write(dataset: Dataset, dest: Path, voc_coords: str = "plain", splits: Assignment | None = None,
+          **_options) -> None:
+    """DEST/JPEGImages/<file_name>, DEST/Annotations/<file_name stem>.xml, DEST/ImageSets/Main/<split>.txt
+    (by `splits`; `default` for an image in none, and for all without splits), and the class order in
+    DEST/labelmap.txt (Datumaro's) and DEST/classes.txt: what CVAT/Datumaro and globox read back."""
     if voc_coords not in COORDS:
         raise CvreproError(f"--voc-coords {voc_coords!r}: choose one of {', '.join(COORDS)}")
     shift = SHIFT[voc_coords]
@@ -270,7 +275,7 @@ def write(dataset: Dataset, dest: Path, voc_coords: str = "plain", **_options) -
         target = dest / "JPEGImages" / im["file_name"]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-        image_sets.setdefault(str(im.get("subset", "default")), []).append(stem_key(im["file_name"]))
+        image_sets.setdefault((splits or {}).get(im["id"]) or UNSPLIT, []).append(stem_key(im["file_name"]))
         with Image.open(BytesIO(data)) as pil:
             depth = len(pil.getbands())
         root = ET.Element("annotation")

@@ -32,10 +32,12 @@ from cvrepro.formats.common import (
     stem_key,
     tidy,
 )
+from cvrepro.formats.splits import STANDARD, Assignment, placed, split_names
 
 
 NAME = "yolo"
 TASK = "detection"
+WRITES_SPLITS = STANDARD  # data.yaml names train/val/test folders only
 
 
 SUBSETS = ("train", "val", "test")  # the data.yaml keys that name image folders
@@ -193,25 +195,40 @@ def _number(v: float) -> str:
     return f"{v:.10f}".rstrip("0").rstrip(".") or "0"
 
 
-def write(dataset: Dataset, dest: Path, **_options) -> None:
-    """DEST/images/<file_name>, DEST/labels/<file_name stem>.txt, DEST/data.yaml (names in id order, and
-    `train:`/`val:`/`test:` image folders where every image of a subset lies under `<subset>/`)."""
+def _label_text(im: dict, anns: list[dict]) -> str:
+    lines = []
+    for a in sorted(anns, key=lambda a: a["id"]):
+        x, y, w, h = a["bbox"]
+        values = [(x + w / 2) / im["width"], (y + h / 2) / im["height"], w / im["width"], h / im["height"]]
+        lines.append(" ".join([str(a["category_id"] - 1)] + [_number(v) for v in values]))
+    return "".join(f"{s}\n" for s in lines)
+
+
+def _data_yaml_text(names: list[str], splits: Assignment | None, location: Path | None) -> str:
+    """Ultralytics' dataset YAML: `path` (the export folder), the split image folders and `names` by index;
+    without splits the flat layout's `nc` and `names` list."""
+    if splits is None:
+        return yaml.safe_dump({"nc": len(names), "names": names}, sort_keys=False)
+    folders = {s: f"images/{s}" for s in split_names(splits)}
+    data = {"path": str(location) if location else ".", **folders, "names": dict(enumerate(names))}
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def write(dataset: Dataset, dest: Path, splits: Assignment | None = None, location: Path | None = None,
+          **_options) -> None:
+    """The Ultralytics layout: DEST/images/<split>/<name>, DEST/labels/<split>/<name stem>.txt (no `images`
+    folder inside <name>; an image in no split: images/<file_name>) and DEST/data.yaml (`path: <location>`, `train:`/`val:`/`test:` folders,
+    `names` by index). Without splits the flat images/<file_name>, labels/, data.yaml with `nc` and `names`."""
     names = contiguous_names(dataset, "yolo")
     by_image = dataset.annotations_by_image()
+    # Ultralytics finds an image's label by swapping the LAST /images/ of its path for /labels/: an `images`
+    # folder inside the name (Roboflow's train/images/a.jpg) would send it to a folder we do not write
+    where = placed(dataset, splits, by_stem=True, drop="images")
     for im in dataset.images:
-        target = dest / "images" / im["file_name"]
+        split, name = where[im["id"]]
+        rel = f"{split}/{name}" if split else name
+        target = dest / "images" / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(dataset.read(dataset.image_source[im["id"]]))
-        lines = []
-        for a in sorted(by_image[im["id"]], key=lambda a: a["id"]):
-            x, y, w, h = a["bbox"]
-            values = [(x + w / 2) / im["width"], (y + h / 2) / im["height"], w / im["width"], h / im["height"]]
-            lines.append(" ".join([str(a["category_id"] - 1)] + [_number(v) for v in values]))
-        atomic_write_text(dest / "labels" / (stem_key(im["file_name"]) + ".txt"), "".join(f"{s}\n" for s in lines))
-    folders = {}
-    for subset in SUBSETS:
-        members = [im["file_name"] for im in dataset.images if im.get("subset") == subset]
-        if members and all(name.startswith(subset + "/") for name in members):
-            folders[subset] = f"images/{subset}"
-    data = {"path": ".", **folders, "nc": len(names), "names": names} if folders else {"nc": len(names), "names": names}
-    atomic_write_text(dest / "data.yaml", yaml.safe_dump(data, sort_keys=False))
+        atomic_write_text(dest / "labels" / (stem_key(rel) + ".txt"), _label_text(im, by_image[im["id"]]))
+    atomic_write_text(dest / "data.yaml", _data_yaml_text(names, splits, location))
