@@ -17,11 +17,12 @@ from cvrepro.dataset.fingerprint import percentiles
 STRIDES = (8, 16, 32)
 LOCATIONS = 4
 BOX_TARGET = STRIDES[0] * LOCATIONS  # px: the side a small object should keep after resizing
-# px: the side the median object should keep, for detail. Calibrated on the runs of issue 19 (raccoon, median
-# object 0.59 of the frame): 128 px stretched (median object ~75 px) test AP50 0.111, 320 letterboxed (~190 px)
-# 0.333; the same move on a 640x480 microscopy set 0.569 -> 0.698. Two measurements: a starting point, not a law.
+# px: the side the median object should keep, for detail. From the runs of issue 19 on natural photos of one
+# large class (median object ~0.6 of the frame): 128 px stretched (median object ~75 px) test AP50 0.111 and 0.595,
+# 320 letterboxed (~190 px) 0.333 and 0.713; the same move on a 640x480 microscopy set 0.569 -> 0.698. Three
+# measurements: a starting point, not a law.
 DETAIL = 192
-DETAIL_MEASURED = "raccoon measured AP50 0.111 at ~75 px, 0.333 at ~190 px (issue 19)"
+DETAIL_MEASURED = "natural photos measured test AP50 0.111 / 0.595 at ~75 px, 0.333 / 0.713 at ~190 px (issue 19)"
 MASK_TARGET = 16  # px: 2 cells of unet_small's coarsest (stride-8) level
 
 
