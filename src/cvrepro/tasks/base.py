@@ -10,6 +10,7 @@ registered with `tasks.register`, plus one `conf/task/<name>.yaml`.
 Each stage's use, in pipeline order:
 - snapshot:   `annotations_required`, `labels_in_index`, `parse_labels`, `check_labels_on_disk`, `objects`,
               `label_entry`, `extra_stats`            (dataset/manifest.py)
+- snapshot:   `duplicate_conflict` (do two copies of a picture carry the same labels; dataset/duplicates.py)
 - split:      `split_summary`                         (stages/split.py)
 - preprocess: `layout`, `write_split`, `preprocess_info` (dataset/processed.py)
 - train:      `train_set`, `model_builders`, `build_model`, `output_spec` (learning/)
@@ -63,6 +64,13 @@ class Task:
 
     def extra_stats(self, files: list[dict], class_map: dict[int, str], ignore_index: int) -> dict:
         return {}
+
+    def duplicate_conflict(self, a: dict, b: dict, cfg: dict) -> str | None:
+        """Why the labels of two copies of one picture disagree, or None if they agree. a, b: their manifest
+        entries (path, width, height, labels_hash, ...) plus `labels`, the labels as `parse_labels` reduced them;
+        cfg: `dataset.duplicates` (label_iou). Default: any difference is a conflict."""
+        same = a["labels_hash"] == b["labels_hash"] and (a["width"], a["height"]) == (b["width"], b["height"])
+        return None if same else "labels differ"
 
     # ----------------------------------------------------------------- split
     def split_summary(self, manifest: dict, members: dict[str, list[str]], ratios: dict) -> dict:
