@@ -91,7 +91,11 @@ def dhashes(raw_dir: Path, files: list[dict], cache_path: Path | None, workers: 
     """The dHash of every manifest entry (`path`, `md5`), as uint64 in `files` order; only contents missing from
     the cache are read."""
     cache = HashCache(cache_path)
-    todo = sorted({f["md5"]: f["path"] for f in files if f["md5"] not in cache.entries}.items())
+    first: dict[str, str] = {}  # md5 -> the first path with it: copies are read once
+    for f in files:
+        if f["md5"] not in cache.entries:
+            first.setdefault(f["md5"], f["path"])
+    todo = sorted(first.items())
     raw = str(raw_dir) + "/"
     for (md5, _), value in zip(todo, _hash_all([raw + p for _, p in todo], workers)):
         cache.entries[md5] = value
