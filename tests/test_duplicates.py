@@ -146,6 +146,17 @@ def test_near_pairs_equals_the_brute_force_search():
         assert found == {(int(a), int(b), int(d[a, b])) for a, b in zip(i, j)}
 
 
+def test_a_file_that_does_not_decode_has_no_hash_and_still_finds_its_exact_copy(tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8" + b"\x00" * 100 + b"\xff\xd9")
+    assert dhash._safe_dhash(str(broken)) is None
+    files = [{"path": "a.jpg", "md5": "1" * 32}, {"path": "b.jpg", "md5": "1" * 32}, {"path": "c.jpg", "md5": "2" * 32}]
+    hashes = (np.array([0, 0, 0], dtype=np.uint64), np.array([False, False, True]))
+    from cvrepro.dataset.duplicates import find_groups
+    (group,) = find_groups(files, hashes, 3)
+    assert [m["path"] for m in group["members"]] == ["a.jpg", "b.jpg"] and group["members"][0]["dhash"] is None
+
+
 def test_a_bad_threshold_is_one_clear_line(tmp_path, params):
     write_dataset(tmp_path, distinct(3))
     bad = copy.deepcopy(params)

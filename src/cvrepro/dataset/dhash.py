@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+from tqdm import tqdm
 
 from cvrepro.core.fileio import atomic_write_chunks
 
@@ -45,12 +46,23 @@ def dhash_file(path: str) -> int:
     return int(np.packbits(bits).view(">u8")[0])
 
 
-def _hash_all(paths: list[str], workers: int) -> list[int]:
-    if workers <= 1 or len(paths) < POOL_MIN_IMAGES:
-        return [dhash_file(p) for p in paths]
-    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return list(pool.map(dhash_file, paths, chunksize=64))
+def _safe_dhash(path: str) -> int | None:
+    """dhash_file, or None for a file that does not decode (snapshot checked headers and completeness only;
+    preprocess decodes every image and names one that fails): it is then left out of the near search."""
+    try:
+        return dhash_file(path)
+    except Exception:  # PIL raises OSError, SyntaxError, ValueError, ... for broken data
+        return None
+
+
+def _hash_all(paths: list[str], workers: int) -> list[int | None]:
+    bar = tqdm(total=len(paths), desc="duplicates", unit="img", disable=None, file=sys.stderr)
+    with bar:
+        if workers <= 1 or len(paths) < POOL_MIN_IMAGES:
+            return [bar.update() or _safe_dhash(p) for p in paths]
+        context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            return [bar.update() or h for h in pool.map(_safe_dhash, paths, chunksize=64)]
 
 
 class HashCache:
@@ -87,9 +99,9 @@ class HashCache:
             print(f"warning: {self.path}: cannot save the duplicate hash cache ({e.strerror or e})", file=sys.stderr)
 
 
-def dhashes(raw_dir: Path, files: list[dict], cache_path: Path | None, workers: int) -> np.ndarray:
-    """The dHash of every manifest entry (`path`, `md5`), as uint64 in `files` order; only contents missing from
-    the cache are read."""
+def dhashes(raw_dir: Path, files: list[dict], cache_path: Path | None, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the dHash of every manifest entry (`path`, `md5`) as uint64, whether it has one), in `files` order; only
+    contents missing from the cache are read. A file that does not decode has none (and is not cached)."""
     cache = HashCache(cache_path)
     first: dict[str, str] = {}  # md5 -> the first path with it: copies are read once
     for f in files:
@@ -98,10 +110,13 @@ def dhashes(raw_dir: Path, files: list[dict], cache_path: Path | None, workers: 
     todo = sorted(first.items())
     raw = str(raw_dir) + "/"
     for (md5, _), value in zip(todo, _hash_all([raw + p for _, p in todo], workers)):
-        cache.entries[md5] = value
+        if value is not None:
+            cache.entries[md5] = value
     if todo or len(cache.entries) != len({f["md5"] for f in files}):
         cache.save([f["md5"] for f in files])
-    return np.fromiter((cache.entries[f["md5"]] for f in files), dtype=np.uint64, count=len(files))
+    values = [cache.entries.get(f["md5"]) for f in files]
+    valid = np.fromiter((v is not None for v in values), dtype=bool, count=len(files))
+    return np.fromiter((v or 0 for v in values), dtype=np.uint64, count=len(files)), valid
 
 
 def distance(a: int, b: int) -> int:

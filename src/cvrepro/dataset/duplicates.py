@@ -74,12 +74,15 @@ def _links(files: list[dict], hashes: np.ndarray | None, threshold: int | None) 
         if j != i:
             links.append((j, i, 0))
     if hashes is not None and threshold is not None:
-        links += [tuple(int(v) for v in row) for row in near_pairs(hashes, threshold)]
+        hashes, valid = hashes if isinstance(hashes, tuple) else (hashes, np.ones(len(hashes), dtype=bool))
+        keep = np.flatnonzero(valid)  # a file that did not decode has no hash: exact links only
+        links += [(int(keep[i]), int(keep[j]), int(d)) for i, j, d in near_pairs(hashes[keep], threshold)]
     return links
 
 
-def find_groups(files: list[dict], hashes: np.ndarray | None, threshold: int | None) -> list[dict]:
-    """Groups of duplicates among manifest entries (sorted by path), each {kind, members, links}."""
+def find_groups(files: list[dict], hashes, threshold: int | None) -> list[dict]:
+    """Groups of duplicates among manifest entries (sorted by path), each {kind, members, links}. hashes: None,
+    a uint64 array in `files` order, or (that array, which entries have a hash) as `dhashes` gives."""
     forest, tree = _Forest(len(files)), []
     for i, j, d in _links(files, hashes, threshold):
         if forest.join(i, j):
@@ -87,6 +90,7 @@ def find_groups(files: list[dict], hashes: np.ndarray | None, threshold: int | N
     members: dict[int, list[int]] = {}
     for i in sorted({k for link in tree for k in link[:2]}):
         members.setdefault(forest.root(i), []).append(i)
+    hex_of = _hex(hashes, len(files))
     links_of: dict[int, list] = {}
     for i, j, d in tree:
         links_of.setdefault(forest.root(i), []).append(
@@ -97,10 +101,17 @@ def find_groups(files: list[dict], hashes: np.ndarray | None, threshold: int | N
         groups.append({
             "kind": "exact" if len({files[i]["md5"] for i in idx}) == 1 else "near",
             "members": [{"path": files[i]["path"], "md5": files[i]["md5"],
-                         "dhash": None if hashes is None else f"{int(hashes[i]):016x}"} for i in idx],
+                         "dhash": hex_of[i]} for i in idx],
             "links": sorted(links_of[root], key=lambda e: (e["a"], e["b"])),
         })
     return sorted(groups, key=lambda g: g["members"][0]["path"])
+
+
+def _hex(hashes, n: int) -> list[str | None]:
+    if hashes is None:
+        return [None] * n
+    values, valid = hashes if isinstance(hashes, tuple) else (hashes, np.ones(n, dtype=bool))
+    return [f"{int(v):016x}" if ok else None for v, ok in zip(values, valid)]
 
 
 def _labels_of(index_path: Path, task, invalid: str, image_ids: set[int]) -> dict[int, list[dict]]:
