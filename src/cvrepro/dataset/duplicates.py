@@ -90,7 +90,6 @@ def find_groups(files: list[dict], hashes, threshold: int | None) -> list[dict]:
     members: dict[int, list[int]] = {}
     for i in sorted({k for link in tree for k in link[:2]}):
         members.setdefault(forest.root(i), []).append(i)
-    hex_of = _hex(hashes, len(files))
     links_of: dict[int, list] = {}
     for i, j, d in tree:
         links_of.setdefault(forest.root(i), []).append(
@@ -101,17 +100,18 @@ def find_groups(files: list[dict], hashes, threshold: int | None) -> list[dict]:
         groups.append({
             "kind": "exact" if len({files[i]["md5"] for i in idx}) == 1 else "near",
             "members": [{"path": files[i]["path"], "md5": files[i]["md5"],
-                         "dhash": hex_of[i]} for i in idx],
+                         "dhash": _hex(hashes, i)} for i in idx],
             "links": sorted(links_of[root], key=lambda e: (e["a"], e["b"])),
         })
     return sorted(groups, key=lambda g: g["members"][0]["path"])
 
 
-def _hex(hashes, n: int) -> list[str | None]:
+def _hex(hashes, i: int) -> str | None:
+    """Entry i's dHash as 16 hex digits; None without one."""
     if hashes is None:
-        return [None] * n
-    values, valid = hashes if isinstance(hashes, tuple) else (hashes, np.ones(n, dtype=bool))
-    return [f"{int(v):016x}" if ok else None for v, ok in zip(values, valid)]
+        return None
+    values, valid = hashes if isinstance(hashes, tuple) else (hashes, None)
+    return f"{int(values[i]):016x}" if valid is None or valid[i] else None
 
 
 def _labels_of(index_path: Path, task, invalid: str, image_ids: set[int]) -> dict[int, list[dict]]:
