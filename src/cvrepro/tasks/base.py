@@ -12,6 +12,7 @@ Each stage's use, in pipeline order:
               `label_entry`, `extra_stats`            (dataset/manifest.py)
               `fingerprint_labels`                    (dataset/fingerprint.py)
 - defaults:   `resolution_need`, `model_defaults`    (tasks/defaults.py: settings chosen from the fingerprint)
+- snapshot:   `duplicate_conflict` (do two copies of a picture carry the same labels; dataset/duplicates.py)
 - split:      `split_summary`                         (stages/split.py)
 - preprocess: `layout`, `write_split`, `preprocess_info` (dataset/processed.py)
 - train:      `train_set`, `model_builders`, `build_model`, `output_spec` (learning/)
@@ -79,6 +80,14 @@ class Task:
     def model_defaults(self, fp: dict, size: int, model_cfg: dict) -> list[tuple[str, object, str]]:
         """Model settings that depend on the data at input `size`: [(key under `model`, value, reason)]."""
         return []
+
+    # ----------------------------------------------------------------- duplicates
+    def duplicate_conflict(self, a: dict, b: dict, cfg: dict) -> str | None:
+        """Why the labels of two copies of one picture disagree, or None if they agree. a, b: their manifest
+        entries (path, width, height, labels_hash, ...) plus `labels`, the labels as `parse_labels` reduced them;
+        cfg: `dataset.duplicates` (label_iou). Default: any difference is a conflict."""
+        same = a["labels_hash"] == b["labels_hash"] and (a["width"], a["height"]) == (b["width"], b["height"])
+        return None if same else "labels differ"
 
     # ----------------------------------------------------------------- split
     def split_summary(self, manifest: dict, members: dict[str, list[str]], ratios: dict) -> dict:

@@ -165,6 +165,11 @@ class Classification(Task):
                            [predicted[i] for i in shown], [top[i] for i in shown], class_names, ctx["grid_path"])
         return metrics
 
+    # snapshot: duplicates
+    def duplicate_conflict(self, a, b, cfg):
+        ca, cb = a.get("category_id"), b.get("category_id")
+        return None if ca == cb else f"class {ca} vs {cb}"
+
     # formats
     def serves(self, index):
         anns = index.get("annotations") or []
