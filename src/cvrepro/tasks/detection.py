@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from cvrepro.core.fileio import read_json
+from cvrepro.core.fileio import canonical_json, read_json
 from cvrepro.core.paths import PLOTS_DIR
 from cvrepro.core.problems import Problems, is_int
 from cvrepro.dataset.index import (BoxCheck, annotations_file, box_problem, canonical_number, checked_annotations,
@@ -248,6 +248,15 @@ class Detection(Task):
                 prediction_grid([data.images[i].transpose(1, 2, 0) for i in shown], [gts[i] for i in shown],
                                 [preds[i] for i in shown], class_names, ctx["grid_path"], score_threshold=threshold)
         return metrics
+
+    # check
+    def health_findings(self, manifest, index, cfg):
+        from cvrepro.dataset.health import box_findings
+
+        return box_findings(manifest["files"], index.get("annotations") or [], manifest["class_map"], cfg)
+
+    def label_signature(self, entry, labels):  # the boxes and classes, not the annotation ids
+        return canonical_json(sorted([a.get("category_id"), [float(v) for v in a.get("bbox") or []]] for a in labels))
 
     # formats
     def serves(self, index):
