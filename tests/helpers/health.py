@@ -21,7 +21,7 @@ def make_unhealthy(root: Path, leak: bool = True) -> dict:
     """The demo (20 images) plus: a doubled box (image 1), a tiny one (2), a huge one (3), a 15:1 one (4),
     40 boxes on image 5, no labels on image 6, an exact copy of image 7 (`copy_7.png`; subset train / test
     when `leak`, so `split.method: subset` puts them apart) and a copy of image 8 labelled otherwise
-    (`copy_8.png`, both in train). Returns the facts the tests check against."""
+    (`copy_8.png`, both in test; the other images split by the hash). Returns the facts the tests check against."""
     generate_demo(root, seed=3, n_images=IMAGES)
     path = root / "data/labels/annotations.json"
     coco = json.loads(path.read_text())
@@ -37,7 +37,7 @@ def make_unhealthy(root: Path, leak: bool = True) -> dict:
               for k in range(40)]
     anns = [a for a in anns if a["image_id"] != 6] + extra
     for image_id, name, subsets in ((7, "copy_7.png", ("train", "test" if leak else "train")),
-                                    (8, "copy_8.png", ("train", "train"))):
+                                    (8, "copy_8.png", ("test", "test"))):
         src = images[image_id]
         shutil.copyfile(root / "data/raw" / src["file_name"], root / "data/raw" / name)
         new_id = max(images) + 1
@@ -48,8 +48,6 @@ def make_unhealthy(root: Path, leak: bool = True) -> dict:
             relabel = image_id == 8 and a is first[8]
             anns.append({**a, "id": next_id, "image_id": new_id,
                          "category_id": a["category_id"] % 3 + 1 if relabel else a["category_id"]})
-    for im in images.values():
-        im.setdefault("subset", "train")
     coco["annotations"], coco["images"] = anns, list(images.values())
     path.write_text(json.dumps(coco, indent=1))
     names = {i: images[i]["file_name"] for i in (1, 2, 3, 4, 5, 6, 7, 8)}
