@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from cvrepro.core.fileio import CvreproError
+
 BLOCKING = ("leakage", "label_conflicts")  # what `check.policy: strict` refuses a release on
 
 DEFAULTS: dict[str, Any] = {  # = conf/check/default.yaml, for params.yaml files composed before it existed
@@ -65,16 +67,18 @@ class Boxes:
         self.files = files
         ids = np.fromiter((f["image_id"] for f in files), dtype=np.int64, count=len(files))
         order = np.argsort(ids, kind="stable")
-        rows = [(a["image_id"], a["category_id"], *a["bbox"]) for a in annotations
-                if not a.get("iscrowd") and isinstance(a.get("bbox"), list) and len(a["bbox"]) == 4]
-        table = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
-        image_ids = table[:, 0].astype(np.int64)
+        kept = [a for a in annotations if not a.get("iscrowd")]  # crowd regions are for evaluation only
+        try:  # snapshot checked every field; a labels file edited since is said, not a traceback
+            image_ids = np.fromiter((a["image_id"] for a in kept), dtype=np.int64, count=len(kept))
+            category = np.fromiter((a["category_id"] for a in kept), dtype=np.int64, count=len(kept))
+            xywh = np.asarray([a["bbox"] for a in kept], dtype=np.float64).reshape(-1, 4)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CvreproError(f"the labels index has an annotation the snapshot did not check ({type(e).__name__}: "
+                               f"{e}): run `dvc repro snapshot` first") from None
         pos = np.searchsorted(ids[order], image_ids).clip(0, max(len(ids) - 1, 0))
         known = (ids[order][pos] == image_ids) if len(ids) else np.zeros(len(image_ids), bool)
-        table, pos = table[known], pos[known]
-        self.image = order[pos]
-        self.category = table[:, 1].astype(np.int64)
-        self.x, self.y, self.w, self.h = (table[:, i] for i in (2, 3, 4, 5))
+        self.image, self.category, xywh = order[pos[known]], category[known], xywh[known]
+        self.x, self.y, self.w, self.h = xywh.T
         sizes = np.array([[f["width"], f["height"]] for f in files], dtype=np.float64).reshape(-1, 2)
         self.img_w, self.img_h = sizes[self.image, 0], sizes[self.image, 1]
 
