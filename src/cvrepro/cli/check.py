@@ -18,9 +18,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     root = Path(args.root)
     params = load_params(root / PARAMS)
     cfg = check.settings(params, args.policy)
-    report = check.gather(*check.load_workspace(root, params), cfg, root)
+    manifest, index, splits = check.load_workspace(root, params)
+    report = check.gather(manifest, index, splits, cfg, root)
     if args.sheet:
-        drawn = check.write_sheet(report, root, Path(args.sheet))
+        drawn = check.write_sheet(report, root, Path(args.sheet), manifest, index)
         print(f"wrote {args.sheet}: {drawn} cases" if drawn else f"{args.sheet}: not written, nothing to show",
               file=sys.stderr)
     print(json.dumps(report, sort_keys=True, indent=2) if args.json else check.render_text(report))

@@ -188,33 +188,49 @@ def for_release(manifest: dict, index: dict, splits: dict | None, params: dict, 
 # --------------------------------------------------------------------------- picture sheet
 
 
-def sheet_cases(report: dict, limit: int) -> list[dict]:
-    """The worst cases, blocking first: {title, panels: [(path, [bbox xywh...])]}."""
+def image_labels(manifest: dict, index: dict, paths: set[str]) -> dict[str, list[tuple[list | None, str]]]:
+    """path -> its labels as (bbox xywh or None, class name), for the images a sheet shows."""
+    names = manifest["class_map"]
+    ids = {f["image_id"]: f["path"] for f in manifest["files"] if f["path"] in paths}
+    out: dict[str, list] = {p: [] for p in ids.values()}
+    for a in index.get("annotations") or []:
+        p = ids.get(a.get("image_id"))
+        if p is not None:
+            out[p].append((a.get("bbox"), names.get(str(a.get("category_id")), str(a.get("category_id")))))
+    return out
+
+
+def sheet_cases(report: dict, limit: int, labels=lambda path: []) -> list[dict]:
+    """The worst cases, blocking first: {title, panels: [(path, [(bbox xywh or None, caption)])], zoom}.
+    `labels(path)`: an image's labels, drawn on copies and crowded images so a conflict shows."""
     cases: list[dict] = []
     f = report["findings"]
     for name in ("leakage", "label_conflicts"):
         for it in (f.get(name) or {}).get("items", []):
             tail = f" {it['splits'][0]}/{it['splits'][1]}" if "splits" in it else ""
-            cases.append({"title": f"{name}{tail}", "panels": [(it["a"], []), (it["b"], [])]})
+            cases.append({"title": f"{name}{tail}", "panels": [(it["a"], labels(it["a"])), (it["b"], labels(it["b"]))]})
     for it in (f.get("duplicates") or {}).get("items", []):
-        cases.append({"title": f"duplicates ({it['kind']})", "panels": [(p, []) for p in it["members"][:2]]})
+        cases.append({"title": f"duplicates ({it['kind']})", "panels": [(p, labels(p)) for p in it["members"][:2]]})
     for name in ("near_identical_boxes", "tiny_boxes", "huge_boxes", "aspect_outliers"):
         for it in (f.get(name) or {}).get("items", []):
-            boxes = [it["bbox"]] + ([it["other_bbox"]] if "other_bbox" in it else [])
+            boxes = [(it["bbox"], it["class"])] + ([(it["other_bbox"], it["class"])] if "other_bbox" in it else [])
             cases.append({"title": f"{name}: {it['class']}", "panels": [(it["path"], boxes), (it["path"], boxes[:1])],
                           "zoom": True})
     for name in ("boxes_per_image", "unlabeled_images"):
         for it in (f.get(name) or {}).get("items", []):
-            cases.append({"title": name, "panels": [(it["path"], [])]})
+            cases.append({"title": name, "panels": [(it["path"], labels(it["path"]))]})
     return cases[:limit]
 
 
-def write_sheet(report: dict, root: Path, out: Path) -> int:
+def write_sheet(report: dict, root: Path, out: Path, manifest: dict | None = None, index: dict | None = None) -> int:
     """One PNG of the worst cases (images from data/raw, boxes drawn, a zoom on a flagged box); returns the
-    number of cases drawn (0: nothing written)."""
+    number of cases drawn (0: nothing written). With the manifest and labels index, copies show their labels."""
     from cvrepro.provenance.checksheet import draw_sheet
 
-    cases = sheet_cases(report, int(report["thresholds"]["sheet_items"]))
+    limit = int(report["thresholds"]["sheet_items"])
+    shown = {p for c in sheet_cases(report, limit) for p, _ in c["panels"]}
+    known = image_labels(manifest, index, shown) if manifest is not None and index is not None else {}
+    cases = sheet_cases(report, limit, lambda path: known.get(path, []))
     if cases:  # every check clean: no picture to look at
         draw_sheet(cases, Path(root) / RAW_DIR, out)
     return len(cases)

@@ -19,6 +19,8 @@ PANEL = 192  # pixels a side
 GAP = 4
 COLS = 3  # cells a row
 BOX = (230, 25, 75)
+FONT_PX = 12  # a caption's height
+MAX_CAPTIONS = 8  # a crowded panel shows its boxes without their class names
 ZOOM_MARGIN = 1.0  # the zoom shows the box and this many box sizes around it
 
 
@@ -37,27 +39,36 @@ def _zoom(box: list[float], width: int, height: int) -> tuple[int, int, int, int
             min(height, math.ceil(y + h + m)))
 
 
-def panel(raw: Path, rel: str, boxes: list[list[float]], zoom: bool) -> Image.Image:
-    """The image (or the zoom around its first box) fitted into PANEL x PANEL, boxes outlined."""
+def panel(raw: Path, rel: str, boxes: list[tuple[list | None, str]], zoom: bool) -> Image.Image:
+    """The image (or the zoom around its first box) fitted into PANEL x PANEL, boxes outlined and captioned;
+    labels without a box (a classification's class) are written along the bottom."""
     out = Image.new("RGB", (PANEL, PANEL), (40, 40, 40))
     im = _open(raw, rel)
-    draw = ImageDraw.Draw(out)
+    draw, font = ImageDraw.Draw(out), _font()
     if im is None:
-        draw.text((6, 6), "unreadable", fill=(255, 255, 255), font=_font())
+        draw.text((6, 6), "unreadable", fill=(255, 255, 255), font=font)
         return out
-    left, top, right, bottom = _zoom(boxes[0], *im.size) if zoom and boxes else (0, 0, *im.size)
+    framed = [(b, c) for b, c in boxes if b is not None]
+    left, top, right, bottom = _zoom(framed[0][0], *im.size) if zoom and framed else (0, 0, *im.size)
     crop = im.crop((left, top, right, bottom))
     s = PANEL / max(crop.size[0], crop.size[1], 1)
     size = (max(1, round(crop.size[0] * s)), max(1, round(crop.size[1] * s)))
     out.paste(crop.resize(size, Image.Resampling.NEAREST if s > 1 else Image.Resampling.BILINEAR), (0, 0))
-    for x, y, w, h in boxes:
+    for (x, y, w, h), caption in framed:
         x0, y0 = (x - left) * s, (y - top) * s
         draw.rectangle([x0, y0, max(x0 + 1, x0 + w * s - 1), max(y0 + 1, y0 + h * s - 1)], outline=BOX, width=2)
+        if not zoom and len(framed) <= MAX_CAPTIONS:
+            draw.text((x0 + 2, max(0, y0 - FONT_PX)), caption, fill=BOX, font=font)
+    loose = ", ".join(c for b, c in boxes if b is None)
+    if loose:
+        draw.rectangle([0, PANEL - FONT_PX - 4, PANEL, PANEL], fill=TITLE_BG)
+        draw.text((3, PANEL - FONT_PX - 3), loose[:40], fill=TITLE_FG, font=font)
     return out
 
 
 def draw_sheet(cases: list[dict], raw: Path, out: Path) -> None:
-    """cases: {title, panels: [(path, boxes xywh)], zoom: the second panel zooms on the first box}."""
+    """cases: {title, panels: [(path, [(bbox xywh or None, caption)])], zoom: the second panel zooms on the
+    first box}."""
     font = _font()
     per = max(len(c["panels"]) for c in cases)
     cell_w, cell_h = per * PANEL + (per - 1) * GAP, TITLE_H + PANEL
