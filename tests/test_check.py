@@ -218,3 +218,17 @@ def test_release_dataset_refuses_a_leak_under_strict_and_warns_under_warn(tmp_pa
     assert record["health"]["counts"]["leakage"] == 1 and record["health"]["errors"] == 2
     notes = (warn / "data/releases/DS-0.1.0.md").read_text()
     assert "## Health" in notes and "copy_7.png" in notes
+
+
+def test_label_signatures_ignore_annotation_ids_and_a_stale_labels_file_is_one_line():
+    from cvrepro import tasks
+
+    det, cls = tasks.get("detection"), tasks.get("classification")
+    a = [{"id": 1, "category_id": 2, "bbox": [1, 2, 3, 4]}, {"id": 2, "category_id": 1, "bbox": [5, 6, 7, 8]}]
+    b = [{"id": 9, "category_id": 1, "bbox": [5.0, 6.0, 7.0, 8.0]}, {"id": 7, "category_id": 2, "bbox": [1, 2, 3, 4]}]
+    assert det.label_signature({}, a) == det.label_signature({}, b)
+    assert det.label_signature({}, a) != det.label_signature({}, b[:1])
+    assert cls.label_signature({"category_id": 3}, []) != cls.label_signature({"category_id": 2}, [])
+    files = [{"path": "a.png", "image_id": 1, "width": 10, "height": 10}]
+    with pytest.raises(CvreproError, match="run `dvc repro snapshot` first"):
+        health.Boxes(files, [{"image_id": 1, "category_id": 1, "bbox": [1, 2]}])
