@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from cvrepro.core.fileio import canonical_json, read_json
+from cvrepro.core.fileio import read_json
 from cvrepro.core.paths import PLOTS_DIR
 from cvrepro.core.problems import Problems, is_int
 from cvrepro.dataset.index import (BoxCheck, annotations_file, box_problem, canonical_number, checked_annotations,
@@ -256,7 +256,7 @@ class Detection(Task):
         return box_findings(manifest["files"], index.get("annotations") or [], manifest["class_map"], cfg)
 
     def label_signature(self, entry, labels):  # the boxes and classes, not the annotation ids
-        return canonical_json(sorted([a.get("category_id"), [float(v) for v in a.get("bbox") or []]] for a in labels))
+        return repr(sorted((a.get("category_id"), tuple(float(v) for v in a.get("bbox") or ())) for a in labels))
 
     # formats
     def serves(self, index):
