@@ -67,6 +67,11 @@ def test_each_finding_on_a_built_dataset(sick):
     (conflict,) = f["label_conflicts"]["items"]  # the leaking copy carries the same boxes: no conflict
     assert {conflict["a"], conflict["b"]} == set(facts["conflict"])
     assert f["class_imbalance"]["count"] == 0 and f["class_imbalance"]["level"] == "ok"
+    params = compose(REPO / "conf", SUBSET)
+    manifest, index, splits = check.load_workspace(root, params)
+    stale = check.gather(manifest, index, {**splits, "snapshot_id": "sha256:other"}, check.settings(params))
+    assert "leakage" not in stale["findings"] and not stale["splits_checked"]
+    assert "leakage not checked" in check.render_text(stale)
 
 
 def test_json_output_and_exit_codes(sick, capsys):

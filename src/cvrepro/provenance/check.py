@@ -53,13 +53,14 @@ def gather(manifest: dict, index: dict, splits: dict | None, cfg: dict, root: Pa
     source, groups = health.duplicate_groups(manifest)
     found["duplicates"] = health.duplicates(groups, source, n)
     found["label_conflicts"] = health.conflicts(groups, _signatures(task, manifest, index, groups), n)
-    if splits is not None:
+    stale = splits is not None and splits.get("snapshot_id") not in (None, manifest.get("snapshot_id"))
+    if splits is not None and not stale:  # a split of another snapshot would name the wrong images
         found["leakage"] = health.leaks(groups, health.membership(splits), n)
     findings = {k: found[k] for k in ORDER if k in found} | {k: v for k, v in found.items() if k not in ORDER}
     report = {"schema": SCHEMA, "task": task.name, "snapshot_id": manifest.get("snapshot_id"),
               "images": manifest["stats"].get("images"), "objects": manifest["stats"].get("objects"),
               "policy": cfg["policy"], "thresholds": {k: v for k, v in cfg.items() if k != "policy"},
-              "splits_checked": splits is not None, "findings": findings,
+              "splits_checked": splits is not None and not stale, "findings": findings,
               "blocking": health.blocking(findings)}
     issues = label_issue_count(root) if root is not None else None
     if issues is not None:
@@ -137,7 +138,7 @@ def render_text(report: dict, examples: int = 3) -> str:
             if f["count"] > examples and name != "class_imbalance":
                 lines.append(f"         ... ({f['count']} in all; --json lists up to {report['thresholds']['max_items']:g})")
     if not report["splits_checked"]:
-        lines.append("  note: no data/splits/splits.json: leakage not checked (run `dvc repro split`)")
+        lines.append("  note: no data/splits/splits.json of this snapshot: leakage not checked (run `dvc repro split`)")
     if "label_issues" in report:
         lines.append(f"  note: {report['label_issues']} label issues listed in {LABEL_ISSUES}")
     return "\n".join(lines)
