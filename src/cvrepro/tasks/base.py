@@ -19,6 +19,7 @@ Each stage's use, in pipeline order:
 - predict:    `postprocess`                           (learning/predictor.py)
 - evaluate:   `evaluate_split`, `plots`               (learning/evaluation.py)
 - releases:   `correction_actions`, `label_change`    (dataset/corrections.py, dataset/diff.py)
+- check:      `health_findings`, `label_signature`    (provenance/check.py: `cvrepro check`, dataset releases)
 - formats:    `serves` (does an index hold this task's labels), `check_import`; each format
               plug-in names its task (formats/<name>/__init__.py: TASK).
 """
@@ -161,6 +162,18 @@ class Task:
         from cvrepro.dataset.diff import label_counts
 
         return "labels", label_counts(old_labels, new_labels)
+
+    # ----------------------------------------------------------------- check
+    def health_findings(self, manifest: dict, index: dict, cfg: dict) -> dict[str, dict]:
+        """This task's own `cvrepro check` findings ({name: dataset.health.finding(...)}; detection: the box
+        checks). `index`: the labels index; `cfg`: the `check` params. What every task shares (class balance,
+        unlabelled images, duplicates, leakage, label conflicts) is computed outside the task."""
+        return {}
+
+    def label_signature(self, entry: dict, labels: list[dict]) -> str:
+        """What two copies of one picture must share for their labels to agree (two exact copies whose
+        signatures differ are a label conflict). `entry`: the manifest entry; `labels`: its labels in the index."""
+        return str(entry.get("labels_hash", ""))
 
     # ----------------------------------------------------------------- formats
     def serves(self, index: dict) -> bool:

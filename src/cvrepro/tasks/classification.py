@@ -89,6 +89,9 @@ class Classification(Task):
         return {"objects": 1, "category_id": label["category_id"],
                 "labels_hash": sha256_bytes(canonical_json(label).encode("utf-8"))}
 
+    def label_signature(self, entry, labels):  # the class, not the annotation id
+        return str(entry.get("category_id"))
+
     # split
     def split_summary(self, manifest, members, ratios):
         counts = class_counts(manifest, members)

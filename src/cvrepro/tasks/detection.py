@@ -297,6 +297,15 @@ class Detection(Task):
     def duplicate_conflict(self, a, b, cfg):
         return box_conflict(a, b, float(cfg["label_iou"]))
 
+    # check
+    def health_findings(self, manifest, index, cfg):
+        from cvrepro.dataset.health import box_findings
+
+        return box_findings(manifest["files"], index.get("annotations") or [], manifest["class_map"], cfg)
+
+    def label_signature(self, entry, labels):  # the boxes and classes, not the annotation ids
+        return repr(sorted((a.get("category_id"), tuple(float(v) for v in a.get("bbox") or ())) for a in labels))
+
     # formats
     def serves(self, index):
         images, anns = index.get("images") or [], index.get("annotations") or []
