@@ -59,7 +59,7 @@ def test_each_finding_on_a_built_dataset(sick):
     assert paths(f["boxes_per_image"]) == {names[5]} and f["boxes_per_image"]["items"][0]["boxes"] >= 40
     assert paths(f["unlabeled_images"]) == {names[6]}
     dup = f["duplicates"]
-    assert dup["count"] == 2 and dup["source"] == "md5" and dup["exact"] == 2 and dup["images"] == 2
+    assert dup["count"] == 2 and dup["source"] == "manifest" and dup["exact"] == 2 and dup["images"] == 2
     assert {tuple(it["members"]) for it in dup["items"]} == {tuple(sorted(facts["leak"])), tuple(sorted(facts["conflict"]))}
     (leak,) = f["leakage"]["items"]
     assert {leak["a"], leak["b"]} == set(facts["leak"]) and sorted(leak["splits"]) == ["test", "train"]

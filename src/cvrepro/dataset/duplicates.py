@@ -213,8 +213,11 @@ def keep_together(members: dict[str, list[str]], manifest: dict, previous: dict[
 
     A component follows its anchor: the member assigned earliest, i.e. in `previous` (the last splits.json made
     with the same settings), then one whose split is `pinned` (a source's own subset), then any; ties by path.
-    The anchor keeps its split (previous, else what the rule gave it), so an image joining a released group
-    never moves a released image. unit_of(path): the `group_key` unit of an image (or its path)."""
+    Only free members move: an image in `previous` keeps its released split and a pinned one its source's
+    subset (an official test set stays the test set), so an image joining a released group never moves a
+    released image. Two fixed members in different splits stay apart, recorded with `"apart": true`: that is a
+    leak, which `cvrepro check` reports and `release dataset` refuses under `check.policy: strict`.
+    unit_of(path): the `group_key` unit of an image (or its path)."""
     where = split_of_path(members)
     where.update({p: s for p, s in previous.items() if p in where})
     units: dict[str, list[str]] = {}
@@ -232,10 +235,17 @@ def keep_together(members: dict[str, list[str]], manifest: dict, previous: dict[
         components.setdefault(forest.root(i), []).extend(units[u])
     for paths in components.values():
         anchor = min(paths, key=lambda p: (p not in previous, p not in pinned, p))
+        fixed = {p for p in paths if p in previous or p in pinned}
         for p in paths:
-            where[p] = where[anchor]
-    recorded = [{"members": [m["path"] for m in g["members"]], "split": where[g["members"][0]["path"]]}
-                for g in groups if g["members"][0]["path"] in where]
+            if p not in fixed:
+                where[p] = where[anchor]
+    recorded = []
+    for g in groups:
+        paths = [m["path"] for m in g["members"] if m["path"] in where]
+        if paths:
+            apart = len({where[p] for p in paths}) > 1
+            recorded.append({"members": [m["path"] for m in g["members"]], "split": where[paths[0]],
+                             **({"apart": True} if apart else {})})
     out: dict[str, list[str]] = {n: [] for n in members}
     for p, name in where.items():
         out[name].append(p)

@@ -20,7 +20,9 @@ classification the output records the images per class in every split
 Duplicates (the manifest's `duplicates` groups, dataset/duplicates.py) are kept in one split, with every
 `group_key` group a member belongs to, and an image assigned by the last split made with the same settings
 (the previous splits.json, which dvc.yaml keeps with `persist`) keeps its split: a group follows its
-earliest-assigned member, so a new copy of a released image joins the released image's split.
+earliest-assigned member, so a new copy of a released image joins the released image's split. Only free
+images move: a released image, or under `subset` an image of a source subset, keeps its split even when that
+leaves a group apart (recorded `"apart": true`; `cvrepro check` reports the leak, a strict release refuses it).
 """
 
 from __future__ import annotations
@@ -132,9 +134,10 @@ def _together(manifest: dict, members: dict[str, list[str]], cfg: dict, method: 
     """Duplicates and history applied to the rule's assignment (dataset/duplicates.py `keep_together`)."""
     key = cfg.get("group_key")
     by_path = {f["path"]: f for f in manifest["files"]}
-    has_val = any(SUBSET_NAMES.get(str(f.get("attributes", {}).get("subset", "")).lower()) == "val"
-                  for f in manifest["files"])
-    pinned = {p for p, f in by_path.items() if _subset_split(f, has_val)} if method == "subset" else set()
+    # method subset: an image the source put in a subset stays in it (a train image may go to val by the hash,
+    # never to test): a source whose own split leaks keeps the leak, for `check` and the release gate to report
+    pinned = {p for p, f in by_path.items()
+              if SUBSET_NAMES.get(str(f.get("attributes", {}).get("subset", "")).lower())} if method == "subset" else set()
 
     def unit_of(path: str) -> str:
         return f"group:{by_path[path]['attributes'][key]}" if key else path
