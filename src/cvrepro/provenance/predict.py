@@ -172,7 +172,7 @@ def _results(dataset: Dataset, dest: Path) -> None:
     names = {im["id"]: im["file_name"] for im in dataset.images}
     rows = [{"image_id": a["image_id"], "file_name": names[a["image_id"]],
              **{k: a[k] for k in ("category_id", "bbox", "score") if k in a}} for a in dataset.annotations]
-    atomic_write_text(dest / RESULTS, json.dumps(rows, indent=1) + "\n")
+    atomic_write_text(dest / RESULTS, "[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")  # a line each
 
 
 def _yolo_txt(dataset: Dataset, dest: Path) -> None:
