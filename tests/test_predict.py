@@ -15,7 +15,7 @@ from cvrepro import tasks
 from cvrepro.core.fileio import CvreproError, sha256_file, write_json
 from cvrepro.provenance.predict import choose_outputs, load, predict_folder
 
-from helpers import TINY_OVERRIDES, copy_template, run
+from helpers import copy_template, run, tiny_params
 from helpers.predict import image_folder, untrained_models
 
 
@@ -170,11 +170,10 @@ def test_cli_error_is_one_line_and_a_kill_leaves_no_output(detector, tmp_path):
 
 @pytest.mark.slow
 def test_trained_detector_on_a_folder_both_runtimes_and_import_back(tiny_root, tmp_path):
-    from cvrepro.config.compose import compose
     from cvrepro.provenance.export import compare
     from cvrepro.stages.train import run as train
 
-    train(compose(tiny_root / "conf", TINY_OVERRIDES), tiny_root)
+    train(tiny_params(), tiny_root)
     images = tmp_path / "images"
     shutil.copytree(tiny_root / "data/raw", images, ignore=shutil.ignore_patterns("classification"))
     (images / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
