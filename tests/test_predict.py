@@ -55,7 +55,8 @@ def test_formats_choose_the_outputs_and_the_threshold_filters(detector, tmp_path
     images = image_folder(tmp_path / "images", broken=False)
     low = predict(detector, images, tmp_path / "low", formats="results", score_thresh=0.0)
     high = predict(detector, images, tmp_path / "high", formats="results,results", score_thresh=0.99)
-    assert sorted(p.name for p in (tmp_path / "low").iterdir()) == ["predict.json", "predict_report.csv", "results.json"]
+    written = sorted(p.name for p in (tmp_path / "low").iterdir())
+    assert written == ["predict.json", "predict_report.csv", "results.json"]
     assert high["outputs"] == ["results"] and high["predictions"] < low["predictions"]
     assert (tmp_path / "low/predict_report.csv").read_text() == "file,problem\n"
 
