@@ -15,7 +15,7 @@ from cvrepro import tasks
 from cvrepro.core.fileio import CvreproError, sha256_file, write_json
 from cvrepro.provenance.predict import choose_outputs, load, predict_folder
 
-from helpers import copy_template, run, tiny_params
+from helpers import commit_all, copy_template, run, tiny_params
 from helpers.predict import image_folder, untrained_models
 
 
@@ -169,9 +169,30 @@ def test_cli_error_is_one_line_and_a_kill_leaves_no_output(detector, tmp_path):
 # --------------------------------------------------------------------------- slow: a trained detector
 
 
+def assert_same_detections(a: Path, b: Path, floor: float = 0.2, scale: float = 160 / 128) -> None:
+    """The results.json of two runs agree image by image within the release parity tolerance, its box tolerance
+    (input pixels) times `scale` (original / input pixels: the demo's 160 x 120 scenes at 128 px)."""
+    import numpy as np
+
+    from cvrepro.provenance.export import TOLERANCE, compare
+
+    def per_image(folder: Path) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for r in json.loads((folder / "results.json").read_text()):
+            out.setdefault(r["file_name"], []).append(r)
+        return out
+
+    sides = per_image(a), per_image(b)
+    for name in set(sides[0]) | set(sides[1]):
+        arrays = [[{"boxes": np.array([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in rs)]).reshape(-1, 4),
+                    "scores": np.array([r["score"] for r in rs]), "labels": np.array([r["category_id"] for r in rs])}]
+                  for rs in (side.get(name, []) for side in sides)]
+        report = compare(*arrays, {**TOLERANCE, "box_px": TOLERANCE["box_px"] * scale}, score_floor=floor)
+        assert report["ok"], (name, report)
+
+
 @pytest.mark.slow
 def test_trained_detector_on_a_folder_both_runtimes_and_import_back(tiny_root, tmp_path):
-    from cvrepro.provenance.export import compare
     from cvrepro.stages.train import run as train
 
     train(tiny_params(), tiny_root)
@@ -183,21 +204,28 @@ def test_trained_detector_on_a_folder_both_runtimes_and_import_back(tiny_root, t
                        formats="results")
     assert torch_run["skipped"] == onnx_run["skipped"] == 1 and torch_run["predictions"] > torch_run["predicted"]
     assert "corrupt.png" in (tmp_path / "torch/predict_report.csv").read_text()
-    per_image = []
-    for side in ("torch", "onnx"):
-        results = json.loads((tmp_path / side / "results.json").read_text())
-        per_image.append({f: [r for r in results if r["file_name"] == f] for f in {r["file_name"] for r in results}})
-    import numpy as np
-
-    for name in set(per_image[0]) | set(per_image[1]):
-        a, b = ([{"boxes": np.array([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in rs)]).reshape(-1, 4),
-                  "scores": np.array([r["score"] for r in rs]), "labels": np.array([r["category_id"] for r in rs])}]
-                for rs in (per_image[0].get(name, []), per_image[1].get(name, [])))
-        report = compare(a, b, {"score_abs": 1e-3, "box_px": 0.5, "label_agreement": 0.999}, score_floor=0.2)
-        assert report["ok"], (name, report)
+    assert_same_detections(tmp_path / "torch", tmp_path / "onnx")
     # the COCO pre-annotations import back as a project's dataset, every box kept
     project = copy_template(tmp_path / "project")
     run(["cvrepro", "import", "coco", str(tmp_path / "torch/coco"), "--no-dvc-add"], project)
     imported = json.loads((project / "data/labels/annotations.json").read_text())
     assert len(imported["images"]) == torch_run["predicted"]
     assert len(imported["annotations"]) == torch_run["predictions"]
+
+
+@pytest.mark.slow
+def test_a_release_tag_and_its_bundle_folder_predict_alike(released_copy, tmp_path):
+    root = released_copy
+    run(["dvc", "repro"], root)
+    commit_all(root, "first model")
+    run(["cvrepro", "release", "model"], root)
+    images = tmp_path / "images"
+    shutil.copytree(root / "data/raw", images, ignore=shutil.ignore_patterns("classification"))
+    common = [str(images), "--formats", "results", "--score-thresh", "0.2"]
+    tag = json.loads(run(["cvrepro", "predict", "v0.1.0", *common, "--out", str(tmp_path / "tag")], root).stdout)
+    bundle = json.loads(run(["cvrepro", "predict", "models/releases/v0.1.0", *common, "--out",
+                             str(tmp_path / "bundle")], root).stdout)
+    assert (tag["kind"], tag["runtime"], bundle["kind"], bundle["runtime"]) == ("release", "torch", "bundle", "onnx")
+    assert tag["predicted"] == bundle["predicted"] == 30 and tag["predictions"] > 0
+    assert_same_detections(tmp_path / "tag", tmp_path / "bundle")
+    assert run(["git", "status", "--porcelain"], root).stdout == ""  # predicting changed nothing in the project
