@@ -48,10 +48,13 @@ def ls(root: Path) -> list[str]:
 
 
 def assert_one_consistent_release(root: Path, tag: str = "DS-0.1.0") -> None:
-    """Exactly `tag`, on a commit of the branch that holds its record; ls agrees; nothing left over."""
-    assert tags(root) == [tag]
+    """Exactly `tag` and its GTO tag (the template's dvc.yaml declares `dataset`), on a commit of the branch that
+    holds its record; ls agrees; nothing left over."""
+    gto = "dataset@v" + tag.removeprefix("DS-")
+    assert tags(root) == [tag, gto]
     assert ls(root) == [tag]
     tagged = run(["git", "rev-parse", f"{tag}^{{commit}}"], root).stdout.strip()
+    assert run(["git", "rev-parse", f"{gto}^{{commit}}"], root).stdout.strip() == tagged
     assert run(["git", "rev-parse", "HEAD"], root).stdout.strip() == tagged
     assert "main" in run(["git", "branch", "--contains", tagged], root).stdout
     run(["git", "cat-file", "-e", f"{tag}:data/releases/{tag}.json"], root)

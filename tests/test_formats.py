@@ -166,15 +166,15 @@ def test_yolo_round_trip(project: Path, tmp_path: Path):
     assert boxes[0] == [0, 0, 40, 20]  # the whole 40x20 image, in pixels
     assert sum(1 for x in imported["annotations"] if x["category_id"] == 2) == 2  # YOLO class 1 -> id 2
 
-    export_dataset("yolo", out, root=project)
-    assert yaml.safe_load((out / "data.yaml").read_text())["names"] == ["person", "cart"]
+    export_dataset("yolo", out, root=project)  # the source's subset train: Ultralytics' names by index
+    assert yaml.safe_load((out / "data.yaml").read_text())["names"] == {0: "person", 1: "cart"}
     for rel in ("train/a.txt", "val/b.txt"):
         got, want = yolo_lines(out / "labels" / rel), yolo_lines(src / "labels" / rel)
         assert [c for c, _ in got] == [c for c, _ in want]
         assert np.allclose([v for _, v in got], [v for _, v in want], atol=1e-6, rtol=0)
     assert (out / "labels/val/empty.txt").read_text() == ""
     assert tree(out / "images") == tree(src / "images")
-    # the export imports again to the same index (data.yaml written with a names list)
+    # the export imports again to the same index (the image without a subset stays outside train/)
     first = index(project)
     do_import("yolo", out, project, force=True)
     assert index(project) == first

@@ -111,8 +111,8 @@ def test_yolo_written_by_globox_imports_and_our_export_reads_back_in_globox(proj
     out = tmp_path / "out"
     export_dataset("yolo", out, root=project)
     names = yaml.safe_load((out / "data.yaml").read_text())["names"]
-    assert names == CLASSES
-    back = globox.AnnotationSet.from_yolo_darknet(out / "labels/obj_train_data",
-                                                  image_folder=out / "images/obj_train_data")
-    back = back.map_labels({str(i): n for i, n in enumerate(names)})
+    assert names == dict(enumerate(CLASSES))  # Ultralytics' layout: the subset train is images/train, labels/train
+    back = globox.AnnotationSet.from_yolo_darknet(out / "labels/train/obj_train_data",
+                                                  image_folder=out / "images/train/obj_train_data")
+    back = back.map_labels({str(i): n for i, n in names.items()})
     assert_same_boxes(theirs(back), theirs(truth_set()))

@@ -137,6 +137,22 @@ def test_fresh_clone_restores_every_file_of_a_dataset_version(scenario):
         assert md5(clone / "data/raw" / f["path"]) == f["md5"], f["path"]
 
 
+def test_dvc_model_registry_gets_each_release_from_s3(scenario, tmp_path):
+    """Issue 21: `dvc artifacts get` and `gto show` see our releases through the GTO tags (fresh clone, no cache)."""
+    clone, records = scenario["clone"], scenario["records"]
+    for version in ("v0.1.0", "v0.2.0"):
+        out = tmp_path / f"{version}.pt"
+        sh(clone, "dvc", "artifacts", "get", ".", "model", "--rev", version, "-o", str(out))
+        assert hashlib.sha256(out.read_bytes()).hexdigest() == records[version]["artifacts"]["models/model.pt"]
+    images = tmp_path / "DS-0.2.0"
+    sh(clone, "dvc", "artifacts", "get", ".", "dataset", "--rev", "v0.2.0", "-o", str(images))
+    assert len(list(images.glob("img_*.png"))) == 160  # the detection images (the demo adds classification/ crops)
+    shown = json.loads(sh(clone, "gto", "show", "--json"))
+    assert shown["model"]["version"] == "v0.2.0" and shown["dataset"]["version"] == "v0.2.1"
+    history = sh(clone, "gto", "show", "model", "--json")
+    assert {"v0.1.0", "v0.2.0"} <= {row["version"] for row in json.loads(history)}
+
+
 def test_metrics_diff_and_registry(scenario):
     clone = scenario["clone"]
     diff = sh(clone, "dvc", "metrics", "diff", "v0.1.0", "v0.2.0", "--json")

@@ -84,7 +84,7 @@ def _md5(path: Path) -> str:
 def test_valid_dataset_manifest(root: Path):
     manifest = run(_params("first cut"), root)
     assert json.loads((root / MANIFEST).read_text()) == manifest
-    assert set(manifest) == {"schema", "task", "snapshot_id", "class_map", "files", "stats", "notes"}
+    assert set(manifest) == {"schema", "task", "snapshot_id", "class_map", "files", "stats", "fingerprint", "notes"}
     assert manifest["schema"] == "cvrepro.manifest/1" and manifest["task"] == "detection"
     assert manifest["notes"] == "first cut"
     assert manifest["snapshot_id"].startswith("sha256:") and len(manifest["snapshot_id"]) == 7 + 64

@@ -12,6 +12,9 @@ from cvrepro.formats.registry import format_names
 
 INVALID_MODES = ("fail", "drop", "clip")  # = dataset.index.INVALID_MODES (compose runs this module: no dataset import)
 VOC_COORDS = ("plain", "devkit")  # formats.voc.COORDS
+BAD_FILE_MODES = ("fail", "drop")  # formats.common.BAD_FILE_MODES
+UNLABELLED_MODES = ("negative", "drop", "fail")  # formats.common.UNLABELLED_MODES
+SPLIT_MODES = ("auto", "project", "subsets", "none")  # formats.splits.MODES
 
 
 def _print_summary(s: dict) -> None:
@@ -72,21 +75,56 @@ def _add_labels(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=cmd_labels_apply)
 
 
+def _format_and_src(args: argparse.Namespace) -> tuple[str | None, str]:
+    """`import SRC` (the format detected) or `import FORMAT SRC` (forced, the form before detection)."""
+    from cvrepro.core.fileio import CvreproError
+
+    if args.src is None:
+        return None, args.first
+    if args.first not in format_names():
+        raise CvreproError(f"format {args.first!r} is unknown; choose one of {', '.join(format_names())} "
+                           "(or give only SRC to detect it)")
+    return args.first, args.src
+
+
+def _print_import_notes(summary: dict) -> None:
+    """What the import decided on its own, on stderr (stdout is the JSON summary; `detected:` came first)."""
+    invalid, files = summary["invalid"], summary["bad_files"]
+    if invalid["dropped"] or invalid["clipped"]:
+        print(f"--invalid {invalid['mode']}: {invalid['dropped']} boxes dropped, {invalid['clipped']} clipped; "
+              f"each is listed in {summary['report']}", file=sys.stderr)
+    if files["dropped"]:
+        print(f"--bad-files drop: {files['dropped']} files dropped; each is listed in {summary['report']}",
+              file=sys.stderr)
+    unlabelled = files["unlabelled"]
+    if unlabelled["negatives"]:
+        print(f"--unlabelled negative: {unlabelled['negatives']} images without annotations kept as negatives "
+              "(images without objects)", file=sys.stderr)
+    if unlabelled["dropped"]:
+        print(f"--unlabelled drop: {unlabelled['dropped']} images without annotations dropped; each is listed in "
+              f"{summary['report']}", file=sys.stderr)
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from cvrepro.cli.guard import changing
     from cvrepro.formats.transfer import import_dataset
 
-    with changing(Path(args.root), f"import {args.format}"):
-        summary = import_dataset(args.format, Path(args.src), root=Path(args.root), force=args.force,
+    fmt, src = _format_and_src(args)
+    with changing(Path(args.root), f"import {fmt}" if fmt else "import"):
+        summary = import_dataset(fmt, Path(src), root=Path(args.root), force=args.force,
                                  dvc_add=not args.no_dvc_add,
                                  annotations=Path(args.annotations) if args.annotations else None,
                                  invalid=args.invalid, voc_coords=args.voc_coords, name=args.name,
-                                 select=not args.no_select)
+                                 select=not args.no_select, bad_files=args.bad_files, unlabelled=args.unlabelled,
+                                 log=lambda line: print(line, file=sys.stderr, flush=True))
+        # The dataset is written, selected (conf/) and dvc-added; still under the repository lock.
+        if summary.get("config"):  # selected: defaults chosen from its sizes, conf/fingerprint/<name>.yaml
+            from cvrepro.tasks.defaults import write_dataset_defaults
+
+            chosen = write_dataset_defaults(Path(args.root), Path(summary["config"]["dataset_option"]).stem)
+            summary["defaults"] = {"option": chosen["option"], **chosen["chosen"]}
     print(json.dumps(summary, sort_keys=True, indent=2 if args.json else None))
-    invalid = summary["invalid"]
-    if invalid["dropped"] or invalid["clipped"]:
-        print(f"--invalid {invalid['mode']}: {invalid['dropped']} boxes dropped, {invalid['clipped']} clipped; "
-              f"each is listed in {summary['report']}", file=sys.stderr)
+    _print_import_notes(summary)
     return 0
 
 
@@ -94,21 +132,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     from cvrepro.formats.transfer import export_dataset
 
     options = {"voc_coords": args.voc_coords} if args.format == "voc" else {}
-    summary = export_dataset(args.format, Path(args.dest), root=Path(args.root), rev=args.rev, **options)
+    summary = export_dataset(args.format, Path(args.dest), root=Path(args.root), rev=args.rev, splits=args.splits,
+                             **options)
     print(json.dumps(summary, sort_keys=True, indent=2 if args.json else None))
     return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("import", help="convert a COCO/YOLO/VOC/mask-folder/ImageFolder dataset into data/raw + "
-                                      "data/labels and dvc add them")
-    p.add_argument("format", choices=format_names())
-    p.add_argument("src", metavar="SRC", help="the source dataset folder (layouts: docs/import-export.md)")
+    p = sub.add_parser("import", help="convert a COCO/YOLO/VOC/LabelImg/mask-folder/ImageFolder dataset into "
+                                      "data/raw + data/labels and dvc add them",
+                       usage="cvrepro import [FORMAT] SRC [options]",
+                       description="Convert a dataset into data/raw + data/labels. The format and layout are "
+                                   "detected from SRC (and printed); name FORMAT to force one.")
+    p.add_argument("first", metavar="[FORMAT]", help=f"force the format: {', '.join(format_names())} "
+                                                      "(default: detected from SRC)")
+    p.add_argument("src", metavar="SRC", nargs="?", help="the source dataset folder (layouts: docs/import-export.md)")
     p.add_argument("--annotations", metavar="FILE", help="coco: the annotations JSON (default SRC/annotations.json)")
     p.add_argument("--force", action="store_true", help="replace data/raw and data/labels if they hold data")
     p.add_argument("--invalid", choices=INVALID_MODES, default="fail",
                    help="a zero-size or out-of-image box: fail (default), drop it, or clip it to the image; "
                         "each one dropped or clipped is listed in data/labels/import_report.csv")
+    p.add_argument("--bad-files", choices=BAD_FILE_MODES, default="fail",
+                   help="an unreadable or truncated image, an annotation file without an image, a second entry for "
+                        "one file: fail (default, listing every one) or drop it and import the rest (each listed "
+                        "in data/labels/import_report.csv)")
+    p.add_argument("--unlabelled", choices=UNLABELLED_MODES, default="negative",
+                   help="an image without annotations: keep it as a negative (default; detection only), drop it "
+                        "(listed in the report) or fail")
     p.add_argument("--voc-coords", choices=VOC_COORDS, default="plain",
                    help="voc: plain numbers as CVAT/Datumaro/globox write them (default), or devkit 1-based pixels")
     p.add_argument("--name", help="the dataset option conf/dataset/NAME.yaml to write (default: SRC's folder name)")
@@ -124,6 +174,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, choices=format_names())
     p.add_argument("dest", metavar="DEST", help="output folder (must not exist or be empty)")
     p.add_argument("--rev", help="git tag or commit to export from, read through DVC without a checkout")
+    p.add_argument("--splits", choices=SPLIT_MODES, default="auto",
+                   help="which split each image goes in: project (data/splits/splits.json), subsets (the source's, "
+                        "recorded at import), none (flat); auto (default): project if splits.json exists, else "
+                        "subsets if any, else none")
     p.add_argument("--voc-coords", choices=VOC_COORDS, default="plain",
                    help="voc: plain numbers as CVAT/Datumaro/globox read them (default), or devkit 1-based pixels")
     p.add_argument("--root", default=".", help="project root (default: current directory)")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 from cvrepro.core.fileio import CvreproError, canonical_json, json_text, read_bytes
 from cvrepro.core.problems import Problems
 from cvrepro.core.relpaths import Containment
+from cvrepro.dataset.fingerprint import fingerprint
 from cvrepro.dataset.images import default_workers, inspect_all
 from cvrepro.dataset.index import BoxCheck, attributes_of, load_coco, parse_categories, parse_images, rejected_ids
 from cvrepro.dataset.labelcache import LabelCache, labels_key
@@ -134,10 +135,12 @@ def _stats(files: list[dict], class_map: dict[int, str], task, ignore_index: int
 
 
 def _import_stats(info: dict) -> dict:
-    """The boxes `cvrepro import --invalid drop|clip` left out or cut ({} for an index not imported)."""
+    """The boxes `cvrepro import --invalid drop|clip` left out or cut, and the files `--bad-files` /
+    `--unlabelled` dropped or kept as negatives ({} for an index not imported). Stats only: not in snapshot_id."""
     record = info.get("cvrepro_import")
-    invalid = record.get("invalid") if isinstance(record, dict) else None
-    return {"invalid_boxes": invalid} if isinstance(invalid, dict) else {}
+    record = record if isinstance(record, dict) else {}
+    found = {"invalid_boxes": record.get("invalid"), "bad_files": record.get("bad_files")}
+    return {k: v for k, v in found.items() if isinstance(v, dict)}
 
 
 def _snapshot_invalid(check: BoxCheck) -> dict:
@@ -245,6 +248,7 @@ def build_manifest(
     for f in files:
         f["annotations"] = task.objects(f, by_image.pop(f["id"], []), class_map)
     stats = {**_stats(files, class_map, task, ignore_index), **_import_stats(info), **_snapshot_invalid(check)}
+    sizes = fingerprint(files, class_map, task)  # derived, like stats: outside what snapshot_id hashes
     for i, f in enumerate(files):  # in place: an image's parsed labels are freed as its entry is made
         files[i] = _file_entry(f, task)
     class_map_json = {str(k): v for k, v in class_map.items()}
@@ -255,6 +259,7 @@ def build_manifest(
         "class_map": class_map_json,
         "files": files,
         "stats": stats,
+        "fingerprint": sizes,
         "notes": notes,
     }
     labels_cache.save(manifest)

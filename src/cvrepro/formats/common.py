@@ -19,6 +19,8 @@ from cvrepro.dataset.images import QUARTER_TURNS, orientation
 from cvrepro.dataset.index import BOX_DIGITS, INVALID_MODES, BoxCheck, tidy  # noqa: F401 (the importers' names)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}  # compared lower-cased
+BAD_FILE_MODES = ("fail", "drop")  # --bad-files; the default first
+UNLABELLED_MODES = ("negative", "drop", "fail")  # --unlabelled; the default first
 
 
 def read_local(path: str) -> bytes:
@@ -50,6 +52,85 @@ class Dataset:
 
     def names(self) -> dict[int, str]:
         return {c["id"]: c["name"] for c in self.categories}
+
+
+class FileCheck:
+    """What to do with a whole file that cannot be imported: `cvrepro import --bad-files` and `--unlabelled`,
+    as BoxCheck is `--invalid` for one box.
+
+    Bad files (an unreadable or truncated image, an annotation file without an image, a second entry for one
+    file): `fail` (default) collects every one and `raise_if_any` lists them all in one error, so a user fixes
+    the source in one round; `drop` leaves each out and makes it a report row. Unlabelled images (no
+    annotation file, or no annotation): `negative` keeps them as images without objects (detection only),
+    `drop` leaves them out (reported), `fail` lists them as problems. Paths are said relative to `src`.
+    """
+
+    def __init__(self, bad_files: str = "fail", unlabelled: str = "negative", src: Path | None = None):
+        if bad_files not in BAD_FILE_MODES:
+            raise CvreproError(f"--bad-files {bad_files!r}: choose one of {', '.join(BAD_FILE_MODES)}")
+        if unlabelled not in UNLABELLED_MODES:
+            raise CvreproError(f"--unlabelled {unlabelled!r}: choose one of {', '.join(UNLABELLED_MODES)}")
+        self.mode, self.unlabelled_mode, self.src = bad_files, unlabelled, src
+        self.rows: list[dict] = []  # report rows: file, id, problem, action (before/after empty)
+        self.problems: list[str] = []  # one line each, raised together
+        self.negatives = 0
+
+    def rel(self, path) -> str:
+        """`path` relative to SRC (posix), or as given when it lies outside."""
+        return relative_to_src(str(path), self.src)
+
+    def bad(self, path, problem: str) -> None:
+        if self.mode == "fail":
+            self.problems.append(f"{self.rel(path)}: {problem}")
+        else:
+            self.rows.append(_file_row(self.rel(path), "bad file", problem))
+
+    def probe(self, path: Path, rel: str) -> dict | None:
+        """probe_image, or None (recorded as a bad file) when the image does not decode."""
+        try:
+            return probe_image(path, rel)
+        except CvreproError as e:
+            self.bad(path, str(e).split(": ", 1)[1] if str(e).startswith(f"{path}: ") else str(e))
+            return None
+
+    def keep_unlabelled(self, path, why: str, negative_ok: bool = True) -> bool:
+        """Whether to keep an image without annotations (as a negative); a drop or a problem is recorded."""
+        if self.unlabelled_mode == "negative" and negative_ok:
+            self.negatives += 1
+            return True
+        if self.unlabelled_mode == "drop":
+            self.rows.append(_file_row(self.rel(path), "unlabelled", why))
+            return False
+        hint = "--unlabelled drop to leave it out" + (" or negative to keep it" if negative_ok else "")
+        self.problems.append(f"{self.rel(path)}: {why} ({hint})")
+        return False
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            n = len(self.problems)
+            raise CvreproError(f"{n} file{'s' * (n > 1)} cannot be imported; nothing was written "
+                               f"(--bad-files drop imports the rest):\n" + "\n".join(self.problems))
+
+    def counts(self, negatives: bool = True) -> dict:
+        """What was dropped (and, with negatives, how many unlabelled images were kept as negatives: a count
+        the index itself shows, so `info.cvrepro_import` leaves it out and a YOLO round trip stays exact)."""
+        unlabelled = {"mode": self.unlabelled_mode, "dropped": sum(r["id"] == "unlabelled" for r in self.rows)}
+        return {"mode": self.mode, "dropped": sum(r["id"] == "bad file" for r in self.rows),
+                "unlabelled": {**unlabelled, **({"negatives": self.negatives} if negatives else {})}}
+
+
+def _file_row(file: str, kind: str, problem: str) -> dict:
+    return {"file": file, "id": kind, "problem": problem, "action": "dropped", "before": None, "after": None}
+
+
+def relative_to_src(file: str, src: Path | None) -> str:
+    """A report's path relative to the source folder (not this machine's absolute path); as given if outside."""
+    if src is None:
+        return file
+    try:
+        return Path(file).resolve().relative_to(Path(src).resolve()).as_posix()
+    except ValueError:
+        return file
 
 
 def categories_from_names(names: list[str], where: str) -> list[dict]:
@@ -93,28 +174,20 @@ def stem_key(rel: str) -> str:
     return rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
 
 
-def by_stem(images: dict[str, Path], folder: Path) -> dict[str, str]:
-    """stem key -> image relpath; two images with one stem (a.jpg, a.png) would make labels ambiguous."""
+def by_stem(images: dict[str, Path], folder: Path, files: "FileCheck | None" = None) -> dict[str, str]:
+    """stem key -> image relpath; two images with one stem (a.jpg, a.png) would make labels ambiguous: an error,
+    or with `files` a bad file (the second is taken out of `images`)."""
     out: dict[str, str] = {}
-    for rel in images:
+    for rel in list(images):
         key = stem_key(rel)
         if key in out:
-            raise CvreproError(f"{folder / rel}: same name as {folder / out[key]} but for the extension; "
-                               "its labels would be ambiguous")
+            problem = f"same name as {folder / out[key]} but for the extension; its labels would be ambiguous"
+            if files is None:
+                raise CvreproError(f"{folder / rel}: {problem}")
+            files.bad(images.pop(rel), problem.replace(str(folder / out[key]), files.rel(folder / out[key])))
+            continue
         out[key] = rel
     return out
-
-
-def labels_by_stem(label_dir: Path, suffix: str, stems: dict[str, str], image_dir: Path,
-                   skip: tuple[Path, ...] = ()) -> dict[str, Path]:
-    """stem key -> the label file (`suffix`, any case) under `label_dir` (none if the folder is missing);
-    a label file with no image of its name is an error, not silently dropped."""
-    found = {stem_key(p.relative_to(label_dir).as_posix()): p for p in sorted(label_dir.rglob("*"))
-             if p.is_file() and p.suffix.lower() == suffix and p not in skip} if label_dir.is_dir() else {}
-    orphans = sorted(set(found) - set(stems))
-    if orphans:
-        raise CvreproError(f"{found[orphans[0]]}: no image of that name under {image_dir}")
-    return found
 
 
 def probe_image(path: Path, rel: str) -> dict:

@@ -5,7 +5,8 @@ the result there (the snapshot stage's own checks where it supports the task) an
 only then swaps it in, so a bad source changes nothing; then `dvc add`s both. The
 swap is journaled: at every instant each folder is whole (old or new), and a kill part
 way is settled by the next command (`recover_imports`), never leaving a mix.
-Export reads the workspace, or any git revision through DVC without a checkout,
+Export reads the workspace, or any git revision through DVC without a checkout (the
+labels, the images and data/splits/splits.json), writes the splits (`formats.splits`)
 and builds the output beside DEST before renaming it into place.
 """
 
@@ -26,12 +27,13 @@ from pathlib import Path
 
 from cvrepro.core.faults import kill_point
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, atomic_write_text, write_json
-from cvrepro.core.paths import ANNOTATIONS, LABELS_DIR, PARAMS, RAW_DIR
+from cvrepro.core.paths import ANNOTATIONS, LABELS_DIR, PARAMS, RAW_DIR, SPLITS
 from cvrepro.dataset.masks import decode_mask, mask_png
-from cvrepro.formats.common import BoxCheck, Dataset, read_local
-from cvrepro.formats.registry import plugin
+from cvrepro.formats.common import BoxCheck, Dataset, FileCheck, read_local, relative_to_src
+from cvrepro.formats.registry import choose, plugin
+from cvrepro.formats.splits import choose as choose_splits, summary as splits_summary
 
-REPORT = "import_report.csv"  # under data/labels: every box --invalid dropped or clipped
+REPORT = "import_report.csv"  # under data/labels: every box --invalid dropped or clipped, every file dropped
 CONF_DATASET = Path("conf/dataset")
 CONF_CONFIG = Path("conf/config.yaml")
 GENERATED = "# Written by `cvrepro import`"  # an option file with this first line may be rewritten by the next import
@@ -59,7 +61,7 @@ def _report_csv(rows: list[dict]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["file", "id", "problem", "action", "before", "after"])
     for r in rows:
-        w.writerow([r["file"], r["id"], r["problem"], r["action"], json.dumps(r["before"]),
+        w.writerow([r["file"], r["id"], r["problem"], r["action"], json.dumps(r["before"]) if r["before"] else "",
                     json.dumps(r["after"]) if r["after"] else ""])
     return buf.getvalue()
 
@@ -220,18 +222,32 @@ def _dvc_add(root: Path) -> None:
                            f"(fix it and rerun that command):\n{(res.stderr or res.stdout).strip()}")
 
 
-def import_dataset(fmt: str, src: Path, root: Path = Path("."), force: bool = False, dvc_add: bool = True,
+def import_dataset(fmt: str | None, src: Path, root: Path = Path("."), force: bool = False, dvc_add: bool = True,
                    annotations: Path | None = None, invalid: str = "fail", voc_coords: str = "plain",
-                   name: str | None = None, select: bool = True) -> dict:
-    """Convert SRC (in format fmt) into root/data/raw + root/data/labels; return a summary.
+                   name: str | None = None, select: bool = True, bad_files: str = "fail",
+                   unlabelled: str = "negative", log=lambda line: None) -> dict:
+    """Convert SRC (in format fmt; None: the one its layout shows, `registry.choose`) into root/data/raw +
+    root/data/labels; return a summary (`detected`: the format and layout, when fmt was None).
 
     invalid: what to do with a zero-size or out-of-image box (formats.common.BoxCheck);
-    select: describe the dataset in conf/dataset/<name>.yaml and select it (and its task) in conf/config.yaml.
+    bad_files, unlabelled: what to do with a whole file that cannot be imported, and with an image without
+    annotations (formats.common.FileCheck); every box or file left out is a row of the import report, its
+    path relative to SRC;
+    select: describe the dataset in conf/dataset/<name>.yaml and select it (and its task) in conf/config.yaml;
+    log: told `detected: ...` as soon as it is known (before the source is read, which may fail).
     """
     root, src = Path(root), Path(src)
     raw_dir, labels_dir = root / RAW_DIR, root / LABELS_DIR
     if not src.exists():
         raise CvreproError(f"{src}: not found")
+    files = FileCheck(bad_files, unlabelled, src if src.is_dir() else src.parent)
+    detected = None
+    if fmt is None and annotations is not None:
+        fmt = "coco"  # --annotations names a COCO JSON: nothing to detect
+    if fmt is None:
+        fmt, layout = choose(src)
+        detected = f"{fmt} ({layout})"
+        log(f"detected: {detected}")
     if dvc_add and not (root / ".dvc").is_dir():
         raise CvreproError(f"{root.resolve()}: not a DVC project (no .dvc/); run `dvc init` or pass --no-dvc-add")
     if not force:
@@ -248,17 +264,18 @@ def import_dataset(fmt: str, src: Path, root: Path = Path("."), force: bool = Fa
         raise CvreproError(f"{option}: exists and was not written by `cvrepro import`; choose another --name")
     check = BoxCheck(invalid)
     dataset = plugin(fmt).read(src, annotations=annotations, ignore_index=_ignore_index(root), check=check,
-                               voc_coords=voc_coords)
+                               voc_coords=voc_coords, files=files)
     if not dataset.images:
         raise CvreproError(f"{src}: no images found (see docs/import-export.md for the {fmt} layout)")
     _check_task(dataset)
-    info = {"format": fmt, "invalid": check.counts()}
+    info = {"format": fmt, "invalid": check.counts(), "bad_files": files.counts(negatives=False)}
+    report = [{**r, "file": relative_to_src(r["file"], files.src)} for r in check.rows] + files.rows
 
     (root / "data").mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=root / "data"))
     try:
         new_raw, new_labels = work / "raw", work / "labels"
-        write_project(dataset, new_raw, new_labels, info, check.rows)
+        write_project(dataset, new_raw, new_labels, info, report)
         _validate(dataset.task, new_raw, new_labels)
         kill_point("import:converted")
         _swap_in([(new_raw, raw_dir), (new_labels, labels_dir)], work, dvc_add)
@@ -269,8 +286,9 @@ def import_dataset(fmt: str, src: Path, root: Path = Path("."), force: bool = Fa
         if _step(work) != "swapping":  # else the old set may be in there: the next command settles it
             shutil.rmtree(work, ignore_errors=True)
         raise
-    summary = {**_summary(fmt, dataset), "invalid": check.counts()}
-    if check.rows:
+    summary = {**_summary(fmt, dataset), "invalid": check.counts(), "bad_files": files.counts(),
+               **({"detected": detected} if detected else {})}
+    if report:
         summary["report"] = str(LABELS_DIR / REPORT)
     try:
         if select and (root / CONF_CONFIG).is_file():
@@ -336,9 +354,10 @@ def tasks_of(index: dict) -> set[str]:
     return {t.name for t in tasks.serving(index)}
 
 
-def _project_reader(root: Path, rev: str | None):
+def _project_files(root: Path, rev: str | None):
+    """(read, exists) of project files: the workspace, or git revision `rev` through DVC."""
     if rev is None:
-        return lambda path: read_local(str(root / path))
+        return (lambda path: read_local(str(root / path))), (lambda path: (root / path).is_file())
     from dvc.api import DVCFileSystem
 
     try:
@@ -352,13 +371,24 @@ def _project_reader(root: Path, rev: str | None):
         except Exception as e:  # missing file, data not in the cache nor a remote
             raise CvreproError(f"{path} at revision {rev!r}: cannot read ({type(e).__name__}: {e})") from None
 
-    return read
+    def exists(path: str) -> bool:
+        """A file at `rev`; a DVC output that dvc.yaml declares but no dvc.lock recorded (the stage had not run)
+        is not there, one recorded but missing from the cache is (and reading it says so)."""
+        try:
+            info = fs.info(path)
+        except FileNotFoundError:
+            return False
+        dvc = info.get("dvc_info") or {}
+        return info.get("type") == "file" and (not dvc.get("isout") or "md5" in dvc)
+
+    return read, exists
 
 
-def project_dataset(root: Path = Path("."), rev: str | None = None, task: str | None = None) -> Dataset:
+def project_dataset(root: Path = Path("."), rev: str | None = None, task: str | None = None,
+                    files: tuple | None = None) -> Dataset:
     """The project's dataset (workspace, or git revision `rev` read through DVC) as a Dataset of `task`
     (default: the first the index serves, in the order detection, segmentation, classification)."""
-    read = _project_reader(Path(root), rev)
+    read = (files or _project_files(Path(root), rev))[0]
     where = f"{ANNOTATIONS}" + (f" at revision {rev!r}" if rev else "")
     try:
         index = json.loads(read(str(ANNOTATIONS)))
@@ -384,14 +414,19 @@ def project_dataset(root: Path = Path("."), rev: str | None = None, task: str | 
                    read)
 
 
-def export_dataset(fmt: str, dest: Path, root: Path = Path("."), rev: str | None = None, **options) -> dict:
-    """Write the project's dataset (or that of git revision `rev`) to DEST in format fmt; return a summary."""
+def export_dataset(fmt: str, dest: Path, root: Path = Path("."), rev: str | None = None, splits: str = "auto",
+                   **options) -> dict:
+    """Write the project's dataset (or that of git revision `rev`) to DEST in format fmt, with its splits
+    (`formats.splits`: auto, project, subsets or none); return a summary."""
     dest = Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise CvreproError(f"{dest}: exists and is not an empty directory; refusing to write into it")
     task = plugin(fmt).TASK
+    files = _project_files(Path(root), rev)
     try:
-        dataset = project_dataset(root, rev, task)
+        dataset = project_dataset(root, rev, task, files)
+        source, assignment = choose_splits(splits, dataset, plugin(fmt).WRITES_SPLITS, fmt,
+                                           lambda: files[0](str(SPLITS)) if files[1](str(SPLITS)) else None)
     except CvreproError as e:
         raise CvreproError(f"export --format {fmt}: {e}") from None
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -399,10 +434,10 @@ def export_dataset(fmt: str, dest: Path, root: Path = Path("."), rev: str | None
     try:
         out = work / "out"  # made by mkdir, not mkdtemp: the usual permissions, not 0700
         out.mkdir()
-        plugin(fmt).write(dataset, out, **options)
+        plugin(fmt).write(dataset, out, splits=assignment, location=dest.resolve(), **options)
         if dest.exists():
             dest.rmdir()  # empty, checked above
         out.rename(dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return _summary(fmt, dataset)
+    return {**_summary(fmt, dataset), "splits": splits_summary(source, assignment)}

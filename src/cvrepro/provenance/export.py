@@ -10,10 +10,12 @@
 
 The parity check runs ONNX Runtime and PyTorch on up to 64 validation images of `data/processed/val`
 and compares what a consumer sees: detection boxes (input pixels), labels and scores; the
-segmentation class scores and per-pixel labels; the classification scores and label. A bundle
-outside `TOLERANCE` is refused with the numbers, before anything is committed. The two ONNX files
-are tracked with `dvc add` and pushed with the release; `load_model(tag, runtime="onnx")` fetches
-them through DVC and checks them against the record's sha256.
+segmentation class scores and per-pixel labels; the classification scores and label. Detections
+are paired one-to-one as the same object, and one may be missing only on the model's own score or
+count cut (provenance/parity.py; docs/safety.md). A bundle outside `TOLERANCE` is refused with the
+numbers, before anything is committed. The two ONNX files are tracked with `dvc add` and pushed with
+the release; `load_model(tag, runtime="onnx")` fetches them through DVC and checks them against the
+record's sha256.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 from cvrepro.core.fileio import CvreproError, read_json, sha256_file, write_json
 from cvrepro import tasks
 from cvrepro.core.paths import MODEL_RELEASES_DIR, PREPROCESSING, WEIGHTS, processed_split
+from cvrepro.provenance.parity import match_image
 
 OPSET = 17
 INPUT_SCALE = 255.0  # uint8 -> [0, 1] inside the graph, as engine.to_tensor does for PyTorch
@@ -160,42 +163,22 @@ def _predict(model, images: np.ndarray, batch: int = 8) -> list[dict[str, np.nda
     return out
 
 
-def _box_pairs(ref: dict, got: dict, tol: dict, floor: float, cap: int | None) -> tuple[float, float, int]:
-    """Greedy match of detections by label and box: (max box difference, max score difference, detections
-    of either side without a partner). A detection may lack one only where the two runtimes may rightly
-    disagree: its score within the tolerance of the model's score threshold `floor`, or of the weakest
-    kept score when a side is cut at `cap` detections."""
-    cut = floor
-    for side in (ref, got):
-        if cap is not None and len(side["scores"]) >= cap:
-            cut = max(cut, float(side["scores"].min()))
-    excused = (lambda score: float(score) <= cut + tol["score_abs"])  # noqa: E731
-    used, box_diff, score_diff, unmatched = set(), 0.0, 0.0, 0
-    for i in np.argsort(-ref["scores"]):
-        cands = [j for j in range(len(got["scores"])) if j not in used and got["labels"][j] == ref["labels"][i]]
-        if not cands:
-            unmatched += not excused(ref["scores"][i])
-            continue
-        j = min(cands, key=lambda j: float(np.abs(got["boxes"][j] - ref["boxes"][i]).max()))
-        used.add(j)
-        box_diff = max(box_diff, float(np.abs(got["boxes"][j] - ref["boxes"][i]).max()))
-        score_diff = max(score_diff, abs(float(got["scores"][j] - ref["scores"][i])))
-    unmatched += sum(not excused(got["scores"][j]) for j in range(len(got["scores"])) if j not in used)
-    return box_diff, score_diff, int(unmatched)
-
-
 def compare(ref: list[dict], got: list[dict], tolerance: dict = TOLERANCE, score_floor: float = 0.0,
             max_detections: int | None = None) -> dict:
     """The parity report of two runtimes' outputs on the same images; `ok` within `tolerance`.
-    Detection: `score_floor` and `max_detections` are the model's own cuts (see _box_pairs)."""
+    Detection: `score_floor` and `max_detections` are the model's own cuts, where a detection may be
+    missing from one side (`excused_unmatched`; provenance/parity.py)."""
     report = {"images": len(ref), "tolerance": dict(tolerance), "max_score_diff": 0.0}
     if ref and "boxes" in ref[0]:
-        report.update(max_box_diff_px=0.0, unmatched_detections=0, detections=int(sum(len(r["scores"]) for r in ref)))
+        report.update(max_box_diff_px=0.0, unmatched_detections=0, excused_unmatched=0, images_at_cap=0,
+                      detections=int(sum(len(r["scores"]) for r in ref)))
         for r, g in zip(ref, got):
-            box, score, unmatched = _box_pairs(r, g, tolerance, score_floor, max_detections)
-            report["max_box_diff_px"] = round(max(report["max_box_diff_px"], box), 6)
-            report["max_score_diff"] = max(report["max_score_diff"], score)
-            report["unmatched_detections"] += unmatched
+            res = match_image(r, g, tolerance, score_floor, max_detections)
+            report["max_box_diff_px"] = round(max(report["max_box_diff_px"], res.box_diff), 6)
+            report["max_score_diff"] = max(report["max_score_diff"], res.score_diff)
+            report["unmatched_detections"] += res.unmatched
+            report["excused_unmatched"] += res.excused
+            report["images_at_cap"] += int(res.at_cap)
         ok = (report["max_box_diff_px"] <= tolerance["box_px"] and report["unmatched_detections"] == 0)
     else:
         key = next(k for k in ref[0] if k != "scores") if ref else "label"

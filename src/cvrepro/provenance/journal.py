@@ -25,7 +25,7 @@ from pathlib import Path
 from cvrepro.core.fileio import CvreproError, read_json, sha256_file, write_json
 from cvrepro.core.lock import git_path
 from cvrepro.core.vcs import git, git_bytes, run_git, tag_exists
-from cvrepro.provenance import registry
+from cvrepro.provenance import gtotags, registry
 
 NAME = "cvrepro-release.json"
 
@@ -92,9 +92,11 @@ def recover(root: Path) -> dict | None:
         if tagged != commit:
             raise CvreproError(f"{who}: its commit {commit[:9]} exists but the tag {tag} names {tagged[:9]}; "
                                "check both by hand (tags are never moved)")
+        gtotags.tag_release(root, tag, commit)  # killed between our tag and GTO's
         return {"tag": tag, "action": "completed", "message": f"{who} had finished; journal removed"}
     notes = git_bytes(root, commit, registry.record_path(tag).with_suffix(".md").as_posix()) or tag.encode()
     git(root, "tag", "-a", tag, "--cleanup=verbatim", "-F", "-", commit, input=notes.decode())
+    gtotags.tag_release(root, tag, commit)
     clear(root)
     return {"tag": tag, "action": "completed",
             "message": f"{who} was completed: tagged its commit {commit[:9]} as {tag}"}

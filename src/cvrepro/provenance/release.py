@@ -22,8 +22,9 @@ from pathlib import Path
 import yaml
 
 from cvrepro.dataset import diff as datadiff
+from cvrepro.dataset.fingerprint import summary_lines as fingerprint_lines
 from cvrepro.dataset.splits import SPLIT_NAMES, require_no_empty_split
-from cvrepro.provenance import export, journal, preflight, registry
+from cvrepro.provenance import export, gtotags, journal, preflight, registry
 from cvrepro.config.compose import MISSING, changed_keys
 from cvrepro.core.faults import kill_point
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, read_json, sha256_bytes, sha256_file
@@ -147,6 +148,8 @@ def _publish(root: Path, tag: str, record: dict, notes_md: str, message: str, re
         journal.remove_files(root, files={p: sha256_bytes(b) for p, b in files.items()})
         journal.clear(root)
         raise
+    # `NAME@vX.Y.Z` for DVC's model registry (dvc artifacts get, gto show). A kill before it: `recover` makes it.
+    gtotags.tag_release(root, tag, commit)
     journal.clear(root)
 
 
@@ -288,6 +291,8 @@ def dataset_notes(record: dict) -> str:
     lines += _md_table(["class", "objects", "change"],
                        [[c, n, f"{record['changelog']['per_class_delta'].get(c, 0):+d}" if prev else "new"]
                         for c, n in s["per_class"].items()])
+    if record.get("fingerprint"):  # sizes that decide preprocessing (dataset/fingerprint.py)
+        lines += ["", "## Fingerprint", *fingerprint_lines(record["fingerprint"])]
     if prev:
         lines += ["", f"## Changes since {prev}", *datadiff.summary_lines(record["changelog"])]
     lines += ["", "## Notes", record["notes"] or "(none)", ""]
@@ -326,6 +331,7 @@ def release_dataset(root: Path = Path("."), version: str | None = None, level: s
         "snapshot_id": current.manifest["snapshot_id"],
         "class_map": current.manifest["class_map"],
         "stats": current.manifest["stats"],
+        "fingerprint": current.manifest.get("fingerprint"),
         "inputs": {k: v for k, v in _lock_hashes(root).items()
                    if k in ("data/raw", "data/labels", str(MANIFEST), str(SPLITS))},
         "split": {k: splits.get(k) for k in ("method", "seed", "ratios", "group_key", "counts")}

@@ -10,6 +10,8 @@ registered with `tasks.register`, plus one `conf/task/<name>.yaml`.
 Each stage's use, in pipeline order:
 - snapshot:   `annotations_required`, `labels_in_index`, `parse_labels`, `check_labels_on_disk`, `objects`,
               `label_entry`, `extra_stats`            (dataset/manifest.py)
+              `fingerprint_labels`                    (dataset/fingerprint.py)
+- defaults:   `resolution_need`, `model_defaults`    (tasks/defaults.py: settings chosen from the fingerprint)
 - split:      `split_summary`                         (stages/split.py)
 - preprocess: `layout`, `write_split`, `preprocess_info` (dataset/processed.py)
 - train:      `train_set`, `model_builders`, `build_model`, `output_spec` (learning/)
@@ -64,6 +66,20 @@ class Task:
 
     def extra_stats(self, files: list[dict], class_map: dict[int, str], ignore_index: int) -> dict:
         return {}
+
+    # ----------------------------------------------------------------- fingerprint and defaults
+    def fingerprint_labels(self, files: list[dict], class_map: dict[int, str]) -> dict:
+        """The task's keys of the dataset fingerprint (object sizes, mask areas): files as for `objects`."""
+        return {}
+
+    def resolution_need(self, fp: dict) -> list[tuple[float, int, str]]:
+        """What the input size must resolve: [(object side / image long side, pixels it should get, why)];
+        the largest size any of them wants is taken. [] when the labels say nothing of size (the images decide)."""
+        return []
+
+    def model_defaults(self, fp: dict, size: int, model_cfg: dict) -> list[tuple[str, object, str]]:
+        """Model settings that depend on the data at input `size`: [(key under `model`, value, reason)]."""
+        return []
 
     # ----------------------------------------------------------------- split
     def split_summary(self, manifest: dict, members: dict[str, list[str]], ratios: dict) -> dict:

@@ -16,7 +16,7 @@ from cvrepro.core.paths import PLOTS_DIR
 from cvrepro.core.problems import Problems, is_int
 from cvrepro.dataset.index import (BoxCheck, annotations_file, box_problem, canonical_number, checked_annotations,
                                    invalid_mode)
-from cvrepro.tasks import register
+from cvrepro.tasks import register, sizing
 from cvrepro.tasks.base import Task
 from cvrepro.learning.samples import SeededSamples
 
@@ -160,6 +160,16 @@ class Detection(Task):
 
     def parse_labels(self, annotations, images, class_map, ann_path, problems, rejected, invalid=None):
         return parse_annotations(annotations, images, class_map, ann_path, problems, rejected, invalid)
+
+    # fingerprint and defaults (tasks/sizing.py)
+    def fingerprint_labels(self, files, class_map):
+        return sizing.box_sizes(files, class_map)
+
+    def resolution_need(self, fp):
+        return sizing.box_need(fp)
+
+    def model_defaults(self, fp, size, model_cfg):
+        return sizing.anchor_scale(fp, size, model_cfg)
 
     # preprocess
     def preprocess_info(self) -> dict:

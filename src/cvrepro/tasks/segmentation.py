@@ -18,7 +18,7 @@ from cvrepro.core.relpaths import Containment, normalize_relpath
 from cvrepro.dataset.index import MISSING
 from cvrepro.dataset.manifest import slice_values
 from cvrepro.dataset.masks import mask_labels_hash, read_mask
-from cvrepro.tasks import register
+from cvrepro.tasks import register, sizing
 from cvrepro.tasks.base import Task
 from cvrepro.learning.samples import SeededSamples
 
@@ -110,6 +110,12 @@ class Segmentation(Task):
         for f in files:
             pixels.update({names[k]: v for k, v in f["pixels"].items()})
         return {"pixels_per_class": dict(pixels)}
+
+    def fingerprint_labels(self, files, class_map):
+        return sizing.mask_areas(files, class_map)
+
+    def resolution_need(self, fp):
+        return sizing.mask_need(fp)
 
     # preprocess
     def write_split(self, out_dir, paths, by_path, size, root, params):

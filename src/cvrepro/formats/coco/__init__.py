@@ -8,7 +8,7 @@
 
 Category ids become 1..K in the order of the source ids (COCO's own 1..90 with gaps become 1..80); image and
 annotation ids, extra image keys (attributes), extra category keys (`supercategory`) and extra annotation keys
-(`area`, `iscrowd`, `segmentation`, ...) are kept. Export writes the CVAT/Datumaro layout.
+(`area`, `iscrowd`, `segmentation`, ...) are kept. Export writes the CVAT/Datumaro layout, one subset per split.
 """
 
 from __future__ import annotations
@@ -18,19 +18,27 @@ from pathlib import Path
 from cvrepro.core.fileio import CvreproError, read_json, write_json
 from cvrepro.core.problems import is_number
 from cvrepro.core.relpaths import normalize_relpath
-from cvrepro.formats.common import BoxCheck, Dataset, probe_image
+from cvrepro.formats.common import BoxCheck, Dataset, FileCheck
+from cvrepro.formats.splits import NAMED, Assignment, placed
 
 
 NAME = "coco"
 TASK = "detection"
+WRITES_SPLITS = NAMED  # one instances_<subset>.json per subset, any name
 
 
 DEFAULT_SUBSET = "default"  # Datumaro's name for a dataset without subsets
 
 
-def detect(src: Path) -> bool:
-    """A COCO source: SRC/annotations.json or SRC/annotations/instances_<subset>.json."""
-    return (src / "annotations.json").is_file() or bool(_subset_files(src))
+LOOKS_FOR = "annotations.json, or annotations/instances_<subset>.json (CVAT/Datumaro)"
+
+
+def detect(src: Path) -> str | None:
+    """A COCO source, its layout described: SRC/annotations.json or SRC/annotations/instances_<subset>.json."""
+    if (src / "annotations.json").is_file():
+        return "COCO: annotations.json"
+    subsets = _subset_files(src)
+    return f"CVAT/Datumaro: annotations/instances_{{{','.join(subsets)}}}.json" if subsets else None
 
 
 def _subset_files(src: Path) -> dict[str, Path]:
@@ -77,15 +85,10 @@ def _find_image(name: str, src_dir: Path, ann_dir: Path) -> Path | None:
     return None
 
 
-def _read_one(path: Path, folders: tuple[Path, ...], check: BoxCheck, prefix: str = "",
-              subset: str | None = None) -> tuple[list[dict], list[dict], list[dict], dict]:
-    """(categories, images, annotations, image id -> source file) of one COCO JSON."""
-    coco = read_json(path)
-    if not isinstance(coco, dict):
-        raise CvreproError(f"{path}: expected a JSON object with images, annotations and categories")
-    categories, remap = _categories(_list(coco, "categories", path), path)
-
-    images, sources, sizes = [], {}, {}
+def _read_images(coco: dict, path: Path, folders: tuple[Path, ...], prefix: str, subset: str | None,
+                 files: FileCheck) -> tuple[list[dict], dict, dict, set]:
+    """(images, image id -> source file, image id -> size, ids of entries dropped as bad files)."""
+    images, sources, sizes, dropped, names = [], {}, {}, set(), {}
     for i, e in enumerate(_list(coco, "images", path)):
         where = f"{path}: images[{i}]"
         if not isinstance(e, dict) or not isinstance(e.get("id"), int):
@@ -95,10 +98,17 @@ def _read_one(path: Path, folders: tuple[Path, ...], check: BoxCheck, prefix: st
             raise CvreproError(f"{where} (image id {e['id']}): 'file_name' {e.get('file_name')!r} must be a "
                                "relative path inside the dataset")
         file = next((f / name for f in folders if (f / name).is_file()), None)
+        entry = f"images[{i}] (image id {e['id']}) of {files.rel(path)}"
         if file is None:
-            raise CvreproError(f"{where} (image id {e['id']}): image {name!r} not found under "
-                               f"{', '.join(str(f) for f in folders)}")
-        probed = probe_image(file, prefix + name)
+            files.bad(folders[0] / name, f"{entry}: image not found under "
+                                         f"{', '.join(files.rel(f) for f in folders)}")
+        elif name in names:
+            files.bad(file, f"{entry}: a second entry for this file (kept image id {names[name]})")
+        probed = files.probe(file, prefix + name) if file is not None and name not in names else None
+        if probed is None:
+            dropped.add(e["id"])
+            continue
+        names[name] = e["id"]
         for key in ("width", "height"):
             if key in e and e[key] not in (probed[key], 0):  # CVAT writes 0 when it did not know
                 raise CvreproError(f"{where} (image id {e['id']}): '{key}' is {e[key]!r} but {file} is displayed "
@@ -107,8 +117,19 @@ def _read_one(path: Path, folders: tuple[Path, ...], check: BoxCheck, prefix: st
         images.append({**entry, **probed, **({"subset": subset} if subset else {})})
         sources[e["id"]] = str(file)
         sizes[e["id"]] = (probed["width"], probed["height"])
+    return images, sources, sizes, dropped
 
-    anns = []
+
+def _read_one(path: Path, folders: tuple[Path, ...], check: BoxCheck, files: FileCheck, prefix: str = "",
+              subset: str | None = None) -> tuple[list[dict], list[dict], list[dict], dict]:
+    """(categories, images, annotations, image id -> source file) of one COCO JSON."""
+    coco = read_json(path)
+    if not isinstance(coco, dict):
+        raise CvreproError(f"{path}: expected a JSON object with images, annotations and categories")
+    categories, remap = _categories(_list(coco, "categories", path), path)
+    images, sources, sizes, dropped = _read_images(coco, path, folders, prefix, subset, files)
+
+    anns, labelled = [], set()
     for i, a in enumerate(_list(coco, "annotations", path)):
         ident = f"annotation id {a['id']}" if isinstance(a, dict) and "id" in a else f"annotations[{i}]"
         where = f"{path}: annotations[{i}]" + (f" ({ident})" if "id" in ident else "")
@@ -116,8 +137,11 @@ def _read_one(path: Path, folders: tuple[Path, ...], check: BoxCheck, prefix: st
             raise CvreproError(f"{where}: needs 'id', 'image_id', 'category_id' and 'bbox'")
         if a["category_id"] not in remap:
             raise CvreproError(f"{where}: 'category_id' {a['category_id']!r} is not in 'categories'")
+        if a["image_id"] in dropped:
+            continue  # its image is a bad file, reported as such
         if a["image_id"] not in sizes:
             raise CvreproError(f"{where}: 'image_id' {a['image_id']!r} is not in 'images'")
+        labelled.add(a["image_id"])
         bbox = a["bbox"]
         if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
             raise CvreproError(f"{where}: 'bbox' must be 4 numbers [x, y, width, height], got {bbox!r}")
@@ -126,7 +150,10 @@ def _read_one(path: Path, folders: tuple[Path, ...], check: BoxCheck, prefix: st
             continue
         fixed = {"bbox": kept, "area": kept[2] * kept[3]} if kept != [float(v) for v in bbox] else {}
         anns.append({**a, "category_id": remap[a["category_id"]], **fixed})
-    return categories, images, anns, sources
+    unlabelled = f"has no annotation in {files.rel(path)}"
+    images = [im for im in images if im["id"] in labelled
+              or files.keep_unlabelled(sources[im["id"]], f"image id {im['id']} {unlabelled}")]
+    return categories, images, anns, {im["id"]: sources[im["id"]] for im in images}
 
 
 def _renumber(parts: list[tuple[list, list, list, dict]]) -> None:
@@ -147,20 +174,24 @@ def _renumber(parts: list[tuple[list, list, list, dict]]) -> None:
         parts[k] = (cats, images, anns, {new[i]: f for i, f in sources.items()})
 
 
-def read(src: Path, annotations: Path | None = None, check: BoxCheck | None = None, **_options) -> Dataset:
+def read(src: Path, annotations: Path | None = None, check: BoxCheck | None = None, files: FileCheck | None = None,
+         **_options) -> Dataset:
     src, check = Path(src), check or BoxCheck()
+    files = files or FileCheck(src=src)
     subsets = _subset_files(src) if annotations is None and src.is_dir() and not (src / "annotations.json").is_file() \
         else {}
     if not subsets:
         path = _annotations_file(src, annotations)
         src_dir = src.parent if src.is_file() else src
-        categories, images, anns, sources = _read_one(path, (src_dir / "images", src_dir, path.parent), check)
+        categories, images, anns, sources = _read_one(path, (src_dir / "images", src_dir, path.parent), check, files)
+        files.raise_if_any()
         return Dataset(TASK, categories, images, anns, sources)
     parts = []
     for subset, path in subsets.items():
         prefix = "" if subset == DEFAULT_SUBSET else f"{subset}/"
         folders = (src / "images" / subset, src / "images", src)
-        parts.append(_read_one(path, folders, check, prefix, None if subset == DEFAULT_SUBSET else subset))
+        parts.append(_read_one(path, folders, check, files, prefix, None if subset == DEFAULT_SUBSET else subset))
+    files.raise_if_any()
     first = next(iter(subsets.values()))
     for (cats, *_), (subset, path) in zip(parts, subsets.items()):
         if [c["name"] for c in cats] != [c["name"] for c in parts[0][0]]:
@@ -170,18 +201,19 @@ def read(src: Path, annotations: Path | None = None, check: BoxCheck | None = No
                    {i: f for p in parts for i, f in p[3].items()})
 
 
-def write(dataset: Dataset, dest: Path, **_options) -> None:
-    """The CVAT/Datumaro layout: DEST/annotations/instances_<subset>.json and DEST/images/<subset>/<file_name>,
-    by the image attribute `subset` (`default` without one; a leading `<subset>/` folder is not repeated).
-    Category ids and names as they are."""
+def write(dataset: Dataset, dest: Path, splits: Assignment | None = None, **_options) -> None:
+    """The CVAT/Datumaro layout: DEST/annotations/instances_<split>.json and DEST/images/<split>/<name>, by
+    `splits` (`default` for an image in none, and for all without splits; a leading `<split>/` of the
+    file name is not repeated). Category ids and names as they are; the image attribute `subset` is kept."""
     groups: dict[str, list[dict]] = {}
+    where = placed(dataset, splits, unsplit=DEFAULT_SUBSET)
     for im in dataset.images:
-        groups.setdefault(str(im.get("subset", DEFAULT_SUBSET)), []).append(im)
+        groups.setdefault(where[im["id"]][0], []).append(im)
     by_image = dataset.annotations_by_image()
     for subset, members in groups.items():
         images = []
         for im in members:
-            name = im["file_name"][len(subset) + 1:] if im["file_name"].startswith(subset + "/") else im["file_name"]
+            name = where[im["id"]][1]
             target = dest / "images" / subset / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(dataset.read(dataset.image_source[im["id"]]))

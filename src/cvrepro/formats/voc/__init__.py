@@ -1,4 +1,13 @@
-"""Pascal VOC detection: `SRC/JPEGImages/**` and `SRC/Annotations/**.xml`, paired by relative path and stem.
+"""Pascal VOC detection XML, in the layouts people have:
+
+- the VOC devkit: `SRC/JPEGImages/**` and `SRC/Annotations/**.xml`, paired by relative path and stem;
+- LabelImg: one folder of XML files beside one folder of images (`annotations/` + `images/`, any names), or
+  the XML files beside the images in SRC itself. An XML is paired with the image its `<filename>` names (in
+  the same relative folder, then at the top), else with the image of its stem; `<path>` (the labeller's
+  machine) is ignored.
+
+An image without an XML is unlabelled (`--unlabelled`); an XML without an image or a second XML for one
+image is a bad file (`--bad-files`).
 
 Coordinates (`--voc-coords`): VOC XML holds xmin, ymin, xmax, ymax, and tools disagree
 on what the numbers mean.
@@ -16,7 +25,8 @@ Classes: `SRC/labelmap.txt` (Datumaro/CVAT: `name:r,g,b:parts:actions`, `backgro
 skipped), else `SRC/classes.txt` or `SRC/labels.txt` (one per line); a name not listed
 is an error. Without any, the sorted names found. Category ids are 1..K in that order.
 Subsets: `SRC/ImageSets/Main/<subset>.txt` (one image id a line) give each image the
-attribute `subset` (`trainval` is skipped when `train` or `val` exists).
+attribute `subset` (`trainval` is skipped when `train` or `val` exists; `default.txt`, Datumaro's list of
+the images in no subset, gives none).
 `difficult`, `truncated`, `occluded` and `pose` are kept on the annotation.
 """
 
@@ -32,23 +42,54 @@ from cvrepro.core.fileio import CvreproError, atomic_write_bytes, atomic_write_t
 from cvrepro.formats.common import (
     BoxCheck,
     Dataset,
+    FileCheck,
     by_stem,
-    labels_by_stem,
     categories_from_names,
     find_images,
-    probe_image,
+    is_image_file,
     stem_key,
     tidy,
 )
+from cvrepro.formats.splits import NAMED, UNSPLIT, Assignment
 
 
 NAME = "voc"
 TASK = "detection"
+WRITES_SPLITS = NAMED  # ImageSets/Main/<subset>.txt, any name
 
 
-def detect(src: Path) -> bool:
-    """A Pascal VOC source: SRC/Annotations/ holding .xml files."""
-    return (src / "Annotations").is_dir() and any((src / "Annotations").rglob("*.xml"))
+LOOKS_FOR = "JPEGImages/ + Annotations/*.xml, a folder of XML beside a folder of images, or XML beside images"
+
+
+def _xmls(folder: Path) -> list[Path]:
+    """The .xml files under folder (any depth, any case), hidden ones skipped."""
+    return [p for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix.lower() == ".xml"
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+
+
+def layout(src: Path) -> tuple[Path, Path, str, str] | None:
+    """(image folder, XML folder, 'devkit' or 'labelimg', a description) of a VOC source, or None."""
+    if not src.is_dir():
+        return None
+    if (src / "JPEGImages").is_dir() and (src / "Annotations").is_dir() and _xmls(src / "Annotations"):
+        return src / "JPEGImages", src / "Annotations", "devkit", "VOC devkit: JPEGImages/ + Annotations/"
+    dirs = [p for p in sorted(src.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    xml_dirs = [d for d in dirs if _xmls(d) and not find_images(d)]
+    image_dirs = [d for d in dirs if d not in xml_dirs and find_images(d)]
+    if len(xml_dirs) == 1 and len(image_dirs) == 1:
+        xml_dir, image_dir = xml_dirs[0], image_dirs[0]
+        return image_dir, xml_dir, "labelimg", f"LabelImg: {xml_dir.name}/ beside {image_dir.name}/"
+    top = [p for p in src.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if any(p.suffix.lower() == ".xml" for p in top) and any(is_image_file(p) for p in top):
+        return src, src, "labelimg", "LabelImg: XML beside the images"
+    return None
+
+
+def detect(src: Path) -> str | None:
+    """The VOC layout of SRC, described (None: not VOC)."""
+    found = layout(src)
+    return found[3] if found else None
+
 
 OBJECT_ATTRIBUTES = ("pose", "truncated", "difficult", "occluded")
 COORDS = ("plain", "devkit")  # --voc-coords; the default first
@@ -134,6 +175,7 @@ def subsets(src: Path) -> dict[str, str]:
     files = {p.stem: p for p in sorted(folder.glob("*.txt"))} if folder.is_dir() else {}
     if "trainval" in files and ({"train", "val"} & set(files)):
         del files["trainval"]
+    files.pop(UNSPLIT, None)  # Datumaro's `default.txt`: the images in no subset
     out: dict[str, str] = {}
     for subset, path in files.items():
         lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
@@ -146,27 +188,55 @@ def subsets(src: Path) -> dict[str, str]:
     return out
 
 
-def read(src: Path, voc_coords: str = "plain", check: BoxCheck | None = None, **_options) -> Dataset:
+def _pair(xmls: list[Path], xml_dir: Path, files: dict[str, Path], kind: str, image_dir: Path,
+          check: FileCheck) -> dict[str, Path]:
+    """image relpath -> its XML: by `<filename>` (LabelImg) then by stem; an XML without an image, or a second
+    one for an image, is a bad file."""
+    stems = by_stem(files, image_dir, check)
+    out: dict[str, Path] = {}
+    for xml in xmls:
+        rel = xml.relative_to(xml_dir).as_posix()
+        target = None
+        if kind == "labelimg":
+            name = (_parse(xml).findtext("filename") or "").strip().replace("\\", "/")
+            folder = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
+            target = next((c for c in (folder + name, name) if name and c in files), None)
+        target = target or stems.get(stem_key(rel))
+        if target is None:
+            check.bad(xml, f"annotation without an image: no image of that name under {check.rel(image_dir)}")
+        elif target in out:
+            check.bad(xml, f"a second annotation file for {check.rel(files[target])} (kept {check.rel(out[target])})")
+        else:
+            out[target] = xml
+    return out
+
+
+def read(src: Path, voc_coords: str = "plain", check: BoxCheck | None = None, files: FileCheck | None = None,
+         **_options) -> Dataset:
     src, check = Path(src), check or BoxCheck()
+    files_check = files or FileCheck(src=src)
     if voc_coords not in COORDS:
         raise CvreproError(f"--voc-coords {voc_coords!r}: choose one of {', '.join(COORDS)}")
-    image_dir, xml_dir = src / "JPEGImages", src / "Annotations"
-    for folder in (image_dir, xml_dir):
-        if not folder.is_dir():
-            raise CvreproError(f"{folder}: directory not found")
-    files = find_images(image_dir)
-    stems = by_stem(files, image_dir)
-    xmls = labels_by_stem(xml_dir, ".xml", stems, image_dir)
+    found = layout(src)
+    if found is None:
+        raise CvreproError(f"{src}: not a VOC source: expected {LOOKS_FOR}")
+    image_dir, xml_dir, kind, _ = found
+    images_found = find_images(image_dir)
+    xmls = _pair(_xmls(xml_dir), xml_dir, images_found, kind, image_dir, files_check)
 
     subset_of = subsets(src)
     images, sources, objects = [], {}, {}
-    for image_id, (rel, file) in enumerate(files.items(), start=1):
-        probed = probe_image(file, rel)
+    for rel, file in images_found.items():
+        xml = xmls.get(rel)
+        probed = files_check.probe(file, rel)
+        if probed is None or (xml is None and not files_check.keep_unlabelled(file, "image without an XML")):
+            continue
+        image_id = len(images) + 1
         subset = subset_of.get(stem_key(rel))
         images.append({"id": image_id, **probed, **({"subset": subset} if subset else {})})
         sources[image_id] = str(file)
-        xml = xmls.get(stem_key(rel))
         objects[image_id] = (xml, _objects(xml, probed["width"], probed["height"], voc_coords, check) if xml else [])
+    files_check.raise_if_any()
 
     declared = _declared_names(src)
     names = declared[0] if declared else sorted({o["name"] for _, objs in objects.values() for o in objs})
@@ -189,10 +259,11 @@ def _text(parent: ET.Element, tag: str, value) -> ET.Element:
     return el
 
 
-def write(dataset: Dataset, dest: Path, voc_coords: str = "plain", **_options) -> None:
-    """DEST/JPEGImages/<file_name>, DEST/Annotations/<file_name stem>.xml, DEST/ImageSets/Main/<subset>.txt
-    (the image attribute `subset`, else `default`), and the class order in DEST/labelmap.txt (Datumaro's) and
-    DEST/classes.txt: what CVAT/Datumaro and globox read back."""
+def write(dataset: Dataset, dest: Path, voc_coords: str = "plain", splits: Assignment | None = None,
+          **_options) -> None:
+    """DEST/JPEGImages/<file_name>, DEST/Annotations/<file_name stem>.xml, DEST/ImageSets/Main/<split>.txt
+    (by `splits`; `default` for an image in none, and for all without splits), and the class order in
+    DEST/labelmap.txt (Datumaro's) and DEST/classes.txt: what CVAT/Datumaro and globox read back."""
     if voc_coords not in COORDS:
         raise CvreproError(f"--voc-coords {voc_coords!r}: choose one of {', '.join(COORDS)}")
     shift = SHIFT[voc_coords]
@@ -204,7 +275,7 @@ def write(dataset: Dataset, dest: Path, voc_coords: str = "plain", **_options) -
         target = dest / "JPEGImages" / im["file_name"]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-        image_sets.setdefault(str(im.get("subset", "default")), []).append(stem_key(im["file_name"]))
+        image_sets.setdefault((splits or {}).get(im["id"]) or UNSPLIT, []).append(stem_key(im["file_name"]))
         with Image.open(BytesIO(data)) as pil:
             depth = len(pil.getbands())
         root = ET.Element("annotation")

@@ -9,8 +9,9 @@ people have:
 - darknet (CVAT "YOLO 1.1", Datumaro `yolo`): `SRC/obj.names` (and `obj.data`), images with their .txt label
   beside them in `SRC/obj_<subset>_data/`.
 
-No label file (or an empty one) means an image without objects. YOLO class i becomes category id i + 1; an
-image under a subset folder gets the attribute `subset` (train, val, test).
+An empty label file means an image without objects; no label file, an unlabelled image (`--unlabelled`: kept
+as a negative by default); a label file without an image is a bad file (`--bad-files`). YOLO class i becomes
+category id i + 1; an image under a subset folder gets the attribute `subset` (train, val, test).
 """
 
 from __future__ import annotations
@@ -23,33 +24,41 @@ from cvrepro.core.fileio import CvreproError, atomic_write_text
 from cvrepro.formats.common import (
     BoxCheck,
     Dataset,
+    FileCheck,
     by_stem,
-    labels_by_stem,
     categories_from_names,
     contiguous_names,
     find_images,
-    probe_image,
     stem_key,
     tidy,
 )
+from cvrepro.formats.splits import STANDARD, Assignment, placed, split_names
 
 
 NAME = "yolo"
 TASK = "detection"
+WRITES_SPLITS = STANDARD  # data.yaml names train/val/test folders only
 
 
 SUBSETS = ("train", "val", "test")  # the data.yaml keys that name image folders
 
 
-def detect(src: Path) -> bool:
-    """A YOLO source: SRC/images/ + SRC/labels/ with .txt files, a data.yaml naming image folders, or darknet's
-    obj.names."""
+LOOKS_FOR = "images/ + labels/*.txt, data.yaml naming image folders (Ultralytics), or obj.names (darknet)"
+
+
+def detect(src: Path) -> str | None:
+    """A YOLO source, its layout described: SRC/images/ + SRC/labels/ with .txt files, a data.yaml naming image
+    folders, or darknet's obj.names."""
     labels = src / "labels"
     if (src / "images").is_dir() and labels.is_dir() and any(labels.rglob("*.txt")):
-        return True
+        return "YOLO: images/ + labels/"
     if (src / "obj.names").is_file() or (src / "obj.data").is_file():
-        return True
-    return (src / "data.yaml").is_file() and bool(_data_yaml(src).get("names")) and bool(_parts(src))
+        return "darknet: obj.names + obj_<subset>_data/"
+    try:
+        ultralytics = (src / "data.yaml").is_file() and bool(_data_yaml(src).get("names")) and bool(_parts(src))
+    except CvreproError:
+        ultralytics = False  # not readable as data.yaml: not this layout (read says why when it is forced)
+    return "Ultralytics: data.yaml" if ultralytics else None
 
 CLASSES_IN_LABELS = "classes.txt"  # LabelImg writes the class list beside the label files: not a label file
 
@@ -142,8 +151,19 @@ def _boxes(path: Path, n_classes: int, width: int, height: int, check: BoxCheck)
     return boxes
 
 
-def read(src: Path, check: BoxCheck | None = None, **_options) -> Dataset:
+def _labels(label_dir: Path, stems: dict[str, str], image_dir: Path, files: FileCheck) -> dict[str, Path]:
+    """stem key -> label file under label_dir; a label file with no image of its name is a bad file."""
+    skip = label_dir / CLASSES_IN_LABELS
+    found = {stem_key(p.relative_to(label_dir).as_posix()): p for p in sorted(label_dir.rglob("*"))
+             if p.is_file() and p.suffix.lower() == ".txt" and p != skip} if label_dir.is_dir() else {}
+    for key in sorted(set(found) - set(stems)):
+        files.bad(found.pop(key), f"annotation without an image: no image of that name under {files.rel(image_dir)}")
+    return found
+
+
+def read(src: Path, check: BoxCheck | None = None, files: FileCheck | None = None, **_options) -> Dataset:
     src, check = Path(src), check or BoxCheck()
+    files = files or FileCheck(src=src)
     parts = _parts(src)
     if not parts:
         raise CvreproError(f"{src}: no images/ folder, obj_<subset>_data/ folder or data.yaml train/val folder")
@@ -153,20 +173,21 @@ def read(src: Path, check: BoxCheck | None = None, **_options) -> Dataset:
 
     images, anns, sources = [], [], {}
     for image_dir, label_dir, prefix, subset in parts:
-        files = find_images(image_dir)
-        stems = by_stem(files, image_dir)
-        skip = (label_dir / CLASSES_IN_LABELS,)
-        label_files = labels_by_stem(label_dir, ".txt", stems, image_dir, skip=skip)
-        for rel, file in files.items():
+        found_images = find_images(image_dir)
+        label_files = _labels(label_dir, by_stem(found_images, image_dir, files), image_dir, files)
+        for rel, file in found_images.items():
+            label = label_files.get(stem_key(rel))
+            probed = files.probe(file, prefix + rel)
+            if probed is None or (label is None and not files.keep_unlabelled(file, "image without a label file")):
+                continue
             image_id = len(images) + 1
-            probed = probe_image(file, prefix + rel)
             found = subset or next((s for s, f in subset_dirs.items() if file.resolve().is_relative_to(f)), None)
             images.append({"id": image_id, **probed, **({"subset": found} if found else {})})
             sources[image_id] = str(file)
-            label = label_files.get(stem_key(rel))
             for cat, bbox in _boxes(label, len(names), probed["width"], probed["height"], check) if label else []:
                 anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cat, "bbox": bbox,
                              "area": tidy(bbox[2] * bbox[3]), "iscrowd": 0})
+    files.raise_if_any()
     return Dataset(TASK, categories, images, anns, sources)
 
 
@@ -174,25 +195,40 @@ def _number(v: float) -> str:
     return f"{v:.10f}".rstrip("0").rstrip(".") or "0"
 
 
-def write(dataset: Dataset, dest: Path, **_options) -> None:
-    """DEST/images/<file_name>, DEST/labels/<file_name stem>.txt, DEST/data.yaml (names in id order, and
-    `train:`/`val:`/`test:` image folders where every image of a subset lies under `<subset>/`)."""
+def _label_text(im: dict, anns: list[dict]) -> str:
+    lines = []
+    for a in sorted(anns, key=lambda a: a["id"]):
+        x, y, w, h = a["bbox"]
+        values = [(x + w / 2) / im["width"], (y + h / 2) / im["height"], w / im["width"], h / im["height"]]
+        lines.append(" ".join([str(a["category_id"] - 1)] + [_number(v) for v in values]))
+    return "".join(f"{s}\n" for s in lines)
+
+
+def _data_yaml_text(names: list[str], splits: Assignment | None, location: Path | None) -> str:
+    """Ultralytics' dataset YAML: `path` (the export folder), the split image folders and `names` by index;
+    without splits the flat layout's `nc` and `names` list."""
+    if splits is None:
+        return yaml.safe_dump({"nc": len(names), "names": names}, sort_keys=False)
+    folders = {s: f"images/{s}" for s in split_names(splits)}
+    data = {"path": str(location) if location else ".", **folders, "names": dict(enumerate(names))}
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def write(dataset: Dataset, dest: Path, splits: Assignment | None = None, location: Path | None = None,
+          **_options) -> None:
+    """The Ultralytics layout: DEST/images/<split>/<name>, DEST/labels/<split>/<name stem>.txt (no `images`
+    folder inside <name>; an image in no split: images/<file_name>) and DEST/data.yaml (`path: <location>`, `train:`/`val:`/`test:` folders,
+    `names` by index). Without splits the flat images/<file_name>, labels/, data.yaml with `nc` and `names`."""
     names = contiguous_names(dataset, "yolo")
     by_image = dataset.annotations_by_image()
+    # Ultralytics finds an image's label by swapping the LAST /images/ of its path for /labels/: an `images`
+    # folder inside the name (Roboflow's train/images/a.jpg) would send it to a folder we do not write
+    where = placed(dataset, splits, by_stem=True, drop="images")
     for im in dataset.images:
-        target = dest / "images" / im["file_name"]
+        split, name = where[im["id"]]
+        rel = f"{split}/{name}" if split else name
+        target = dest / "images" / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(dataset.read(dataset.image_source[im["id"]]))
-        lines = []
-        for a in sorted(by_image[im["id"]], key=lambda a: a["id"]):
-            x, y, w, h = a["bbox"]
-            values = [(x + w / 2) / im["width"], (y + h / 2) / im["height"], w / im["width"], h / im["height"]]
-            lines.append(" ".join([str(a["category_id"] - 1)] + [_number(v) for v in values]))
-        atomic_write_text(dest / "labels" / (stem_key(im["file_name"]) + ".txt"), "".join(f"{s}\n" for s in lines))
-    folders = {}
-    for subset in SUBSETS:
-        members = [im["file_name"] for im in dataset.images if im.get("subset") == subset]
-        if members and all(name.startswith(subset + "/") for name in members):
-            folders[subset] = f"images/{subset}"
-    data = {"path": ".", **folders, "nc": len(names), "names": names} if folders else {"nc": len(names), "names": names}
-    atomic_write_text(dest / "data.yaml", yaml.safe_dump(data, sort_keys=False))
+        atomic_write_text(dest / "labels" / (stem_key(rel) + ".txt"), _label_text(im, by_image[im["id"]]))
+    atomic_write_text(dest / "data.yaml", _data_yaml_text(names, splits, location))
