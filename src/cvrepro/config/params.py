@@ -22,10 +22,18 @@ def load_params(path: str | Path = PARAMS) -> dict[str, Any]:
     return params
 
 
+NOT_RUN_KEYS = ("check",)  # read by no stage (`cvrepro check` thresholds): no part of what a run ran with
+
+
+def run_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The params a run depends on: all but NOT_RUN_KEYS, so tuning a dataset check changes no config ID."""
+    return {k: v for k, v in params.items() if k not in NOT_RUN_KEYS}
+
+
 def config_id(params: dict[str, Any]) -> str:
-    """The experiment's name plus a short hash of the whole composed config.
+    """The experiment's name plus a short hash of the composed config (`run_params`).
 
     Two runs with the same config ID ran with identical parameters.
     """
     name = (params.get("experiment") or {}).get("name", "unnamed")
-    return f"{name}+{sha256_bytes(canonical_json(params).encode())[:8]}"
+    return f"{name}+{sha256_bytes(canonical_json(run_params(params)).encode())[:8]}"

@@ -16,14 +16,22 @@ images fall into the splits by the same independent uniform draws, so a class of
 images gets n x ratio +- sqrt(n x ratio x (1 - ratio)) of them in each split. For
 classification the output records the images per class in every split
 (`class_counts`) and warns when a class is missing from a split that should hold images.
+
+Duplicates (the manifest's `duplicates` groups, dataset/duplicates.py) are kept in one split, with every
+`group_key` group a member belongs to, and an image assigned by the last split made with the same settings
+(the previous splits.json, which dvc.yaml keeps with `persist`) keeps its split: a group follows its
+earliest-assigned member, so a new copy of a released image joins the released image's split.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
+from pathlib import Path
 
 from cvrepro.core.fileio import CvreproError
+from cvrepro.dataset.duplicates import keep_together, split_of_path
 from cvrepro.core.paths import MANIFEST
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -98,12 +106,50 @@ def require_no_empty_split(counts: dict[str, int], ratios: dict[str, float], whe
                            "split.ratios or split.seed")
 
 
-def split_record(manifest: dict, cfg: dict, task) -> dict:
-    """splits.json: the membership of every split, with the seed, method and rule that rebuild it."""
+SETTINGS = ("method", "seed", "ratios", "group_key")  # a previous split made with other settings is not followed
+
+
+def read_previous(path: Path) -> dict | None:
+    """The last splits.json, or None (missing or unreadable: every image is assigned by the rule)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _history(previous: dict | None, cfg: dict, method: str) -> dict[str, str]:
+    """path -> split of the previous split, if it was made with these settings."""
+    if not isinstance(previous, dict) or not isinstance(previous.get("splits"), dict):
+        return {}
+    now = {"method": method, "seed": int(cfg["seed"]), "ratios": cfg["ratios"], "group_key": cfg.get("group_key")}
+    if any(previous.get(k) != now[k] for k in SETTINGS):
+        return {}
+    return {p: s for p, s in split_of_path(previous).items() if s in SPLIT_NAMES}
+
+
+def _together(manifest: dict, members: dict[str, list[str]], cfg: dict, method: str,
+              previous: dict | None) -> tuple[dict[str, list[str]], list[dict]]:
+    """Duplicates and history applied to the rule's assignment (dataset/duplicates.py `keep_together`)."""
+    key = cfg.get("group_key")
+    by_path = {f["path"]: f for f in manifest["files"]}
+    has_val = any(SUBSET_NAMES.get(str(f.get("attributes", {}).get("subset", "")).lower()) == "val"
+                  for f in manifest["files"])
+    pinned = {p for p, f in by_path.items() if _subset_split(f, has_val)} if method == "subset" else set()
+
+    def unit_of(path: str) -> str:
+        return f"group:{by_path[path]['attributes'][key]}" if key else path
+
+    return keep_together(members, manifest, _history(previous, cfg, method), unit_of, pinned)
+
+
+def split_record(manifest: dict, cfg: dict, task, previous: dict | None = None) -> dict:
+    """splits.json: the membership of every split, with the seed, method and rule that rebuild it.
+    previous: the last splits.json (its images keep their splits when the settings are the same)."""
     method = cfg.get("method", "sha256")
     if method not in METHODS:
         raise CvreproError(f"params.yaml: split.method '{method}' is unknown (supported: {', '.join(METHODS)})")
     members = assign(manifest, int(cfg["seed"]), cfg["ratios"], cfg.get("group_key"), method)
+    members, groups = _together(manifest, members, cfg, method, previous)
     fillable = fillable_splits(manifest, method)
     require_no_empty_split({n: len(v) for n, v in members.items()}, cfg["ratios"], "params.yaml: split", fillable)
     for name in sorted(set(SPLIT_NAMES) - set(fillable)):
@@ -112,7 +158,10 @@ def split_record(manifest: dict, cfg: dict, task) -> dict:
     return {
         "method": method,
         "rule": "u = int(sha256(f'{seed}:{identity}')[:8 bytes]) / 2**64; train if u < r_train, "
-        "val if u < r_train + r_val, else test; identity = image path or 'group:<value>'"
+        "val if u < r_train + r_val, else test; identity = image path or 'group:<value>'; then an image in the "
+        "previous splits.json made with these settings keeps its split, and each duplicate group (with the "
+        "group_key groups of its members) takes the split of its anchor: a member of the previous split, else "
+        "one of a kept subset, else any, the first by path"
         + ("; method subset: an image's `subset` attribute (train/val/test, valid, validation) decides first, "
            "a train subset without a val subset takes u * (r_train + r_val)" if method == "subset" else ""),
         "seed": int(cfg["seed"]),
@@ -121,6 +170,7 @@ def split_record(manifest: dict, cfg: dict, task) -> dict:
         "snapshot_id": manifest["snapshot_id"],
         "counts": {n: len(v) for n, v in members.items()},
         "splits": members,
+        "duplicates": groups,
         **({"fillable": fillable} if len(fillable) < len(SPLIT_NAMES) else {}),  # the other methods fill all
         **task.split_summary(manifest, members, cfg["ratios"]),
     }

@@ -313,10 +313,12 @@ def dataset_option_name(text: str) -> str:
 def _option_yaml(name: str, dataset: Dataset, fmt: str) -> str:
     import yaml
 
+    from cvrepro.dataset.duplicates import DEFAULTS as DUPLICATES
+
     body = {"name": name, "notes": f"Imported with `cvrepro import {fmt}` ({len(dataset.images)} images).",
             "task": dataset.task, "annotations": ANNOTATIONS.name, "annotations_by_task": {},
             "classes": [c["name"] for c in sorted(dataset.categories, key=lambda c: c["id"])], "ignore_index": 255,
-            "invalid": "fail"}
+            "invalid": "fail", "duplicates": dict(DUPLICATES)}
     return (f"{GENERATED} {fmt}: your dataset, selected in conf/config.yaml. Edit `notes` freely;\n"
             "# `task` and `classes` describe the data (category id i is classes[i - 1]). `invalid`: what\n"
             "# snapshot does with a bad box added later (fail, drop or clip; each listed in the manifest).\n"

@@ -24,11 +24,11 @@ import yaml
 from cvrepro.dataset import diff as datadiff
 from cvrepro.dataset.fingerprint import summary_lines as fingerprint_lines
 from cvrepro.dataset.splits import SPLIT_NAMES, require_no_empty_split
-from cvrepro.provenance import export, gtotags, journal, preflight, registry
+from cvrepro.provenance import check, export, gtotags, journal, preflight, registry
 from cvrepro.config.compose import MISSING, changed_keys
 from cvrepro.core.faults import kill_point
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, read_json, sha256_bytes, sha256_file
-from cvrepro.config.params import config_id, load_params
+from cvrepro.config.params import config_id, load_params, run_params
 from cvrepro.core.paths import (DVC_LOCK, LABEL_MAP, LINEAGE, MANIFEST, METRICS, PARAMS, PREPROCESSING, SPLITS,
                     WEIGHTS, CHECKPOINT)
 from cvrepro.core.vcs import (BUMPS, dvc_changed, dvc_watched, bump, bump_level, dirty_paths, dvc, format_version, git, head_commit, parse_version,
@@ -295,6 +295,7 @@ def dataset_notes(record: dict) -> str:
         lines += ["", "## Fingerprint", *fingerprint_lines(record["fingerprint"])]
     if prev:
         lines += ["", f"## Changes since {prev}", *datadiff.summary_lines(record["changelog"])]
+    lines += check.notes_lines(record["health"]) if record.get("health") else []
     lines += ["", "## Notes", record["notes"] or "(none)", ""]
     return "\n".join(lines)
 
@@ -319,6 +320,8 @@ def release_dataset(root: Path = Path("."), version: str | None = None, level: s
         raise CvreproError(f"{MANIFEST}: 0 images: an empty dataset is not released")
     require_no_empty_split(splits.get("counts") or {}, splits.get("ratios") or {}, str(SPLITS),
                            splits.get("fillable") or SPLIT_NAMES)
+    health = check.for_release(current.manifest, current.annotations, current.splits,  # strict: leaks refuse
+                               load_params(root / PARAMS), root)
     record = {
         "schema": "cvrepro.release.dataset/1",
         "version": tag,
@@ -337,6 +340,7 @@ def release_dataset(root: Path = Path("."), version: str | None = None, level: s
         "split": {k: splits.get(k) for k in ("method", "seed", "ratios", "group_key", "counts")}
         | {"membership_sha256": hashlib.sha256(json.dumps(members, sort_keys=True).encode()).hexdigest()},
         "changelog": datadiff.truncated(diff) if diff else None,
+        "health": health,
         "notes": notes,
     }
     notes_md = dataset_notes(record)
@@ -390,8 +394,8 @@ def model_bump(previous: dict | None, record: dict) -> tuple[str | None, str]:
         return "major", f"architecture changed ({previous['architecture']['name']} -> {record['architecture']['name']})"
     if previous["class_map"] != record["class_map"]:
         return "major", "class map (output format) changed"
-    hyper = {k: v for k, v in record["params"].items() if k != "experiment"}
-    old_hyper = {k: v for k, v in previous["params"].items() if k != "experiment"}
+    hyper = {k: v for k, v in run_params(record["params"]).items() if k != "experiment"}
+    old_hyper = {k: v for k, v in run_params(previous["params"]).items() if k != "experiment"}
     if previous["snapshot_id"] != record["snapshot_id"]:
         return "minor", f"data changed ({previous['dataset_version']} -> {record['dataset_version']})"
     if hyper != old_hyper:

@@ -33,6 +33,7 @@ from cvrepro.provenance.modelcard import headline, slices
 MARKER = ".cvrepro-report"  # what lets `build` replace an existing --out folder
 PICTURES = ("predictions_val.png", "confusion_val.png")  # copied as they are
 CSV_PLOTS = ("pr_val.csv", "confusion_val.csv")  # drawn as SVG / tables
+LABEL_ISSUES = "data/label_issues.csv"  # = provenance.check.LABEL_ISSUES (not imported: it brings numpy)
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
 header{background:#1d2330;color:#fff;padding:10px 24px}header a{color:#9ecbff;margin-right:16px}
@@ -246,8 +247,9 @@ def load(root: Path) -> dict:
             raise CvreproError(f"{registry.record_path(t)} at {t}: invalid JSON ({err.msg}, line {err.lineno})") from None
     wanted = [(t, name, f"{t}:{(PLOTS_DIR / name).as_posix()}") for t in tags["model"] for name in PICTURES + CSV_PLOTS]
     wanted += [(t, "card", f"{t}:models/releases/{t}/model_card.md") for t in tags["model"]]
+    wanted += [(t, "label_issues", f"{t}:{LABEL_ISSUES}") for t in tags["dataset"]]
     wanted += [(t, "notes", f"{t}:{registry.record_path(t).with_suffix('.md').as_posix()}") for t in tags["model"]]
-    files: dict[str, dict[str, bytes]] = {t: {} for t in tags["model"]}
+    files: dict[str, dict[str, bytes]] = {t: {} for t in every}
     for (t, name, _), data in zip(wanted, git_blobs(root, [w[2] for w in wanted])):
         if data is not None:
             files[t][name] = data
@@ -271,10 +273,12 @@ def index_page(reg: dict) -> str:
         s = r.get("stats", {})
         ds_rows.append([link(t), e(reg["facts"].get(t, {}).get("date", "")[:10]), e(r.get("task", "")),
                         f"<td class='n'>{e(s.get('images'))}</td>", f"<td class='n'>{e(s.get('objects'))}</td>",
-                        e(r.get("bump", "")), link(r["previous"]) if r.get("previous") else "",
+                        e(r.get("bump", "")), *health_cells(r, reg["files"].get(t, {})),
+                        link(r["previous"]) if r.get("previous") else "",
                         " ".join(link(m) for m in models_on.get(t, []))])
     body += ["<h2 id='datasets'>Datasets</h2>",
-             table(["version", "date", "task", "images", "objects", "bump", "previous", "models trained on it"], ds_rows)]
+             table(["version", "date", "task", "images", "objects", "bump", "health", "duplicates", "label issues",
+                    "previous", "models trained on it"], ds_rows)]
     m_rows = []
     for t in reversed(tags["model"]):
         r = recs[t]
@@ -303,6 +307,25 @@ def index_page(reg: dict) -> str:
     body.append("</div>")
     body += ["<h2 id='trends'>Metric trends</h2>", trends(reg)]
     return page("cvrepro registry", "".join(body), 0)
+
+
+def health_cells(record: dict, files: dict[str, bytes]) -> list[str]:
+    """[health, duplicates, label issues] of a dataset release: from the record's `health` (`cvrepro check` at
+    release time) and its committed data/label_issues.csv; blank where the release has neither."""
+    from cvrepro.provenance.check import count_csv_rows
+
+    h = record.get("health") or {}
+    issues = h.get("label_issues")
+    if issues is None and "label_issues" in files:
+        issues = count_csv_rows(files["label_issues"].decode("utf-8", "replace"))
+    if not h:
+        return ["", "", f"<td class='n'>{e(issues) if issues is not None else ''}</td>"]
+    state = "ok" if not (h.get("errors") or h.get("warnings")) else \
+        f"{h.get('errors', 0)} errors, {h.get('warnings', 0)} warnings"
+    cls = "down" if h.get("errors") else "muted" if state == "ok" else ""
+    d = h.get("duplicates") or {}
+    return [f"<span class='{cls}'>{e(state)}</span>", f"<td class='n'>{e(d.get('groups', ''))}</td>",
+            f"<td class='n'>{e(issues) if issues is not None else ''}</td>"]
 
 
 def trends(reg: dict) -> str:
@@ -358,6 +381,10 @@ def dataset_page(reg: dict, t: str) -> str:
             paths = (c.get("images") or {}).get(kind) or []
             if paths:
                 body.append(f"<p><b>{kind}</b> ({len(paths)}): " + e(", ".join(paths[:30])) + (" …" if len(paths) > 30 else "") + "</p>")
+    if r.get("health"):
+        from cvrepro.provenance.check import notes_lines
+
+        body += ["<h2>Health</h2>", markdown("\n".join(notes_lines(r["health"])[3:]))]
     if r.get("notes"):
         body += ["<h2>Notes</h2>", f"<p>{e(r['notes'])}</p>"]
     return page(t, "".join(body), 1)

@@ -8,6 +8,8 @@ from pathlib import Path
 from cvrepro import tasks
 from cvrepro.core.fileio import write_json
 from cvrepro.core.paths import MANIFEST, RAW_DIR, SNAPSHOT_CHECKS
+from cvrepro.dataset import duplicates
+from cvrepro.dataset.images import default_workers
 from cvrepro.dataset.index import annotations_file, ignore_index_of, invalid_mode
 from cvrepro.dataset.listing import dvc_listing
 from cvrepro.dataset.manifest import build_manifest
@@ -17,6 +19,7 @@ def run(params: dict, root: Path = Path(".")) -> dict:
     """Reads `task` and `dataset` (annotations, notes, ignore_index, invalid); raises CvreproError, nothing written,
     on a bad dataset."""
     root = Path(root)
+    dup_cfg = duplicates.settings(params)  # a bad value fails before minutes of checking
     manifest = build_manifest(
         root / RAW_DIR,
         root / annotations_file(params),
@@ -27,7 +30,15 @@ def run(params: dict, root: Path = Path(".")) -> dict:
         check_cache=root / SNAPSHOT_CHECKS,
         invalid=invalid_mode(params),
     )
+    manifest["duplicates"] = duplicates.find_duplicates(
+        manifest, root / RAW_DIR, root / annotations_file(params), tasks.of_params(params), dup_cfg,
+        invalid_mode(params), cache_dir=(root / SNAPSHOT_CHECKS).parent, workers=default_workers())
     write_json(root / MANIFEST, manifest)
+    counts = manifest["duplicates"]["counts"]
+    if counts["groups"]:
+        print(f"snapshot: {counts['groups']} groups of duplicate images ({counts['images']} images, "
+              f"{counts['exact_groups']} byte-identical), {counts['conflicts']} with conflicting labels; each is "
+              f"listed in {MANIFEST} (duplicates.groups); split keeps each group in one split", file=sys.stderr)
     fixed = manifest["stats"].get("snapshot_invalid")
     if fixed and fixed["boxes"]:
         print(f"snapshot: dataset.invalid {fixed['mode']}: {fixed['dropped']} boxes dropped, {fixed['clipped']} "

@@ -12,6 +12,7 @@ Each stage's use, in pipeline order:
               `label_entry`, `extra_stats`            (dataset/manifest.py)
               `fingerprint_labels`                    (dataset/fingerprint.py)
 - defaults:   `resolution_need`, `model_defaults`    (tasks/defaults.py: settings chosen from the fingerprint)
+- snapshot:   `duplicate_conflict` (do two copies of a picture carry the same labels; dataset/duplicates.py)
 - split:      `split_summary`                         (stages/split.py)
 - preprocess: `layout`, `write_split`, `preprocess_info` (dataset/processed.py)
 - train:      `train_set`, `model_builders`, `build_model`, `output_spec` (learning/)
@@ -19,6 +20,7 @@ Each stage's use, in pipeline order:
 - `cvrepro predict`: `prediction_outputs`, `prediction_labels` (provenance/predict.py)
 - evaluate:   `evaluate_split`, `plots`               (learning/evaluation.py)
 - releases:   `correction_actions`, `label_change`    (dataset/corrections.py, dataset/diff.py)
+- check:      `health_findings`, `label_signature`    (provenance/check.py: `cvrepro check`, dataset releases)
 - formats:    `serves` (does an index hold this task's labels), `check_import`; each format
               plug-in names its task (formats/<name>/__init__.py: TASK).
 """
@@ -80,6 +82,14 @@ class Task:
     def model_defaults(self, fp: dict, size: int, model_cfg: dict) -> list[tuple[str, object, str]]:
         """Model settings that depend on the data at input `size`: [(key under `model`, value, reason)]."""
         return []
+
+    # ----------------------------------------------------------------- duplicates
+    def duplicate_conflict(self, a: dict, b: dict, cfg: dict) -> str | None:
+        """Why the labels of two copies of one picture disagree, or None if they agree. a, b: their manifest
+        entries (path, width, height, labels_hash, ...) plus `labels`, the labels as `parse_labels` reduced them;
+        cfg: `dataset.duplicates` (label_iou). Default: any difference is a conflict."""
+        same = a["labels_hash"] == b["labels_hash"] and (a["width"], a["height"]) == (b["width"], b["height"])
+        return None if same else "labels differ"
 
     # ----------------------------------------------------------------- split
     def split_summary(self, manifest: dict, members: dict[str, list[str]], ratios: dict) -> dict:
@@ -163,6 +173,18 @@ class Task:
         from cvrepro.dataset.diff import label_counts
 
         return "labels", label_counts(old_labels, new_labels)
+
+    # ----------------------------------------------------------------- check
+    def health_findings(self, manifest: dict, index: dict, cfg: dict) -> dict[str, dict]:
+        """This task's own `cvrepro check` findings ({name: dataset.health.finding(...)}; detection: the box
+        checks). `index`: the labels index; `cfg`: the `check` params. What every task shares (class balance,
+        unlabelled images, duplicates, leakage, label conflicts) is computed outside the task."""
+        return {}
+
+    def label_signature(self, entry: dict, labels: list[dict]) -> str:
+        """What two copies of one picture must share for their labels to agree (two exact copies whose
+        signatures differ are a label conflict). `entry`: the manifest entry; `labels`: its labels in the index."""
+        return str(entry.get("labels_hash", ""))
 
     # ----------------------------------------------------------------- formats
     def serves(self, index: dict) -> bool:

@@ -89,6 +89,9 @@ class Classification(Task):
         return {"objects": 1, "category_id": label["category_id"],
                 "labels_hash": sha256_bytes(canonical_json(label).encode("utf-8"))}
 
+    def label_signature(self, entry, labels):  # the class, not the annotation id
+        return str(entry.get("category_id"))
+
     # split
     def split_summary(self, manifest, members, ratios):
         counts = class_counts(manifest, members)
@@ -170,6 +173,11 @@ class Classification(Task):
                 label_grid([data.images[i].transpose(1, 2, 0) for i in shown], [actual[i] for i in shown],
                            [predicted[i] for i in shown], [top[i] for i in shown], class_names, ctx["grid_path"])
         return metrics
+
+    # snapshot: duplicates
+    def duplicate_conflict(self, a, b, cfg):
+        ca, cb = a.get("category_id"), b.get("category_id")
+        return None if ca == cb else f"class {ca} vs {cb}"
 
     # formats
     def serves(self, index):

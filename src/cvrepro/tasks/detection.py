@@ -147,6 +147,40 @@ class TrainSet(SeededSamples):
         return self.augmented(i, image, {"boxes": boxes, "labels": torch.as_tensor(labels, dtype=torch.int64)})
 
 
+def _relative_boxes(entry: dict) -> list[tuple[int, list[float]]]:
+    """(category id, [x0, y0, x1, y1] as fractions of the image): a resized copy's boxes compare with the original's."""
+    w, h = entry["width"], entry["height"]
+    return [(a["category_id"], [a["bbox"][0] / w, a["bbox"][1] / h, (a["bbox"][0] + a["bbox"][2]) / w,
+                                (a["bbox"][1] + a["bbox"][3]) / h]) for a in entry["labels"]]
+
+
+def _iou(p: list[float], q: list[float]) -> float:
+    iw, ih = min(p[2], q[2]) - max(p[0], q[0]), min(p[3], q[3]) - max(p[1], q[1])
+    inter = max(iw, 0) * max(ih, 0)
+    union = (p[2] - p[0]) * (p[3] - p[1]) + (q[2] - q[0]) * (q[3] - q[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def box_conflict(a: dict, b: dict, min_iou: float) -> str | None:
+    """Why two labellings of one picture disagree: box counts, a box without a match of IoU >= min_iou (greedy,
+    best IoU first), or a matched box of another class; None when they agree."""
+    pa, pb = _relative_boxes(a), _relative_boxes(b)
+    if len(pa) != len(pb):
+        return f"{len(pa)} boxes vs {len(pb)}"
+    pairs = sorted(((_iou(p[1], q[1]), i, j) for i, p in enumerate(pa) for j, q in enumerate(pb)), reverse=True)
+    used_a, used_b, worst, classes = set(), set(), 1.0, []
+    for iou, i, j in pairs:
+        if i in used_a or j in used_b:
+            continue
+        used_a.add(i), used_b.add(j)
+        worst = min(worst, iou)
+        if pa[i][0] != pb[j][0]:
+            classes.append(f"class {pa[i][0]} vs {pb[j][0]}")
+    if worst < min_iou:
+        return f"box IoU {worst:.2f} < {min_iou}"
+    return "; ".join(classes) or None
+
+
 class Detection(Task):
     name = "detection"
     samples = TrainSet
@@ -275,6 +309,19 @@ class Detection(Task):
                 prediction_grid([data.images[i].transpose(1, 2, 0) for i in shown], [gts[i] for i in shown],
                                 [preds[i] for i in shown], class_names, ctx["grid_path"], score_threshold=threshold)
         return metrics
+
+    # snapshot: duplicates
+    def duplicate_conflict(self, a, b, cfg):
+        return box_conflict(a, b, float(cfg["label_iou"]))
+
+    # check
+    def health_findings(self, manifest, index, cfg):
+        from cvrepro.dataset.health import box_findings
+
+        return box_findings(manifest["files"], index.get("annotations") or [], manifest["class_map"], cfg)
+
+    def label_signature(self, entry, labels):  # the boxes and classes, not the annotation ids
+        return repr(sorted((a.get("category_id"), tuple(float(v) for v in a.get("bbox") or ())) for a in labels))
 
     # formats
     def serves(self, index):
