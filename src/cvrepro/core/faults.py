@@ -7,7 +7,8 @@ games. Unset (always, outside tests) it costs one dictionary lookup.
 
 Named steps: release:before-push, release:after-push, release:after-write,
 release:after-commit, release:after-tag; import:converted, import:swapped-0,
-import:swapped-1, import:swapped, import:before-dvc-add.
+import:swapped-1, import:swapped, import:before-dvc-add; predict:written (every output
+written in the temporary folder, before it is renamed to --out).
 """
 
 from __future__ import annotations

@@ -51,17 +51,22 @@ class Predictor:
         return fit_image(image, image.size, size, mode), (w / image.width, h / image.height), (h, w)
 
     def __call__(self, image, score_threshold: float = 0.3):
+        return self.predict_batch([image], score_threshold)[0]
+
+    predict = __call__
+
+    def predict_batch(self, images: list, score_threshold: float = 0.3) -> list:
+        """`__call__` on several images in one forward pass (`cvrepro predict --batch-size`)."""
         import torch
 
         from cvrepro.learning.engine import to_tensor
 
-        pixels, scale, content = self._prepare(image)
+        prepared = [self._prepare(image) for image in images]
         device = self._device()
         with torch.no_grad():
-            out = {k: v.cpu() for k, v in self.model([to_tensor(pixels).to(device)])[0].items()}
-        return self.task.postprocess(out, content, scale, self.class_names, score_threshold)
-
-    predict = __call__
+            outs = self.model([to_tensor(pixels).to(device) for pixels, _, _ in prepared])
+        return [self.task.postprocess({k: v.cpu() for k, v in out.items()}, content, scale, self.class_names,
+                                      score_threshold) for out, (_, scale, content) in zip(outs, prepared)]
 
     def _device(self):
         """Where the model's weights are (the CPU for a model without any, or one that is not torch's)."""

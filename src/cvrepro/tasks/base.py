@@ -17,6 +17,7 @@ Each stage's use, in pipeline order:
 - preprocess: `layout`, `write_split`, `preprocess_info` (dataset/processed.py)
 - train:      `train_set`, `model_builders`, `build_model`, `output_spec` (learning/)
 - predict:    `postprocess`                           (learning/predictor.py)
+- `cvrepro predict`: `prediction_outputs`, `prediction_labels` (provenance/predict.py)
 - evaluate:   `evaluate_split`, `plots`               (learning/evaluation.py)
 - releases:   `correction_actions`, `label_change`    (dataset/corrections.py, dataset/diff.py)
 - check:      `health_findings`, `label_signature`    (provenance/check.py: `cvrepro check`, dataset releases)
@@ -29,7 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cvrepro.core.fileio import canonical_json, sha256_bytes
+from cvrepro.core.fileio import CvreproError, canonical_json, sha256_bytes
 from cvrepro.core.problems import Problems
 
 
@@ -143,6 +144,16 @@ class Task:
         (height, width) of the input the image fills (less than size x size when letterboxed); scale: the
         (sx, sy) with input pixel = original pixel * s."""
         raise NotImplementedError
+
+    # ----------------------------------------------------------------- cvrepro predict
+    # What `cvrepro predict` can write for this task (provenance/predict.py: "results", "yolo-txt", "csv", or a
+    # format plug-in's name); empty: the task is not supported by `cvrepro predict` yet.
+    prediction_outputs: tuple[str, ...] = ()
+
+    def prediction_labels(self, prediction: Any, width: int, height: int) -> list[dict]:
+        """One image's prediction (`postprocess`'s form) as annotations of the labels index, each with a `score`:
+        what `cvrepro predict` writes as results and as annotation sets (width x height: the displayed image)."""
+        raise CvreproError(f"cvrepro predict does not support the {self.name} task yet")
 
     # ----------------------------------------------------------------- evaluate
     def evaluate_split(self, split: str, model, data, ctx: dict) -> dict:

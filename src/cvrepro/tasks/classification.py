@@ -130,6 +130,12 @@ class Classification(Task):
         return {"label": label, "class_name": class_names.get(label, str(label)), "score": probs[label],
                 "scores": {name: probs[i] for i, name in class_names.items() if i < len(probs)}}
 
+    # cvrepro predict: one label per image, as results, a CSV and an ImageFolder tree
+    prediction_outputs = ("results", "csv", "imagefolder")
+
+    def prediction_labels(self, prediction, width, height):
+        return [{"category_id": prediction["label"], "score": round(prediction["score"], 6)}]
+
     # evaluate
     def evaluate_split(self, split, model, data, ctx):
         from cvrepro.learning.confusion_metrics import classification_scores, confusion

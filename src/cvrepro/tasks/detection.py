@@ -268,6 +268,23 @@ class Detection(Task):
                           "label": int(label), "class_name": class_names[int(label)]})
         return found
 
+    # cvrepro predict: COCO results, YOLO txt with confidences, and annotation sets CVAT imports as pre-annotations
+    prediction_outputs = ("results", "yolo-txt", "coco", "voc", "yolo")
+
+    def prediction_labels(self, prediction, width, height):
+        """Boxes clipped to the image and rounded as importers round them, so that the annotation sets import
+        back (`cvrepro import coco`) without an out-of-image box; a box rounded to no size is left out."""
+        from cvrepro.dataset.index import tidy
+
+        labels = []
+        for d in prediction:
+            x1, y1, x2, y2 = (min(max(float(v), 0.0), limit) for v, limit in zip(d["box"], (width, height) * 2))
+            x, y, w, h = tidy(x1), tidy(y1), tidy(x2 - x1), tidy(y2 - y1)
+            if w > 0 and h > 0 and x + w <= width and y + h <= height:
+                labels.append({"category_id": d["label"], "bbox": [x, y, w, h], "area": tidy(w * h), "iscrowd": 0,
+                               "score": round(d["score"], 6)})
+        return labels
+
     # evaluate
     def evaluate_split(self, split, model, data, ctx):
         from cvrepro.learning.coco_metrics import slice_ids
