@@ -643,3 +643,17 @@ def test_import_writes_a_dataset_option_and_selects_it_with_its_task(project: Pa
     (project / "conf/dataset/mine.yaml").write_text("name: mine\n")  # hand-written: never overwritten
     with pytest.raises(CvreproError, match="conf/dataset/mine.yaml: exists and was not written by `cvrepro import`"):
         do_import("imagefolder", tmp_path / "My Photos", project, force=True, name="mine")
+
+
+def test_every_registered_plugin_satisfies_the_format_protocol():
+    from cvrepro import tasks
+    from cvrepro.formats.plugin import FormatPlugin, problems
+    from cvrepro.formats.registry import PLUGINS, plugin
+
+    for name in PLUGINS:
+        module = plugin(name)
+        assert isinstance(module, FormatPlugin), name
+        assert problems(module) == [], name
+        assert module.NAME == name and module.TASK in tasks.names()
+    broken = type(plugin("coco"))("broken")  # a module with nothing in it
+    assert not isinstance(broken, FormatPlugin) and "no detect()" in problems(broken)

@@ -1,17 +1,9 @@
-"""The content-level diff of two dataset versions, and the version bump it requires.
+"""The content-level diff of two dataset versions; the bump it requires is dataset/bump.py's policy.
 
 A dataset state is the manifest (files, content hashes, label hashes, class map),
 the labels themselves and the split membership. States are read from the work
 tree or, at any git revision (a `DS-x.y.z` tag), through DVC, which takes the
 bytes from the local cache or the remote.
-
-Bump rules (README, "Releases: dataset and model versions"):
-- major: the class map, the task or the manifest schema changed;
-- minor: images added, removed or changed in content; new labels on images
-  (boxes added); images moved to another split;
-- patch: only edits of existing labels on the same images (boxes moved,
-  relabelled or deleted; classification images relabelled; segmentation masks
-  edited, reported as the fraction of changed pixels; attributes corrected).
 """
 
 from __future__ import annotations
@@ -27,6 +19,7 @@ import yaml
 from cvrepro.core.fileio import CvreproError, read_json
 from cvrepro.core.paths import LABELS_DIR, MANIFEST, PARAMS, SPLITS
 from cvrepro.core.vcs import git_bytes
+from cvrepro.dataset.bump import required_bump
 
 MATCH_IOU = 0.5  # boxes on the same image overlapping at least this much are one object
 LIST_LIMIT = 1000  # per list in a release record; `cvrepro diff` recomputes the full lists
@@ -182,7 +175,7 @@ def _membership(splits: dict | None) -> dict[str, str]:
 
 
 def dataset_diff(old: DatasetState, new: DatasetState) -> dict:
-    """What changed from `old` to `new`, and the bump that requires (`required_bump`)."""
+    """What changed from `old` to `new`, and the bump that requires (`required_bump`, dataset/bump.py)."""
     om, nm = old.manifest, new.manifest
     schema_changed = om.get("schema") != nm.get("schema") or om.get("task") != nm.get("task")
     oc, nc = om.get("class_map", {}), nm.get("class_map", {})
@@ -222,31 +215,13 @@ def dataset_diff(old: DatasetState, new: DatasetState) -> dict:
                 relabelled_images.append(p)
     boxes["added"] += sum(len(nlabels[p]) for p in added)  # labels that came with new images
     boxes["removed"] += sum(len(olabels[p]) for p in removed)
-    added_on_existing = sum(c["added"] for c in label_changes)
 
     opc, npc = om.get("stats", {}).get("per_class", {}), nm.get("stats", {}).get("per_class", {})
     per_class = {c: npc.get(c, 0) - opc.get(c, 0) for c in sorted(set(opc) | set(npc))}
     omem, nmem = _membership(old.splits), _membership(new.splits)
     split_moves = sorted(p for p in common if p in omem and p in nmem and omem[p] != nmem[p])
 
-    if schema_changed or any(class_map.values()):
-        required, reason = "major", "the class map or label schema changed"
-    elif added or removed or modified or added_on_existing or split_moves:
-        required = "minor"
-        reason = ", ".join(part for part, on in [
-            (f"{len(added)} images added", added), (f"{len(removed)} removed", removed),
-            (f"{len(modified)} changed in content", modified),
-            (f"{added_on_existing} new labels on existing images", added_on_existing),
-            (f"{len(split_moves)} images changed split", split_moves)] if on)
-    elif label_changes or attrs_changed or masks_changed:
-        required, reason = "patch", "only edits of existing labels on the same images"
-    else:
-        required, reason = None, "nothing changed"
-    return {
-        "from": {"label": old.label, "snapshot_id": om.get("snapshot_id")},
-        "to": {"label": new.label, "snapshot_id": nm.get("snapshot_id")},
-        "required_bump": required,
-        "reason": reason,
+    diff = {
         "schema_changed": schema_changed,
         "class_map": class_map,
         "images": {"added": added, "removed": removed, "modified": modified, "attributes_changed": attrs_changed},
@@ -257,6 +232,10 @@ def dataset_diff(old: DatasetState, new: DatasetState) -> dict:
         "per_class_delta": per_class,
         "split_changes": split_moves,
     }
+    required, reason = required_bump(diff)
+    return {"from": {"label": old.label, "snapshot_id": om.get("snapshot_id")},
+            "to": {"label": new.label, "snapshot_id": nm.get("snapshot_id")},
+            "required_bump": required, "reason": reason, **diff}
 
 
 def truncated(diff: dict, limit: int = LIST_LIMIT) -> dict:

@@ -1,8 +1,8 @@
-"""The one registry of formats: each plug-in is a package `cvrepro.formats.<name>` with
-NAME, TASK (the task its labels are), WRITES_SPLITS (which splits its layout holds: `formats.splits`
-NAMED, STANDARD or None), LOOKS_FOR (what its `detect` looks for, in words), `detect(src) -> str | None`
-(the layout found, described, or None), `read(src) -> Dataset` and `write(dataset, dest, splits=...,
-location=...)`. A new format is one folder here and one line in PLUGINS.
+"""The one registry of formats: each plug-in is a package `cvrepro.formats.<name>` that satisfies
+`formats.plugin.FormatPlugin`: NAME, TASK (the task its labels are), WRITES_SPLITS (which splits its
+layout holds: `formats.splits` NAMED, STANDARD or None), LOOKS_FOR (what its `detect` looks for, in
+words), `detect(src) -> str | None` (the layout found, described, or None), `read(src) -> Dataset` and
+`write(dataset, dest, splits=..., location=...)`. A new format is one folder here and one line in PLUGINS.
 
 `choose(src)` is how `cvrepro import SRC` picks a format (Datumaro's way): every plug-in's
 detect is asked and exactly one must say yes."""

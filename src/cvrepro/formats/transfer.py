@@ -3,8 +3,9 @@
 Import converts into a temporary folder beside data/raw and data/labels, validates
 the result there (the snapshot stage's own checks where it supports the task) and
 only then swaps it in, so a bad source changes nothing; then `dvc add`s both. The
-swap is journaled: at every instant each folder is whole (old or new), and a kill part
-way is settled by the next command (`recover_imports`), never leaving a mix.
+swap is journaled (core/swap.py): at every instant each folder is whole (old or new), and a
+kill part way is settled by the next command (`recover_imports`), never leaving a mix.
+Selecting the imported dataset in conf/ is config/options.py's.
 Export reads the workspace, or any git revision through DVC without a checkout (the
 labels, the images and data/splits/splits.json), writes the splits (`formats.splits`)
 and builds the output beside DEST before renaming it into place.
@@ -13,18 +14,16 @@ and builds the output beside DEST before renaming it into place.
 from __future__ import annotations
 
 import csv
-import ctypes
-import errno
 import io
 import json
-import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from cvrepro.config import options
+from cvrepro.core import swap
 from cvrepro.core.faults import kill_point
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, atomic_write_text, write_json
 from cvrepro.core.paths import ANNOTATIONS, LABELS_DIR, PARAMS, RAW_DIR, SPLITS
@@ -34,9 +33,6 @@ from cvrepro.formats.registry import choose, plugin
 from cvrepro.formats.splits import choose as choose_splits, summary as splits_summary
 
 REPORT = "import_report.csv"  # under data/labels: every box --invalid dropped or clipped, every file dropped
-CONF_DATASET = Path("conf/dataset")
-CONF_CONFIG = Path("conf/config.yaml")
-GENERATED = "# Written by `cvrepro import`"  # an option file with this first line may be rewritten by the next import
 
 
 def _ignore_index(root: Path) -> int:
@@ -110,96 +106,17 @@ def _validate(task: str, raw_dir: Path, labels_dir: Path) -> None:
 
 
 WORK_PREFIX = ".import-"  # data/.import-*: ignored by git (data/.gitignore) and DVC (.dvcignore)
-_EXCHANGE_UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
-
-
-def _exchange(a: Path, b: Path) -> None:
-    """Swap folders a and b in one atomic step (Linux renameat2 RENAME_EXCHANGE), so b is never
-    missing; where the file system cannot, three renames (the journal covers the gap)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fn = getattr(libc, "renameat2", None)
-    if fn is not None:
-        if fn(-100, os.fsencode(a), -100, os.fsencode(b), 2) == 0:  # AT_FDCWD, RENAME_EXCHANGE
-            return
-        err = ctypes.get_errno()
-        if err not in _EXCHANGE_UNSUPPORTED:
-            raise OSError(err, os.strerror(err), str(b))
-    parked = a.with_name(a.name + ".old")
-    b.rename(parked)
-    a.rename(b)
-    parked.rename(a)
-
-
-def _ino(path: Path) -> int | None:
-    try:
-        return path.lstat().st_ino
-    except FileNotFoundError:
-        return None
-
-
-def _put(target: Path, want: int | None, places: list[Path]) -> None:
-    """Make `target` the folder whose inode is `want` (None: no folder), the other going to `places`."""
-    if _ino(target) == want:
-        return
-    source = next((p for p in places if want is not None and _ino(p) == want), None)
-    if source is not None and target.exists():
-        _exchange(source, target)
-    elif source is not None:
-        source.rename(target)
-    else:
-        target.rename(next(p for p in places if not p.exists()))
-
-
-def _settle(work: Path, state: dict, side: str) -> None:
-    """Put the 'old' or 'new' folder of every pair in `state` in place (see _swap_in)."""
-    for pair in state["pairs"]:
-        places = [work / pair["new"], work / f"{pair['new']}.old", work / f"{pair['new']}.spare"]
-        _put(work.parent / pair["target"], pair[f"{side}_ino"], places)
-
-
-def _step(work: Path) -> str | None:
-    try:
-        return json.loads((work / "journal.json").read_text()).get("step")
-    except (OSError, ValueError):
-        return None
-
-
-def _swap_in(pairs: list[tuple[Path, Path]], work: Path, dvc_add: bool = False) -> None:
-    """Exchange each target folder with its new one, journaled in work/journal.json with each
-    folder's inode: a kill anywhere leaves a state `recover_imports` can tell apart and settle
-    (before every exchange is done: back to the old set; after: the new set). An OSError here
-    puts the old set back at once."""
-    state = {"pid": os.getpid(), "step": "swapping", "dvc_add": dvc_add,
-             "pairs": [{"new": new.name, "target": target.name, "new_ino": _ino(new), "old_ino": _ino(target)}
-                       for new, target in pairs]}
-    assert all(target.parent == work.parent for _, target in pairs)
-    write_json(work / "journal.json", state)
-    try:
-        for i, (new, target) in enumerate(pairs):
-            _exchange(new, target) if target.exists() else new.rename(target)
-            kill_point(f"import:swapped-{i}")
-    except OSError as e:
-        _settle(work, state, "old")  # if this fails too, the journal stays and the next command settles
-        (work / "journal.json").unlink()
-        raise CvreproError(f"could not move the imported dataset into place ({e}); "
-                           f"{RAW_DIR} and {LABELS_DIR} are unchanged") from None
-    write_json(work / "journal.json", {**state, "step": "swapped"})
 
 
 def recover_imports(root: Path) -> list[dict]:
     """Settle and remove the work folders of imports that died (call under the repository lock):
-    swapped in completely, the new set stays; part way, the old set is put back."""
+    swapped in completely, the new set stays; part way, the old set is put back (core/swap.py)."""
     done = []
     for work in sorted(Path(root, "data").glob(f"{WORK_PREFIX}*")):
-        try:
-            state = json.loads((work / "journal.json").read_text())
-        except (OSError, ValueError):
-            state = {"step": "converting"}  # the journal is written before the first exchange
+        state = swap.settle_interrupted(work)
         if state.get("step") == "swapping":
-            _settle(work, state, "old")
             said = f"rolled back: {RAW_DIR} and {LABELS_DIR} hold the dataset they held before it"
         elif state.get("step") == "swapped":
-            _settle(work, state, "new")
             said = f"completed: {RAW_DIR} and {LABELS_DIR} hold the imported dataset"
             if state.get("dvc_add"):
                 try:
@@ -237,31 +154,14 @@ def import_dataset(fmt: str | None, src: Path, root: Path = Path("."), force: bo
     log: told `detected: ...` as soon as it is known (before the source is read, which may fail).
     """
     root, src = Path(root), Path(src)
-    raw_dir, labels_dir = root / RAW_DIR, root / LABELS_DIR
     if not src.exists():
         raise CvreproError(f"{src}: not found")
     files = FileCheck(bad_files, unlabelled, src if src.is_dir() else src.parent)
-    detected = None
-    if fmt is None and annotations is not None:
-        fmt = "coco"  # --annotations names a COCO JSON: nothing to detect
-    if fmt is None:
-        fmt, layout = choose(src)
-        detected = f"{fmt} ({layout})"
-        log(f"detected: {detected}")
-    if dvc_add and not (root / ".dvc").is_dir():
-        raise CvreproError(f"{root.resolve()}: not a DVC project (no .dvc/); run `dvc init` or pass --no-dvc-add")
-    if not force:
-        for folder in (raw_dir, labels_dir):
-            if _holds_files(folder):
-                raise CvreproError(f"{folder} already holds data; refusing to replace it (use --force)")
-    if annotations is not None and fmt != "coco":
-        raise CvreproError("--annotations applies to the coco format only")
-    if voc_coords != "plain" and fmt != "voc":
-        raise CvreproError("--voc-coords applies to the voc format only")
-    name = dataset_option_name(name or src.resolve().name)
-    option = root / CONF_DATASET / f"{name}.yaml"
-    if select and option.exists() and not option.read_text().startswith(GENERATED):
-        raise CvreproError(f"{option}: exists and was not written by `cvrepro import`; choose another --name")
+    fmt, detected = _format_of(fmt, src, annotations, log)
+    _check_request(root, fmt, force, dvc_add, annotations, voc_coords)
+    name = options.option_name(name or src.resolve().name)
+    if select:
+        options.check_replaceable(root, name)
     check = BoxCheck(invalid)
     dataset = plugin(fmt).read(src, annotations=annotations, ignore_index=_ignore_index(root), check=check,
                                voc_coords=voc_coords, files=files)
@@ -270,28 +170,13 @@ def import_dataset(fmt: str | None, src: Path, root: Path = Path("."), force: bo
     _check_task(dataset)
     info = {"format": fmt, "invalid": check.counts(), "bad_files": files.counts(negatives=False)}
     report = [{**r, "file": relative_to_src(r["file"], files.src)} for r in check.rows] + files.rows
-
-    (root / "data").mkdir(exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=root / "data"))
-    try:
-        new_raw, new_labels = work / "raw", work / "labels"
-        write_project(dataset, new_raw, new_labels, info, report)
-        _validate(dataset.task, new_raw, new_labels)
-        kill_point("import:converted")
-        _swap_in([(new_raw, raw_dir), (new_labels, labels_dir)], work, dvc_add)
-        kill_point("import:swapped")
-        for old in (new_raw, new_labels):  # the old set, now out of place; the journal stays until dvc add
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        if _step(work) != "swapping":  # else the old set may be in there: the next command settles it
-            shutil.rmtree(work, ignore_errors=True)
-        raise
+    work = _put_in_place(root, dataset, info, report, dvc_add)
     summary = {**_summary(fmt, dataset), "invalid": check.counts(), "bad_files": files.counts(),
                **({"detected": detected} if detected else {})}
     if report:
         summary["report"] = str(LABELS_DIR / REPORT)
     try:
-        if select and (root / CONF_CONFIG).is_file():
+        if select and (root / options.CONF_CONFIG).is_file():
             summary["config"] = select_dataset(root, name, dataset, fmt)
         if dvc_add:
             kill_point("import:before-dvc-add")
@@ -301,13 +186,59 @@ def import_dataset(fmt: str | None, src: Path, root: Path = Path("."), force: bo
     return summary
 
 
+def _format_of(fmt: str | None, src: Path, annotations: Path | None, log) -> tuple[str, str | None]:
+    """(format, the format and layout detected, or None when fmt was given or implied by --annotations)."""
+    if fmt is None and annotations is not None:
+        return "coco", None  # --annotations names a COCO JSON: nothing to detect
+    if fmt is not None:
+        return fmt, None
+    fmt, layout = choose(src)
+    log(f"detected: {fmt} ({layout})")
+    return fmt, f"{fmt} ({layout})"
+
+
+def _check_request(root: Path, fmt: str, force: bool, dvc_add: bool, annotations: Path | None,
+                   voc_coords: str) -> None:
+    """The options and the project checked before the source is read."""
+    if dvc_add and not (root / ".dvc").is_dir():
+        raise CvreproError(f"{root.resolve()}: not a DVC project (no .dvc/); run `dvc init` or pass --no-dvc-add")
+    if not force:
+        for folder in (root / RAW_DIR, root / LABELS_DIR):
+            if _holds_files(folder):
+                raise CvreproError(f"{folder} already holds data; refusing to replace it (use --force)")
+    if annotations is not None and fmt != "coco":
+        raise CvreproError("--annotations applies to the coco format only")
+    if voc_coords != "plain" and fmt != "voc":
+        raise CvreproError("--voc-coords applies to the voc format only")
+
+
+def _put_in_place(root: Path, dataset: Dataset, info: dict, report: list[dict], dvc_add: bool) -> Path:
+    """Write the dataset into a work folder under data/, validate it there, and swap it in for data/raw and
+    data/labels (core/swap.py). Returns the work folder, whose journal stays until `dvc add` is done."""
+    raw_dir, labels_dir = root / RAW_DIR, root / LABELS_DIR
+    (root / "data").mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=root / "data"))
+    try:
+        new_raw, new_labels = work / "raw", work / "labels"
+        write_project(dataset, new_raw, new_labels, info, report)
+        _validate(dataset.task, new_raw, new_labels)
+        kill_point("import:converted")
+        try:
+            swap.swap_in([(new_raw, raw_dir), (new_labels, labels_dir)], work, {"dvc_add": dvc_add}, "import")
+        except swap.SwapFailed as e:
+            raise CvreproError(f"could not move the imported dataset into place ({e}); "
+                               f"{RAW_DIR} and {LABELS_DIR} are unchanged") from None
+        kill_point("import:swapped")
+        for old in (new_raw, new_labels):  # the old set, now out of place; the journal stays until dvc add
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        if swap.journal_step(work) != "swapping":  # else the old set may be in there: the next command settles it
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    return work
+
+
 # --------------------------------------------------------------------------- conf/dataset option
-
-
-def dataset_option_name(text: str) -> str:
-    """A Hydra option name from a folder name: letters, digits, _ and -."""
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_-").lower()
-    return slug or "imported"
 
 
 def _option_yaml(name: str, dataset: Dataset, fmt: str) -> str:
@@ -319,32 +250,16 @@ def _option_yaml(name: str, dataset: Dataset, fmt: str) -> str:
             "task": dataset.task, "annotations": ANNOTATIONS.name, "annotations_by_task": {},
             "classes": [c["name"] for c in sorted(dataset.categories, key=lambda c: c["id"])], "ignore_index": 255,
             "invalid": "fail", "duplicates": dict(DUPLICATES)}
-    return (f"{GENERATED} {fmt}: your dataset, selected in conf/config.yaml. Edit `notes` freely;\n"
+    return (f"{options.GENERATED} {fmt}: your dataset, selected in conf/config.yaml. Edit `notes` freely;\n"
             "# `task` and `classes` describe the data (category id i is classes[i - 1]). `invalid`: what\n"
             "# snapshot does with a bad box added later (fail, drop or clip; each listed in the manifest).\n"
             + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
 
 
-def _set_default(text: str, group: str, option: str) -> str:
-    pattern = re.compile(rf"^(\s*-\s*{group}\s*:\s*)([^\s#]+)", re.MULTILINE)
-    if not pattern.search(text):
-        raise CvreproError(f"{CONF_CONFIG}: no `- {group}: ...` line in the defaults list to select {option!r}")
-    return pattern.sub(lambda m: m.group(1) + option, text, count=1)
-
-
 def select_dataset(root: Path, name: str, dataset: Dataset, fmt: str) -> dict:
-    """Write conf/dataset/<name>.yaml, select it and its task in conf/config.yaml, recompose params.yaml."""
-    from cvrepro.config.compose import write_params
+    """Describe the imported dataset in conf/dataset/<name>.yaml and select it (config/options.py)."""
+    return options.select_dataset(root, name, dataset.task, _option_yaml(name, dataset, fmt))
 
-    option = root / CONF_DATASET / f"{name}.yaml"
-    if option.exists() and not option.read_text().startswith(GENERATED):
-        raise CvreproError(f"{option}: exists and was not written by `cvrepro import`; choose another --name")
-    config = root / CONF_CONFIG
-    text = _set_default(_set_default(config.read_text(), "dataset", name), "task", dataset.task)
-    atomic_write_text(option, _option_yaml(name, dataset, fmt))
-    atomic_write_text(config, text)
-    write_params(root, force=True, log=lambda line: None)
-    return {"dataset_option": str(CONF_DATASET / f"{name}.yaml"), "task": dataset.task}
 
 # --------------------------------------------------------------------------- export
 

@@ -13,6 +13,7 @@ outputs) with `CVREPRO_RDZV_ENDPOINT=head:port`; every other node runs torchrun 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -110,6 +111,26 @@ def gather(obj) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def agree_on_weights(model, weights_of, rank: int, world: int) -> tuple[bytes, list[str]] | None:
+    """(weights, every rank's sha256 of them) once all ranks agree; None on ranks other than 0, which
+    write nothing. weights_of(model) -> bytes serialises the weights. Ends the process group."""
+    if world > 1:
+        # DDP keeps rank 0's buffers (BatchNorm statistics), sending them at each forward; after the
+        # last step each rank holds the statistics of its own shard, so take rank 0's once more.
+        sync_buffers(model)
+    weights = weights_of(model)
+    rank_hashes = [hashlib.sha256(weights).hexdigest()]
+    if world == 1:
+        return weights, rank_hashes
+    rank_hashes = gather(rank_hashes[0])
+    finish()
+    if rank != 0:
+        return None
+    if len(set(rank_hashes)) != 1:
+        raise CvreproError(f"train: the ranks ended with different weights ({rank_hashes}); no outputs written")
+    return weights, rank_hashes
 
 
 def finish() -> None:

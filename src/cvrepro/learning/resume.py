@@ -63,6 +63,34 @@ def load(root: Path, key: dict) -> dict | None:
     return ckpt
 
 
+def apply(state: dict, model, optimizer, scheduler, scaler, device) -> None:
+    """Put a loaded resume checkpoint back: the weights, the optimiser, the scheduler, the scaler and the
+    random state, so the next epoch runs as it would have without the kill."""
+    import torch
+
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+
+
+def save(root: Path, checkpoint: dict, key: dict, history: list[dict], lrs: list[float], scaler, device) -> None:
+    """Write the resume checkpoint: the run's checkpoint after an epoch plus its key, the losses and learning
+    rates so far (the log is replayed on resume), the scaler and the random state."""
+    import torch
+
+    from cvrepro.learning.artifacts import save_torch
+
+    save_torch({**checkpoint, "key": key, "history": history, "lrs": lrs,
+                "rng": torch.get_rng_state(), "scaler": scaler.state_dict() if scaler else None,
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+               root / RESUME_CHECKPOINT)
+
+
 def clear(root: Path) -> None:
     """Remove the resume checkpoint (and any temporary file a kill left beside it)."""
     folder = root / RESUME_CHECKPOINT.parent

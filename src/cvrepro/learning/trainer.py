@@ -13,26 +13,27 @@ models/train.json (with the hardware record). A killed run resumes from models/.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
 import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from cvrepro import tasks
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, read_json, sha256_file, write_json
-from cvrepro.core.paths import (CHECKPOINT, LABEL_MAP, PREPROCESSING, PROCESSED_INFO, RESUME_CHECKPOINT, TRAIN_INFO,
-                                TRAIN_LOG_DIR, WEIGHTS, processed_split)
+from cvrepro.core.paths import (CHECKPOINT, LABEL_MAP, PREPROCESSING, PROCESSED_INFO, TRAIN_INFO, TRAIN_LOG_DIR,
+                                WEIGHTS, processed_split)
 from cvrepro.core.vcs import git_state
 from cvrepro.dataset.processed import ProcessedSplit
 from cvrepro.learning.artifacts import build_from_spec, predictor_spec, save_torch
 from cvrepro.learning import devices, distributed, resume
 from cvrepro.learning.engine import make_loader, recalibrate_batchnorm, train_one_epoch
 from cvrepro.learning.models import count_parameters
+
 
 class WarmupCosine:
     """Learning-rate factor: linear warm-up, then cosine decay to zero (picklable)."""
@@ -79,34 +80,85 @@ def _weights_bytes(model: torch.nn.Module) -> bytes:
     return buf.getvalue()
 
 
+@dataclass
+class Run:
+    """What `setup` builds for one training run: where it runs, the data, the model and its optimiser."""
+
+    params: dict
+    root: Path
+    rank: int
+    world: int
+    device: torch.device
+    precision: str
+    hardware: dict
+    info: dict  # data/processed/preprocess.json
+    spec: dict  # the predictor spec bundled with the weights
+    split: ProcessedSplit
+    dataset: torch.utils.data.Dataset
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: object | None
+    batch_size: int
+    steps_per_epoch: int
+
+    @property
+    def cfg(self) -> dict:
+        return self.params["train"]
+
+    @property
+    def class_map(self) -> dict:
+        return self.info["class_map"]
+
+    def checkpoint(self, epoch: int) -> dict:
+        """models/checkpoint.pt's content after `epoch` epochs (the resume checkpoint adds to it)."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "epoch": epoch, "config": self.params,
+                "class_map": self.class_map}
+
+
+@dataclass
+class Progress:
+    """The epochs done: restored from a resume checkpoint, then extended by the loop."""
+
+    history: list[dict] = field(default_factory=list)  # the losses of each epoch
+    lrs: list[float] = field(default_factory=list)  # the learning rate at the end of each epoch
+    first_epoch: int = 0
+    resumed: bool = False
+    images_seen: int = 0  # in this process, all ranks together
+    seconds: float = 0.0
+
+
 def train(params: dict, root: Path = Path("."), preflight: dict | None = None) -> dict:
     """Train the model of `params` on root/data/processed; write models/ and the training log.
 
     preflight: the checks made before training (recorded in models/train.json). With
     train.devices * train.num_nodes > 1 this process launches torchrun's workers and returns
-    what rank 0 wrote."""
+    what rank 0 wrote. The steps, as torchvision's reference scripts: setup, restore, loop, outputs."""
     cfg = params["train"]
     if distributed.needs_launch(cfg):
         distributed.launch(cfg)
         return read_json(root / TRAIN_INFO)
+    run = setup(params, root)
+    require_a_commit(root)
+    progress, key = restore(run)
+    fit(run, progress, key)
+    agreed = distributed.agree_on_weights(run.model, _weights_bytes, run.rank, run.world)
+    if agreed is None:
+        return {}  # not rank 0: rank 0 alone writes outputs
+    return write_outputs(run, progress, *agreed, preflight)
+
+
+def setup(params: dict, root: Path) -> Run:
+    """Devices and determinism, the checked data, the model, optimiser, scheduler and scaler. The order of
+    the seeded steps (model initialisation after the seed) fixes the weights: keep it."""
+    cfg = params["train"]
     rank, local_rank, world = distributed.world()
-    devices.pin_cpu_isa(cfg)  # a library caller may not have pinned; no effect on a level already settled
-    devices.check_cpu_isa(cfg)
-    device = devices.resolve_device(cfg.get("device", "cpu"), local_rank)
-    precision = devices.check_precision(cfg.get("precision", "32"), device)
-    deterministic = bool(cfg.get("deterministic", True))
-    devices.apply_determinism(deterministic)
-    torch.set_num_threads(int(cfg["threads"]))
-    torch.manual_seed(int(cfg["seed"]))
+    device, precision, deterministic = _devices(cfg, local_rank)
     info = read_json(root / PROCESSED_INFO)
-    class_map = info["class_map"]
-    task = tasks.of_params(params)
-    processed_for = tasks.of_record(info, str(PROCESSED_INFO))
-    if processed_for is not task:
-        raise CvreproError(f"{PROCESSED_INFO}: data was preprocessed for task '{processed_for.name}' "
-                           f"but params.yaml says task '{task.name}'; run the pipeline from snapshot (dvc repro)")
-    spec = predictor_spec(params, class_map)
-    model = build_from_spec(spec, info["size"], class_map, info["mean"], info["std"])
+    task = _task_of_data(params, info)
+    spec = predictor_spec(params, info["class_map"])
+    model = build_from_spec(spec, info["size"], info["class_map"], info["mean"], info["std"])
     split = ProcessedSplit(root / processed_split("train"))
     if len(split) == 0:
         raise CvreproError(f"{processed_split('train')}: the train split is empty")
@@ -120,114 +172,140 @@ def train(params: dict, root: Path = Path("."), preflight: dict | None = None) -
     )
     scaler = devices.grad_scaler(device, precision)
     hardware = devices.hardware_record(device, precision, deterministic, world, distributed.requested(cfg)[1], cfg)
+    return Run(params, root, rank, world, device, precision, hardware, info, spec, split, dataset, model, optimizer,
+               scheduler, scaler, batch_size, steps_per_epoch)
 
+
+def _devices(cfg: dict, local_rank: int) -> tuple[torch.device, str, bool]:
+    """(device, precision, deterministic), checked and applied, with the threads and the seed set."""
+    devices.pin_cpu_isa(cfg)  # a library caller may not have pinned; no effect on a level already settled
+    devices.check_cpu_isa(cfg)
+    device = devices.resolve_device(cfg.get("device", "cpu"), local_rank)
+    precision = devices.check_precision(cfg.get("precision", "32"), device)
+    deterministic = bool(cfg.get("deterministic", True))
+    devices.apply_determinism(deterministic)
+    torch.set_num_threads(int(cfg["threads"]))
+    torch.manual_seed(int(cfg["seed"]))
+    return device, precision, deterministic
+
+
+def _task_of_data(params: dict, info: dict):
+    """The task of params.yaml, which must be the one the data was preprocessed for."""
+    task = tasks.of_params(params)
+    processed_for = tasks.of_record(info, str(PROCESSED_INFO))
+    if processed_for is not task:
+        raise CvreproError(f"{PROCESSED_INFO}: data was preprocessed for task '{processed_for.name}' "
+                           f"but params.yaml says task '{task.name}'; run the pipeline from snapshot (dvc repro)")
+    return task
+
+
+def require_a_commit(root: Path) -> None:
+    """DVCLive (and dvc exp) fail obscurely in a git repository without commits: say so plainly."""
     if (git := git_state(root))["commit"] is None and git["dirty"] is not None:
-        # DVCLive (and dvc exp) fail obscurely in a git repository without commits.
         raise CvreproError("this git repository has no commit yet: commit the project before training")
 
-    if world > 1:
-        distributed.init(device)
-    key = resume.resume_key(params, root, hardware["class"]) if rank == 0 else None
-    state = resume.load(root, key) if rank == 0 else None
-    if world > 1:
-        state = distributed.broadcast(state, rank)
-    history: list[dict] = []
-    lrs: list[float] = []
-    first_epoch = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        history, lrs, first_epoch = state["history"], state["lrs"], int(state["epoch"])
-    net = distributed.wrap(model, device) if world > 1 else model
 
-    def state_now(epoch: int) -> dict:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch, "config": params, "class_map": class_map}
+def restore(run: Run) -> tuple[Progress, dict | None]:
+    """Join the process group, and load rank 0's resume checkpoint of this very run on every rank
+    (learning/resume.py); returns the progress it holds (none: epoch 0) and the run's resume key."""
+    if run.world > 1:
+        distributed.init(run.device)
+    key = resume.resume_key(run.params, run.root, run.hardware["class"]) if run.rank == 0 else None
+    state = resume.load(run.root, key) if run.rank == 0 else None
+    if run.world > 1:
+        state = distributed.broadcast(state, run.rank)
+    if state is None:
+        return Progress(), key
+    resume.apply(state, run.model, run.optimizer, run.scheduler, run.scaler, run.device)
+    return Progress(state["history"], state["lrs"], int(state["epoch"]), resumed=True), key
 
+
+def fit(run: Run, progress: Progress, key: dict | None) -> None:
+    """The epoch loop from progress.first_epoch: log each epoch (DVCLive, rank 0) and save the resume
+    checkpoint after it, so that a crash (or kill -9) loses at most one epoch of work."""
     from dvclive import Live  # DVC writes dvc.yaml plots itself; DVCLive only logs
 
-    live = Live(dir=str(root / TRAIN_LOG_DIR), save_dvc_exp=False, dvcyaml=False) if rank == 0 else None
-    started, images_seen = time.perf_counter(), 0
+    cfg = run.cfg
+    net = distributed.wrap(run.model, run.device) if run.world > 1 else run.model
+    live = Live(dir=str(run.root / TRAIN_LOG_DIR), save_dvc_exp=False, dvcyaml=False) if run.rank == 0 else None
+    started = time.perf_counter()
     try:
-        for losses, lr in zip(history, lrs):  # a resumed run logs the epochs done before the kill again
+        for losses, lr in zip(progress.history, progress.lrs):  # a resumed run logs the epochs done before the kill again
             _log(live, losses, lr)
-        for epoch in range(first_epoch, int(cfg["epochs"])):
-            loader = make_loader(dataset, batch_size, int(cfg["seed"]), epoch, int(cfg["num_workers"]), rank, world)
-            losses = train_one_epoch(net, optimizer, scheduler, loader, epoch, cfg.get("max_grad_norm"), device=device,
-                                     autocast=devices.autocast(device, precision), scaler=scaler,
-                                     after_step=_kill_hook(epoch * steps_per_epoch), show=rank == 0)
-            images_seen += len(split)
-            history.append(losses)
-            lrs.append(optimizer.param_groups[0]["lr"])
-            if rank == 0:
-                _log(live, losses, lrs[-1])
+        for epoch in range(progress.first_epoch, int(cfg["epochs"])):
+            loader = make_loader(run.dataset, run.batch_size, int(cfg["seed"]), epoch, int(cfg["num_workers"]),
+                                 run.rank, run.world)
+            losses = train_one_epoch(net, run.optimizer, run.scheduler, loader, epoch, cfg.get("max_grad_norm"),
+                                     device=run.device, autocast=devices.autocast(run.device, run.precision),
+                                     scaler=run.scaler, after_step=_kill_hook(epoch * run.steps_per_epoch),
+                                     show=run.rank == 0)
+            progress.images_seen += len(run.split)
+            progress.history.append(losses)
+            progress.lrs.append(run.optimizer.param_groups[0]["lr"])
+            if run.rank == 0:
+                _log(live, losses, progress.lrs[-1])
                 print(f"epoch {epoch + 1}/{cfg['epochs']}: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
-                # every epoch: a crash (or kill -9) loses at most one epoch of work
-                save_torch({**state_now(epoch + 1), "key": key, "history": history, "lrs": lrs,
-                            "rng": torch.get_rng_state(), "scaler": scaler.state_dict() if scaler else None,
-                            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
-                           root / RESUME_CHECKPOINT)
+                resume.save(run.root, run.checkpoint(epoch + 1), key, progress.history, progress.lrs, run.scaler,
+                            run.device)
     finally:
         if live is not None:
             live.end()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - started
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    progress.seconds = time.perf_counter() - started
 
-    if world > 1:
-        # DDP keeps rank 0's buffers (BatchNorm statistics), sending them at each forward; after the
-        # last step each rank holds the statistics of its own shard, so take rank 0's once more.
-        distributed.sync_buffers(model)
-    weights = _weights_bytes(model)
-    rank_hashes = [hashlib.sha256(weights).hexdigest()]
-    if world > 1:
-        rank_hashes = distributed.gather(rank_hashes[0])
-        distributed.finish()
-        if rank != 0:
-            return {}
-        if len(set(rank_hashes)) != 1:
-            raise CvreproError(f"train: the ranks ended with different weights ({rank_hashes}); no outputs written")
 
-    bn_batches = int(params["model"].get("bn_recalibration_batches", 0))
-    if bn_batches:
-        # fresh batches, as if one epoch more (epoch index = epochs), on rank 0 alone
-        loader = make_loader(dataset, batch_size, int(cfg["seed"]), int(cfg["epochs"]), 0)
-        recalibrate_batchnorm(model, loader, bn_batches, device=device)
-        weights = _weights_bytes(model)
+def recalibrate(run: Run, weights: bytes) -> bytes:
+    """The weights after BatchNorm re-estimation (`model.bn_recalibration_batches`; 0: unchanged), on
+    fresh batches, as if one epoch more (epoch index = epochs), on rank 0 alone."""
+    bn_batches = int(run.params["model"].get("bn_recalibration_batches", 0))
+    if not bn_batches:
+        return weights
+    cfg = run.cfg
+    loader = make_loader(run.dataset, run.batch_size, int(cfg["seed"]), int(cfg["epochs"]), 0)
+    recalibrate_batchnorm(run.model, loader, bn_batches, device=run.device)
+    return _weights_bytes(run.model)
 
-    save_torch(state_now(int(cfg["epochs"])), root / CHECKPOINT)
+
+def write_outputs(run: Run, progress: Progress, weights: bytes, rank_hashes: list[str],
+                  preflight: dict | None) -> dict:
+    """The four artifacts (checkpoint, weights, label map, predictor spec) and models/train.json; then
+    drop the resume checkpoint (a kill before that resumes at the last epoch, same bits)."""
+    root, cfg = run.root, run.cfg
+    weights = recalibrate(run, weights)
+    save_torch(run.checkpoint(int(cfg["epochs"])), root / CHECKPOINT)
     atomic_write_bytes(root / WEIGHTS, weights)
-    write_json(root / LABEL_MAP, class_map)
-    write_json(root / PREPROCESSING, spec)
-    # No config ID here: train does not depend on every param (evaluate's do not
-    # retrain), so the lineage record written by evaluate carries it.
-    summary = {
-        "snapshot_id": info["snapshot_id"],
-        "seeds": {"train": int(cfg["seed"]), "split": int(params["split"]["seed"])},
-        "threads": int(cfg["threads"]),
-        "epochs": int(cfg["epochs"]),
-        "parameters": count_parameters(model),
-        "train_images": len(split),
-        "final_losses": history[-1] if history else {},
-        "weights_sha256": sha256_file(root / WEIGHTS),
-        "hardware": hardware,
-        "rank_weights_sha256": rank_hashes,  # before BatchNorm re-estimation, which rank 0 does alone
-        "resumed_from_epoch": first_epoch if state is not None else None,
-        # the epochs run in this process, all ranks together (a machine figure, not part of the result)
-        "throughput": {"images_per_s": round(images_seen / seconds, 2) if images_seen else None,
-                       "seconds": round(seconds, 2)},
-        "written_by": {"rank": rank, "world_size": world, "pid": os.getpid()},  # rank 0 alone writes outputs
-        "preflight": preflight,
-    }
+    write_json(root / LABEL_MAP, run.class_map)
+    write_json(root / PREPROCESSING, run.spec)
+    summary = _summary(run, progress, rank_hashes, preflight)
     write_json(root / TRAIN_INFO, summary)
     resume.clear(root)  # after the outputs: a kill before this line resumes at the last epoch, same bits
     return summary
+
+
+def _summary(run: Run, progress: Progress, rank_hashes: list[str], preflight: dict | None) -> dict:
+    """models/train.json. No config ID here: train does not depend on every param (evaluate's do not
+    retrain), so the lineage record written by evaluate carries it."""
+    cfg, params = run.cfg, run.params
+    images_seen, seconds = progress.images_seen, progress.seconds
+    return {
+        "snapshot_id": run.info["snapshot_id"],
+        "seeds": {"train": int(cfg["seed"]), "split": int(params["split"]["seed"])},
+        "threads": int(cfg["threads"]),
+        "epochs": int(cfg["epochs"]),
+        "parameters": count_parameters(run.model),
+        "train_images": len(run.split),
+        "final_losses": progress.history[-1] if progress.history else {},
+        "weights_sha256": sha256_file(run.root / WEIGHTS),
+        "hardware": run.hardware,
+        "rank_weights_sha256": rank_hashes,  # before BatchNorm re-estimation, which rank 0 does alone
+        "resumed_from_epoch": progress.first_epoch if progress.resumed else None,
+        # the epochs run in this process, all ranks together (a machine figure, not part of the result)
+        "throughput": {"images_per_s": round(images_seen / seconds, 2) if images_seen else None,
+                       "seconds": round(seconds, 2)},
+        "written_by": {"rank": run.rank, "world_size": run.world, "pid": os.getpid()},  # rank 0 alone writes outputs
+        "preflight": preflight,
+    }
 
 
 def _log(live, losses: dict, lr: float) -> None:
