@@ -95,6 +95,17 @@ def test_the_docs_draw_the_same_layers():
     assert chain in " ".join((REPO / "docs/architecture.md").read_text().split())
 
 
+def test_a_task_name_where_the_task_goes_says_what_changed(tmp_path: Path):
+    # dataset/ takes the Task its caller chose; a caller still passing the name learns how to resolve it
+    from cvrepro.dataset.corrections import apply_corrections
+    from cvrepro.dataset.manifest import build_manifest
+
+    with pytest.raises(TypeError, match=r"tasks.get\('detection'\)"):
+        build_manifest(tmp_path, tmp_path / "annotations.json", task="detection")
+    with pytest.raises(TypeError, match=r"tasks.get\('detection'\)"):
+        apply_corrections({}, [], tmp_path / "fix.csv", task="detection")
+
+
 def missing_code_deps(dvc_yaml: dict) -> dict[str, list[str]]:
     """stage -> the project files its command runs that its deps (files or folders) do not cover."""
     out = {}

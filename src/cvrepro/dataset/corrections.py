@@ -284,6 +284,8 @@ def apply_corrections(coco: dict, rows: list[Row], csv_path: Path, task,
     task: the labels' task (a `cvrepro.tasks.Task`, chosen by the caller); its `correction_actions` are the
     actions allowed (detection all, classification relabel, segmentation none).
     """
+    if isinstance(task, str):  # a caller written before tasks were passed down: say what changed
+        raise TypeError(f"apply_corrections: task must be a cvrepro.tasks.Task (tasks.get({task!r})), not its name")
     csv_path, labels_path = Path(csv_path), Path(labels_path)
     refused = task.corrections_refused(labels_path)
     if refused:

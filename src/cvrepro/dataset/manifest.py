@@ -200,6 +200,8 @@ def build_manifest(
     invalid: `dataset.invalid`, what a zero-size or out-of-image box is: a problem (fail), or dropped or
     clipped, each listed in `stats.snapshot_invalid` (the labels file is not changed).
     """
+    if isinstance(task, str):  # a caller written before tasks were passed down: say what changed
+        raise TypeError(f"build_manifest: task must be a cvrepro.tasks.Task (tasks.get({task!r})), not its name")
     raw_dir, ann_path = Path(raw_dir), Path(annotations_path)
     if not raw_dir.is_dir():
         raise CvreproError(f"{raw_dir}: image directory not found")
