@@ -26,6 +26,7 @@ import random
 import time
 from collections import Counter
 
+from cvrepro import tasks
 from cvrepro.dataset.diff import DatasetState, _labels_by_path, dataset_diff, match_labels
 from cvrepro.core.fileio import canonical_json
 
@@ -100,7 +101,7 @@ def main() -> None:
     old = make_state(args.images, seed=0)
     new = edited(old, args.edited, seed=1)
     t_base, counts = best(lambda: baseline(old, new), args.repeat)
-    t_diff, diff = best(lambda: dataset_diff(old, new), args.repeat)
+    t_diff, diff = best(lambda: dataset_diff(old, new, tasks.of_manifest), args.repeat)
     if diff["labels"]["boxes"] != counts:
         raise SystemExit(f"mismatch: dataset_diff {diff['labels']['boxes']} vs baseline {counts}")
     result = {"images": args.images, "edited_fraction": args.edited, "boxes": counts,

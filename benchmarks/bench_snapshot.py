@@ -44,6 +44,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from cvrepro import tasks
 from cvrepro.core.paths import ANNOTATIONS, RAW_DIR
 from cvrepro.dataset.images import default_workers
 from cvrepro.dataset.listing import dvc_listing
@@ -128,7 +129,7 @@ def timed_build(root: Path, use_listing: bool, workers: int) -> tuple[float, str
     with contextlib.redirect_stderr(io.StringIO()):  # tqdm disables itself on a non-tty stream
         start = time.perf_counter()
         listing = dvc_listing(root) if use_listing else None
-        manifest = build_manifest(root / RAW_DIR, root / ANNOTATIONS, task="detection", dvc_listing=listing,
+        manifest = build_manifest(root / RAW_DIR, root / ANNOTATIONS, task=tasks.get("detection"), dvc_listing=listing,
                                   workers=workers)
         elapsed = time.perf_counter() - start
     return elapsed, manifest["snapshot_id"], len(listing or {})

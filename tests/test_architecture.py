@@ -1,11 +1,13 @@
-"""The layout's rules, checked: every stage's code is a DVC dependency of it, nothing imports
-the stages, no module outside the tasks package compares task names, and a fourth task is one
-module (shown with a toy task defined here, run through snapshot, split and preprocess)."""
+"""The layout's rules, checked: imports run one way through the layers (LAYERS), every stage's
+code is a DVC dependency of it, nothing imports the stages, no module outside the tasks package
+compares task names, and a fourth task is one module (shown with a toy task defined here, run
+through snapshot, split and preprocess)."""
 
 from __future__ import annotations
 
 import ast
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +21,89 @@ from cvrepro.dataset.index import checked_annotations
 from cvrepro.stages import preprocess, snapshot, split
 from cvrepro.tasks.base import Task
 from helpers import REPO
-from helpers.imports import closure, files
+from helpers.imports import PACKAGE, all_modules, closure, files, import_targets, module_file
 
 SRC = REPO / "src"
 STAGE_MODULES = {"compose": "cvrepro.config.compose", **{s: f"cvrepro.stages.{s}" for s in
                                                           ("snapshot", "split", "preprocess", "train", "evaluate")}}
+
+
+# The layers, lowest first: a module imports its own layer and those below, never one above (at module
+# level, inside a function or under TYPE_CHECKING alike). A module is in the layer of the longest prefix
+# that names it: learning's building blocks sit below the tasks, its runners above them. The package
+# itself (`cvrepro.load_model`) is an entry point. docs/architecture.md draws the same table.
+LAYERS = (
+    ("core", ("cvrepro.core",)),
+    ("config", ("cvrepro.config",)),
+    ("dataset", ("cvrepro.dataset",)),
+    ("learning blocks", ("cvrepro.learning",)),
+    ("tasks", ("cvrepro.tasks",)),
+    ("formats", ("cvrepro.formats",)),
+    ("learning runners", tuple(f"cvrepro.learning.{m}" for m in ("artifacts", "trainer", "evaluation", "predictor"))),
+    ("provenance", ("cvrepro.provenance",)),
+    ("stages", ("cvrepro.stages",)),
+    ("entry points", ("cvrepro.cli", PACKAGE)),
+)
+
+
+def layer_of(module: str) -> tuple[int, str] | None:
+    """(rank, name) of the module's layer; None if no entry of LAYERS names it."""
+    found = [(len(p), rank, name) for rank, (name, prefixes) in enumerate(LAYERS) for p in prefixes
+             if module == p or (p != PACKAGE and module.startswith(p + "."))]
+    return max(found)[1:] if found else None
+
+
+def back_imports(src: Path) -> list[str]:
+    """Every import of a layer above the importing module's, as `file:line: module (layer) imports ...`,
+    and every module that is in no layer."""
+    out = []
+    for module in all_modules(src):
+        where = module_file(src, module).relative_to(src).as_posix()
+        layer = layer_of(module)
+        if layer is None:
+            out.append(f"{where}: {module} is in no layer; add it to LAYERS (tests/test_architecture.py)")
+            continue
+        for line, used in import_targets(src, module):
+            target = layer_of(used)
+            if target is not None and target[0] > layer[0]:
+                out.append(f"{where}:{line}: {module} ({layer[1]}) imports {used} ({target[1]})")
+    return out
+
+
+def test_imports_run_one_way_down_the_layers():
+    assert back_imports(SRC) == []
+
+
+def test_a_back_import_is_caught_even_inside_a_function(tmp_path: Path):
+    shutil.copytree(SRC / PACKAGE, tmp_path / PACKAGE)
+    index = tmp_path / PACKAGE / "dataset/index.py"
+    lines = index.read_text().count("\n")
+    index.write_text(index.read_text() + "\n\ndef _planted():\n    from cvrepro import tasks\n    return tasks\n")
+    models = tmp_path / PACKAGE / "learning/models.py"
+    models.write_text("from . import trainer  # noqa\n" + models.read_text())
+    (tmp_path / PACKAGE / "extra.py").write_text("")
+    assert back_imports(tmp_path) == [
+        f"cvrepro/dataset/index.py:{lines + 4}: cvrepro.dataset.index (dataset) imports cvrepro.tasks (tasks)",
+        "cvrepro/extra.py: cvrepro.extra is in no layer; add it to LAYERS (tests/test_architecture.py)",
+        "cvrepro/learning/models.py:1: cvrepro.learning.models (learning blocks) imports cvrepro.learning.trainer "
+        "(learning runners)",
+    ]
+
+
+def test_the_docs_draw_the_same_layers():
+    chain = " → ".join(name for name, _ in LAYERS)
+    assert chain in " ".join((REPO / "docs/architecture.md").read_text().split())
+
+
+def test_a_task_name_where_the_task_goes_says_what_changed(tmp_path: Path):
+    # dataset/ takes the Task its caller chose; a caller still passing the name learns how to resolve it
+    from cvrepro.dataset.corrections import apply_corrections
+    from cvrepro.dataset.manifest import build_manifest
+
+    with pytest.raises(TypeError, match=r"tasks.get\('detection'\)"):
+        build_manifest(tmp_path, tmp_path / "annotations.json", task="detection")
+    with pytest.raises(TypeError, match=r"tasks.get\('detection'\)"):
+        apply_corrections({}, [], tmp_path / "fix.csv", task="detection")
 
 
 def missing_code_deps(dvc_yaml: dict) -> dict[str, list[str]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cvrepro import tasks
 from cvrepro.core import vcs
 from cvrepro.dataset.diff import DatasetState, dataset_diff, format_diff, iou, load_state, match_labels, truncated
 from cvrepro.dataset.demo import generate_demo
@@ -29,7 +30,7 @@ def state(root: Path, coco: dict | None = None, label: str = "x", seed: int = 42
     if coco is not None:
         ann = root / f"ann_{label}.json"
         ann.write_text(json.dumps(coco))
-    manifest = build_manifest(root / "data/raw", ann, task="detection")
+    manifest = build_manifest(root / "data/raw", ann, task=tasks.get("detection"))
     splits = {"splits": assign(manifest, seed, {"train": 0.6, "val": 0.2, "test": 0.2}, None)}
     return DatasetState(label, manifest, json.loads(ann.read_text()), splits)
 
@@ -39,7 +40,7 @@ def labels(root: Path) -> dict:
 
 
 def test_same_data_is_no_change(demo):
-    d = dataset_diff(state(demo, label="a"), state(demo, label="b"))
+    d = dataset_diff(state(demo, label="a"), state(demo, label="b"), tasks.of_manifest)
     assert d["required_bump"] is None and d["reason"] == "nothing changed"
 
 
@@ -50,7 +51,7 @@ def test_label_fixes_only_are_a_patch_with_counts(demo):
     anns[0]["bbox"][0] += 1.5  # moved
     anns[1]["category_id"] = 3 if anns[1]["category_id"] != 3 else 1  # relabelled
     deleted = anns.pop(2)
-    d = dataset_diff(state(demo, coco, "old"), state(demo, fixed, "new"))
+    d = dataset_diff(state(demo, coco, "old"), state(demo, fixed, "new"), tasks.of_manifest)
     assert d["required_bump"] == "patch", d["reason"]
     assert d["labels"]["boxes"] == {"added": 0, "removed": 1, "moved": 1, "relabelled": 1}
     assert d["images"] == {"added": [], "removed": [], "modified": [], "attributes_changed": []}
@@ -68,7 +69,7 @@ def test_new_box_on_an_existing_image_is_minor(demo):
     im = more["images"][0]
     more["annotations"].append({"id": 10_000, "image_id": im["id"], "category_id": 1,
                                 "bbox": [1, 1, 10, 20], "area": 200, "iscrowd": 0})
-    d = dataset_diff(state(demo, coco, "old"), state(demo, more, "new"))
+    d = dataset_diff(state(demo, coco, "old"), state(demo, more, "new"), tasks.of_manifest)
     assert d["required_bump"] == "minor" and "1 new labels on existing images" in d["reason"]
 
 
@@ -76,12 +77,12 @@ def test_added_image_is_minor_and_class_map_change_is_major(demo, tmp_path):
     grown = tmp_path / "grown"
     shutil.copytree(demo, grown)
     generate_demo(grown, seed=5, n_images=14, force=True)  # the demo grows by appending images
-    d = dataset_diff(state(demo, label="old"), state(grown, label="new"))
+    d = dataset_diff(state(demo, label="old"), state(grown, label="new"), tasks.of_manifest)
     assert d["required_bump"] == "minor"
     assert d["images"]["added"] == ["img_000012.png", "img_000013.png"] and not d["images"]["removed"]
     renamed = labels(demo)
     renamed["categories"][0]["name"] = "pedestrian"
-    d = dataset_diff(state(demo, label="old"), state(demo, renamed, "new"))
+    d = dataset_diff(state(demo, label="old"), state(demo, renamed, "new"), tasks.of_manifest)
     assert d["required_bump"] == "major" and d["class_map"]["renamed"] == {"1": ["person", "pedestrian"]}
 
 
@@ -95,9 +96,9 @@ def test_changed_pixels_are_minor_and_split_moves_are_minor(demo, tmp_path):
         im = im.convert("RGB")
     im.putpixel((0, 0), (1, 2, 3))
     im.save(path)
-    d = dataset_diff(state(demo, label="old"), state(edited, label="new"))
+    d = dataset_diff(state(demo, label="old"), state(edited, label="new"), tasks.of_manifest)
     assert d["required_bump"] == "minor" and d["images"]["modified"] == ["img_000003.png"]
-    d = dataset_diff(state(demo, label="old", seed=1), state(demo, label="new", seed=2))
+    d = dataset_diff(state(demo, label="old", seed=1), state(demo, label="new", seed=2), tasks.of_manifest)
     assert d["required_bump"] == "minor" and d["split_changes"]
 
 
@@ -132,7 +133,7 @@ def test_versions_parse_bump_and_levels():
 
 def task_state(root: Path, label: str, task: str, ann: str = "annotations.json") -> DatasetState:
     path = root / "data/labels" / ann
-    manifest = build_manifest(root / "data/raw", path, task=task)
+    manifest = build_manifest(root / "data/raw", path, task=tasks.get(task))
     return DatasetState(label, manifest, json.loads(path.read_text()), None, root, None)
 
 
@@ -148,7 +149,8 @@ def test_segmentation_mask_edits_are_a_patch_with_the_changed_pixel_fraction(dem
     mask[mask == mask.max()] = 0  # a reviewer erases one object class from the mask
     Image.fromarray(mask).save(mask_path)
     before = np.array(Image.open(demo / "data/labels/masks/img_000002.png"))
-    d = dataset_diff(task_state(demo, "old", "segmentation"), task_state(edited, "new", "segmentation"))
+    d = dataset_diff(task_state(demo, "old", "segmentation"), task_state(edited, "new", "segmentation"),
+                     tasks.of_manifest)
     assert d["required_bump"] == "patch", d["reason"]
     assert d["labels"]["masks_changed"] == [{"path": "img_000002.png",
                                             "changed_pixels": round(float((before != mask).mean()), 6)}]
@@ -164,7 +166,7 @@ def test_classification_relabels_are_a_patch(demo, tmp_path):
     ann["category_id"] = 1 if ann["category_id"] != 1 else 2
     path.write_text(json.dumps(coco))
     d = dataset_diff(task_state(demo, "old", "classification", "classification.json"),
-                     task_state(edited, "new", "classification", "classification.json"))
+                     task_state(edited, "new", "classification", "classification.json"), tasks.of_manifest)
     assert d["required_bump"] == "patch"
     assert d["labels"]["boxes"]["relabelled"] == 1 and len(d["labels"]["images_relabelled"]) == 1
 
@@ -189,7 +191,7 @@ def test_mask_changes_against_a_tagged_version_read_through_dvc(project: Path):
     mask[mask == mask.max()] = 0
     Image.fromarray(mask).save(mask_path)
     run(["dvc", "repro", "snapshot"], project)
-    d = dataset_diff(load_state(project, "DS-0.1.0"), load_state(project))
+    d = dataset_diff(load_state(project, "DS-0.1.0"), load_state(project), tasks.of_manifest)
     assert d["required_bump"] == "patch"
     assert d["labels"]["masks_changed"] == [{"path": "img_000004.png",
                                             "changed_pixels": round(float((before != mask).mean()), 6)}]

@@ -212,7 +212,7 @@ def _tiny_dataset(root: Path) -> Path:
 
 def test_manifest_fingerprint_does_not_change_snapshot_id(tmp_path):
     ann = _tiny_dataset(tmp_path)
-    manifest = build_manifest(tmp_path / "data/raw", ann, task="detection")
+    manifest = build_manifest(tmp_path / "data/raw", ann, task=tasks.get("detection"))
     assert manifest["fingerprint"]["all_objects"]["side"]["p50"] == round(80 ** 0.5, 1)
     assert manifest["fingerprint"] == from_index(ann, DETECTION)  # snapshot and the command agree
     ident = _snapshot_id(manifest["task"], manifest["class_map"], manifest["files"])

@@ -14,6 +14,7 @@ import yaml
 from PIL import Image, ImageOps
 
 from helpers import copy_template, run
+from cvrepro import tasks
 from cvrepro.formats.transfer import export_dataset, import_dataset
 from cvrepro.core.fileio import CvreproError
 from cvrepro.dataset.manifest import build_manifest
@@ -434,7 +435,7 @@ def test_exif_rotated_jpeg_is_kept_byte_for_byte_and_read_in_the_displayed_frame
     upright = load_image_rgb(project / "data/raw/IMG_0001.JPG")  # the one reader applies the orientation
     assert upright.size == (20, 40)
     assert np.array_equal(np.asarray(upright), np.asarray(ImageOps.exif_transpose(load(photo)).convert("RGB")))
-    manifest = build_manifest(project / "data/raw", project / "data/labels/annotations.json", task="detection")
+    manifest = build_manifest(project / "data/raw", project / "data/labels/annotations.json", task=tasks.get("detection"))
     assert (manifest["files"][0]["width"], manifest["files"][0]["height"]) == (20, 40)
 
     export_dataset("yolo", tmp_path / "out", root=project)
@@ -614,7 +615,7 @@ def test_invalid_drop_and_clip_report_every_box_and_the_manifest_counts_them(pro
     assert [a["id"] for a in kept] == [11, 12, 13]
     assert [{k: v for k, v in a.items() if k != "category_id"} for a in kept] == \
            [{k: v for k, v in a.items() if k != "category_id"} for a in good]  # the rest exactly as delivered
-    manifest = build_manifest(project / "data/raw", project / "data/labels/annotations.json", task="detection")
+    manifest = build_manifest(project / "data/raw", project / "data/labels/annotations.json", task=tasks.get("detection"))
     assert manifest["stats"]["invalid_boxes"] == {"mode": "drop", "dropped": 3, "clipped": 0}
 
     summary = do_import("coco", src, project, invalid="clip", force=True)

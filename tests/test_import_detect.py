@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from helpers import run
+from cvrepro import tasks
 from cvrepro.core.fileio import CvreproError
 from cvrepro.dataset.manifest import build_manifest
 from cvrepro.formats.common import Dataset
@@ -207,7 +208,7 @@ def test_truncated_images_fail_listing_every_one_or_drop_importing_the_rest(proj
     rows = report(project)
     assert [(r["file"], r["id"], r["action"]) for r in rows] == [("images/a.jpg", "bad file", "dropped"),
                                                                   ("images/b.jpg", "bad file", "dropped")]
-    manifest = build_manifest(project / "data/raw", project / "data/labels/annotations.json", task="detection")
+    manifest = build_manifest(project / "data/raw", project / "data/labels/annotations.json", task=tasks.get("detection"))
     assert manifest["stats"]["bad_files"]["dropped"] == 2
 
 
@@ -260,10 +261,10 @@ def test_report_paths_are_relative_to_src_and_a_clean_import_keeps_its_snapshot_
     src = labelimg(tmp_path)
     clean = do_import(src, project)
     assert clean["bad_files"]["dropped"] == 0
-    manifest = build_manifest(project / "data/raw", project / "data/labels/annotations.json", task="detection")
+    manifest = build_manifest(project / "data/raw", project / "data/labels/annotations.json", task=tasks.get("detection"))
     stripped = {k: v for k, v in index(project).items() if k != "info"}
     (tmp_path / "plain.json").write_text(json.dumps(stripped))
-    assert build_manifest(project / "data/raw", tmp_path / "plain.json", task="detection")["snapshot_id"] == \
+    assert build_manifest(project / "data/raw", tmp_path / "plain.json", task=tasks.get("detection"))["snapshot_id"] == \
         manifest["snapshot_id"]
 
     xml = src / "annotations/b.xml"

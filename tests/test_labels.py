@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from helpers import copy_template, run
+from cvrepro import tasks
 from cvrepro.dataset import corrections as labels
 from cvrepro.dataset.demo import generate_demo
-from cvrepro.core.fileio import CvreproError, write_json
+from cvrepro.core.fileio import CvreproError, read_json, write_json
 from cvrepro.core.paths import ANNOTATIONS, RAW_DIR
 from cvrepro.dataset.manifest import build_manifest
 
@@ -42,8 +43,13 @@ def write_csv(path: Path, *rows: str, header: str = HEADER) -> Path:
     return path
 
 
+def apply_csv(csv: Path, annotations: Path, **options) -> dict:
+    """`labels apply` outside a project: the task is what the labels file holds (`tasks.of_labels`)."""
+    return labels.run(csv, annotations, task=tasks.of_labels(read_json(annotations)), **options)
+
+
 def hashes(root: Path) -> dict[str, str]:
-    manifest = build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=1, task="detection")
+    manifest = build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=1, task=tasks.get("detection"))
     return {f["path"]: f["labels_hash"] for f in manifest["files"]}
 
 
@@ -78,7 +84,7 @@ def test_each_action_applies_and_the_snapshot_still_validates(root: Path, tmp_pa
         f"{images[c['image_id']]['file_name']},{c['id']},delete,,,,,",
         f"{other['file_name']},,add,{relabel_to['id']},0,0,12,8",  # category by id
     )
-    summary = labels.run(csv, root / ANNOTATIONS)
+    summary = apply_csv(csv, root / ANNOTATIONS)
 
     after = hashes(root)  # the real snapshot: raises if the corrected labels are invalid
     changed = {images[x["image_id"]]["file_name"] for x in (a, b, c)} | {other["file_name"]}
@@ -110,7 +116,7 @@ def test_a_relabel_is_a_one_line_diff(root: Path, tmp_path: Path):
     coco = coco_of(root)
     a = coco["annotations"][5]
     to = other_category(coco, a["category_id"])
-    labels.run(write_csv(tmp_path / "fix.csv", f"{a['image_id']},{a['id']},relabel,{to['id']},,,,"), root / ANNOTATIONS)
+    apply_csv(write_csv(tmp_path / "fix.csv", f"{a['image_id']},{a['id']},relabel,{to['id']},,,,"), root / ANNOTATIONS)
     new = (root / ANNOTATIONS).read_text().splitlines()
     assert len(old) == len(new)
     changed = [(x, y) for x, y in zip(old, new) if x != y]
@@ -121,7 +127,7 @@ def test_move_with_a_category_also_relabels(root: Path, tmp_path: Path):
     coco = coco_of(root)
     a = coco["annotations"][0]
     to = other_category(coco, a["category_id"])
-    summary = labels.run(write_csv(tmp_path / "fix.csv", f"{a['image_id']},{a['id']},move,{to['name']},1,1,5,5"),
+    summary = apply_csv(write_csv(tmp_path / "fix.csv", f"{a['image_id']},{a['id']},move,{to['name']},1,1,5,5"),
                          root / ANNOTATIONS)
     moved = next(x for x in coco_of(root)["annotations"] if x["id"] == a["id"])
     assert (moved["category_id"], moved["bbox"], moved["area"]) == (to["id"], [1, 1, 5, 5], 25)
@@ -131,11 +137,11 @@ def test_move_with_a_category_also_relabels(root: Path, tmp_path: Path):
 
 def test_new_ids_follow_the_largest_in_row_order_and_repeat_exactly(root: Path, tmp_path: Path):
     top = max(a["id"] for a in coco_of(root)["annotations"])
-    labels.run(write_csv(tmp_path / "delete.csv", "1,1,delete,,,,,"), root / ANNOTATIONS)  # a gap: ids != count
+    apply_csv(write_csv(tmp_path / "delete.csv", "1,1,delete,,,,,"), root / ANNOTATIONS)  # a gap: ids != count
     csv = write_csv(tmp_path / "add.csv", "img_000003.png,,add,cart,1,1,4,4", "img_000001.png,,add,shelf,2,2,4,4")
     copy = shutil.copytree(root, tmp_path / "copy")
-    assert labels.run(csv, root / ANNOTATIONS)["added_ids"] == [top + 1, top + 2]
-    labels.run(csv, copy / ANNOTATIONS)
+    assert apply_csv(csv, root / ANNOTATIONS)["added_ids"] == [top + 1, top + 2]
+    apply_csv(csv, copy / ANNOTATIONS)
     assert (root / ANNOTATIONS).read_bytes() == (copy / ANNOTATIONS).read_bytes()
     added = [a for a in coco_of(root)["annotations"] if a["id"] > top]
     assert [(a["id"], a["image_id"]) for a in added] == [(top + 1, 4), (top + 2, 2)]
@@ -191,7 +197,7 @@ def test_one_bad_row_rejects_the_file_names_the_line_and_writes_nothing(root: Pa
     csv = write_csv(tmp_path / "fix.csv", _good_row(coco), _fill(row, coco))
     original = (root / ANNOTATIONS).read_bytes()
     with pytest.raises(CvreproError) as err:
-        labels.run(csv, root / ANNOTATIONS)
+        apply_csv(csv, root / ANNOTATIONS)
     assert f"{csv}:3: " in str(err.value) and _fill(expected, coco) in str(err.value)
     assert f"{csv}:2" not in str(err.value)  # the good row is not blamed
     assert (root / ANNOTATIONS).read_bytes() == original
@@ -203,7 +209,7 @@ def test_every_bad_row_is_reported_together(root: Path, tmp_path: Path):
     assert len(rows) > 20
     original = (root / ANNOTATIONS).read_bytes()
     with pytest.raises(CvreproError) as err:
-        labels.run(write_csv(tmp_path / "fix.csv", _good_row(coco), *rows), root / ANNOTATIONS)
+        apply_csv(write_csv(tmp_path / "fix.csv", _good_row(coco), *rows), root / ANNOTATIONS)
     message = str(err.value)
     assert "20 problems in" in message and "nothing written" in message and "stopped after the first 20" in message
     assert [f"fix.csv:{line}:" in message for line in range(2, 23)] == [False] + [True] * 20
@@ -220,7 +226,7 @@ def test_a_wrong_header_is_line_1(root: Path, tmp_path: Path, header: str, expec
     csv = tmp_path / "fix.csv"
     csv.write_text(f"{header}\n" if header else "")
     with pytest.raises(CvreproError, match=f"fix.csv:1: .*{expected}"):
-        labels.run(csv, root / ANNOTATIONS)
+        apply_csv(csv, root / ANNOTATIONS)
 
 
 def test_columns_in_any_order_blank_lines_and_a_bom(root: Path, tmp_path: Path):
@@ -228,11 +234,11 @@ def test_columns_in_any_order_blank_lines_and_a_bom(root: Path, tmp_path: Path):
     csv = tmp_path / "fix.csv"
     csv.write_text("\ufeffaction,image,annotation_id,category,x,y,w,h\n\n,,,,,,,\n"
                    f"Delete,{a['image_id']},{a['id']},,,,,\n")  # any column order, any case of action
-    assert labels.run(csv, root / ANNOTATIONS)["actions"]["delete"] == 1
+    assert apply_csv(csv, root / ANNOTATIONS)["actions"]["delete"] == 1
     bad = tmp_path / "bad.csv"
     bad.write_text(f"{HEADER}\n\n\nimg_000000.png,{a['id']},frob,,,,,\n")  # line numbers count the blank lines
     with pytest.raises(CvreproError, match="bad.csv:4: field 'action'"):
-        labels.run(bad, root / ANNOTATIONS)
+        apply_csv(bad, root / ANNOTATIONS)
 
 
 def test_dry_run_via_the_cli_writes_nothing(root: Path, tmp_path: Path):
@@ -293,16 +299,16 @@ def classification_labels(path: Path) -> Path:
 
 def test_classification_relabel_works_and_nothing_else_does(tmp_path: Path):
     ann = classification_labels(tmp_path / "annotations.json")
-    assert labels.infer_task(json.loads(ann.read_text())) == "classification"
+    assert tasks.of_labels(json.loads(ann.read_text())).name == "classification"
     csv = write_csv(tmp_path / "fix.csv", "a/dog1.jpg,11,relabel,dog,,,,")
-    summary = labels.run(csv, ann)
+    summary = apply_csv(csv, ann)
     assert summary["task"] == "classification" and summary["per_class"]["dog"] == {"before": 0, "after": 1, "delta": 1}
     assert json.loads(ann.read_text())["annotations"] == [{"id": 10, "image_id": 1, "category_id": 1},
                                                           {"id": 11, "image_id": 2, "category_id": 2}]
     original = ann.read_bytes()
     for row in ["1,10,move,,1,1,4,4", "1,10,delete,,,,,", "1,,add,dog,,,,"]:
         with pytest.raises(CvreproError, match=r"fix.csv:2: field 'action': .* classification dataset"):
-            labels.run(write_csv(tmp_path / "fix.csv", row), ann)
+            apply_csv(write_csv(tmp_path / "fix.csv", row), ann)
     assert ann.read_bytes() == original
 
 
@@ -315,11 +321,11 @@ def test_a_file_name_that_reads_as_another_images_id_is_refused(tmp_path: Path):
         "categories": [{"id": 1, "name": "2"}, {"id": 2, "name": "x"}],
     })
     with pytest.raises(CvreproError) as err:
-        labels.run(write_csv(tmp_path / "fix.csv", "2,1,relabel,x,,,,", "1,1,relabel,2,,,,"), ann)
+        apply_csv(write_csv(tmp_path / "fix.csv", "2,1,relabel,x,,,,", "1,1,relabel,2,,,,"), ann)
     assert ("fix.csv:2: field 'image': '2' is both the file_name of image id 1 and the id of image 'b.png'; "
             "write './2' for the first") in str(err.value)
     assert "fix.csv:3: field 'category': '2' is the name of category id 1 and the id of 'x'" in str(err.value)
-    summary = labels.run(write_csv(tmp_path / "fix.csv", "./2,1,relabel,x,,,,"), ann)  # the suggested spelling
+    summary = apply_csv(write_csv(tmp_path / "fix.csv", "./2,1,relabel,x,,,,"), ann)  # the suggested spelling
     assert summary["images_changed"] == ["2"] and summary["per_class"]["x"]["after"] == 1
 
 
@@ -333,7 +339,7 @@ def test_segmentation_masks_are_not_csv_driven(root: Path, tmp_path: Path):
                                         "mask_file": "masks/a.png"}],
                             "categories": [{"id": 1, "name": "road"}]})
     with pytest.raises(CvreproError, match="mask edits are not CSV-driven"):
-        labels.run(csv, masks_only)  # inferred: masks, no annotations
+        apply_csv(csv, masks_only)  # inferred: masks, no annotations
     assert (root / ANNOTATIONS).read_bytes() == original
 
 
@@ -392,10 +398,10 @@ def test_unreadable_inputs_are_clear_errors(root: Path, tmp_path: Path):
     latin1 = tmp_path / "latin1.csv"
     latin1.write_bytes(f"{HEADER}\nimg_000000.png,1,relabel,caf\xe9,,,,\n".encode("latin-1"))
     with pytest.raises(CvreproError, match="latin1.csv: not UTF-8 text"):
-        labels.run(latin1, root / ANNOTATIONS)
+        apply_csv(latin1, root / ANNOTATIONS)
     coco = coco_of(root)
     coco["annotations"][3]["id"] = coco["annotations"][2]["id"]
     broken = tmp_path / "broken.json"
     write_json(broken, coco)
     with pytest.raises(CvreproError, match=r"broken.json: annotations\[3\]: .*duplicate 'id'"):
-        labels.run(write_csv(tmp_path / "fix.csv", "img_000000.png,1,delete,,,,,"), broken)
+        apply_csv(write_csv(tmp_path / "fix.csv", "img_000000.png,1,delete,,,,,"), broken)

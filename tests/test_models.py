@@ -10,7 +10,8 @@ import yaml
 from cvrepro.config.compose import compose
 from cvrepro.learning.engine import recalibrate_batchnorm
 from cvrepro.core.fileio import CvreproError
-from cvrepro.learning.models import DETECTION_BUILDERS as BUILDERS, build_model
+from cvrepro.learning.models import DETECTION_BUILDERS as BUILDERS
+from cvrepro.tasks import build_model
 
 from helpers import REPO, assert_trains_a_step
 

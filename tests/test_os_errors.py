@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import run
+from cvrepro import tasks
 from cvrepro.cli import os_error_line
 from cvrepro.core.fileio import CvreproError
 from cvrepro.dataset.manifest import build_manifest
@@ -147,7 +148,7 @@ def test_duplicate_ids_are_named_as_duplicates(tmp_path: Path):
             "categories": [{"id": 1, "name": "x"}]}
     (tmp_path / "labels.json").write_text(json.dumps(coco))
     with pytest.raises(CvreproError) as e:
-        build_manifest(tmp_path / "raw", tmp_path / "labels.json", task="detection")
+        build_manifest(tmp_path / "raw", tmp_path / "labels.json", task=tasks.get("detection"))
     text = str(e.value)
     assert "images[1] (image id 1): duplicate image id 1 (also images[0])" in text
     assert "annotations[1] (annotation id 5): duplicate annotation id 5 (also annotations[0])" in text

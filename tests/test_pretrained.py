@@ -9,7 +9,8 @@ import torchvision
 
 from cvrepro.core.fileio import CvreproError, read_json, sha256_file
 from cvrepro.core.paths import LABEL_MAP, WEIGHTS
-from cvrepro.learning.models import backbone_of, build_model, freeze_backbone
+from cvrepro.learning.models import backbone_of, freeze_backbone
+from cvrepro.tasks import build_model
 
 from helpers import tiny_params
 

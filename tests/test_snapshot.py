@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cvrepro import tasks
 from cvrepro.core.fileio import CvreproError
 from cvrepro.core.paths import ANNOTATIONS, MANIFEST, RAW_DIR
 from cvrepro.core.relpaths import normalize_relpath
@@ -225,7 +226,7 @@ def test_snapshot_id_is_the_sha256_of_the_canonical_content_however_it_is_fed(ro
     coco = _coco()
     coco["images"][0]["place"] = "Zürich, Ørsted Park"  # not ASCII: hashed as UTF-8
     _write_coco(root, coco)
-    m = build_manifest(root / RAW_DIR, root / ANNOTATIONS, task="detection")
+    m = build_manifest(root / RAW_DIR, root / ANNOTATIONS, task=tasks.get("detection"))
     content = {"schema": snapshot.SCHEMA, "task": "detection", "class_map": m["class_map"],
                "files": [{k: f[k] for k in snapshot.ID_KEYS} for f in m["files"]]}
     want = "sha256:" + hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
@@ -264,9 +265,9 @@ def test_snapshot_id_changes_when_an_attribute_changes(root: Path):
 
 
 def test_process_pool_gives_the_same_manifest(root: Path, monkeypatch):
-    serial = build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=1, task="detection")
+    serial = build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=1, task=tasks.get("detection"))
     monkeypatch.setattr(image_reader, "POOL_MIN_IMAGES", 1)
-    assert build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=2, task="detection") == serial
+    assert build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=2, task=tasks.get("detection")) == serial
 
 
 def test_symlinks_that_stay_inside_raw_are_accepted(tmp_path: Path):
@@ -484,7 +485,7 @@ def test_pool_stops_early_when_the_problem_list_is_full(root: Path, monkeypatch)
     coco["images"] += [{"id": 100 + i, "file_name": f"gone/{i:03d}.png", "width": 8, "height": 8} for i in range(60)]
     _write_coco(root, coco)
     with pytest.raises(CvreproError) as err:
-        build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=2, task="detection")
+        build_manifest(root / RAW_DIR, root / ANNOTATIONS, workers=2, task=tasks.get("detection"))
     lines = str(err.value).splitlines()
     assert len(lines) == 1 + snapshot.MAX_PROBLEMS and all("file not found" in l for l in lines[1:])
 
@@ -543,12 +544,12 @@ def test_dvc_listing_is_used_when_current(dvc_root: Path, monkeypatch):
     assert hashed == [False, False, False]  # every md5 came from DVC's listing
     assert {f["path"]: f["md5"] for f in manifest["files"]} == dvc_listing(dvc_root)
     # Same manifest as hashing every file ourselves.
-    assert _checked(manifest) == build_manifest(dvc_root / RAW_DIR, dvc_root / ANNOTATIONS, task="detection")
+    assert _checked(manifest) == build_manifest(dvc_root / RAW_DIR, dvc_root / ANNOTATIONS, task=tasks.get("detection"))
 
 
 def test_stale_dvc_listing_falls_back_to_hashing(dvc_root: Path):
     _write_image(dvc_root / RAW_DIR / "night/new.png", "PNG", (8, 8), 5)  # added after `dvc add`
-    manifest = build_manifest(dvc_root / RAW_DIR, dvc_root / ANNOTATIONS, dvc_listing={"day/a.png": "0" * 32}, task="detection")
+    manifest = build_manifest(dvc_root / RAW_DIR, dvc_root / ANNOTATIONS, dvc_listing={"day/a.png": "0" * 32}, task=tasks.get("detection"))
     assert manifest["files"][0]["md5"] == _md5(dvc_root / RAW_DIR / "day/a.png")
     listing = dvc_listing(dvc_root)
     assert listing_module.usable_listing(dvc_root / RAW_DIR, listing) == {}
@@ -588,7 +589,7 @@ def test_unchanged_images_are_not_opened_again(root: Path, monkeypatch):
     second = run(_params(), root)
     assert sorted(seen) == ["c.png", "d.png"]
     # exactly what checking every image gives
-    assert _checked(second) == build_manifest(root / RAW_DIR, root / ANNOTATIONS, task="detection")
+    assert _checked(second) == build_manifest(root / RAW_DIR, root / ANNOTATIONS, task=tasks.get("detection"))
     assert second["snapshot_id"] != first["snapshot_id"]
 
 
@@ -618,7 +619,7 @@ def test_a_touched_file_or_a_changed_dvc_md5_is_checked_again(root: Path, monkey
     # a damaged cache file is no cache: everything is checked, nothing fails
     (root / SNAPSHOT_CHECKS).write_bytes(b"\xff\xfe garbage\nx\ty\n")
     monkeypatch.setattr("cvrepro.stages.snapshot.dvc_listing", lambda r: None)
-    want = build_manifest(root / RAW_DIR, root / ANNOTATIONS, task="detection")
+    want = build_manifest(root / RAW_DIR, root / ANNOTATIONS, task=tasks.get("detection"))
     seen.clear()
     assert _checked(run(_params(), root)) == want
     assert sorted(seen) == ["a.png", "b.jpg", "c.png"]
@@ -642,7 +643,7 @@ def test_unchanged_labels_are_not_parsed_again_and_give_what_parsing_gives(root:
     parsed.clear()
     second = run(_params("second"), root)
     assert parsed == [] and second["notes"] == "second"
-    assert _checked(second) == build_manifest(root / RAW_DIR, root / ANNOTATIONS, notes="second", task="detection")
+    assert _checked(second) == build_manifest(root / RAW_DIR, root / ANNOTATIONS, notes="second", task=tasks.get("detection"))
     assert second["snapshot_id"] != first["snapshot_id"]
     # what the label side is computed from changes: the labels are parsed again
     for change in ({"task": "detection", "dataset": {"invalid": "clip"}}, _params()):
@@ -664,7 +665,7 @@ def test_reused_labels_still_check_every_image_and_a_bad_cache_is_no_cache(root:
         run(_params(), root)
     _write_image(root / RAW_DIR / "day/a.png", "PNG", (64, 48), 1)
     labels_cache = (root / SNAPSHOT_CHECKS).with_name(snapshot.LABELS_CACHE)
-    want = build_manifest(root / RAW_DIR, root / ANNOTATIONS, task="detection")
+    want = build_manifest(root / RAW_DIR, root / ANNOTATIONS, task=tasks.get("detection"))
     parsed = _labels_parsed(monkeypatch)
     for damage in (b"{not json", b'{"format": "cvrepro.snapshot-labels/1", "key": "x", "manifest": {}}', b"[]"):
         labels_cache.write_bytes(damage)
@@ -691,7 +692,7 @@ def test_the_label_key_follows_the_code_of_the_dataset_and_core_packages(tmp_pat
 def test_the_label_cache_is_written_in_pieces_that_make_one_json_document(root: Path, per_chunk: int):
     from cvrepro.dataset.labelcache import _json_chunks
 
-    manifest = build_manifest(root / RAW_DIR, root / ANNOTATIONS, task="detection")
+    manifest = build_manifest(root / RAW_DIR, root / ANNOTATIONS, task=tasks.get("detection"))
     head = {"format": "f", "key": "k"}
     for m in (manifest, {"files": manifest["files"]}, {**manifest, "files": []}):
         assert json.loads(b"".join(_json_chunks(head, m, per_chunk))) == {**head, "manifest": m}

@@ -12,7 +12,7 @@ from cvrepro.config.compose import compose
 from cvrepro.learning.engine import recalibrate_batchnorm
 from cvrepro.core.fileio import CvreproError
 from cvrepro import tasks
-from cvrepro.learning.models import build_model
+from cvrepro.tasks import build_model
 
 from helpers import REPO, assert_trains_a_step
 

@@ -24,6 +24,15 @@ def module_file(src: Path, module: str) -> Path | None:
     return None
 
 
+def all_modules(src: Path) -> list[str]:
+    """Every module of the package under `src`, dotted (a package by its own name), sorted."""
+    out = []
+    for path in (src / PACKAGE).rglob("*.py"):
+        parts = path.relative_to(src).with_suffix("").parts
+        out.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return sorted(out)
+
+
 def _parents(module: str) -> list[str]:
     parts = module.split(".")
     return [".".join(parts[:i]) for i in range(1, len(parts))]
@@ -41,16 +50,16 @@ def _import_nodes(tree: ast.AST, top_level_only: bool):
         todo.extend(ast.iter_child_nodes(node))
 
 
-@lru_cache(maxsize=None)
-def imports(src: Path, module: str, top_level_only: bool = False) -> tuple[frozenset[str], frozenset[str]]:
-    """(modules used, packages only run as parents) by the import statements of `module`."""
+def import_targets(src: Path, module: str, top_level_only: bool = False) -> list[tuple[int, str]]:
+    """(line, cvrepro module used) for each import statement of `module` (inside functions too, unless
+    top_level_only; `if TYPE_CHECKING:` imports count as well)."""
     path = module_file(src, module)
     tree = ast.parse(path.read_text(), str(path))
     is_package = path.name == "__init__.py"
-    used: set[str] = set()
+    used: list[tuple[int, str]] = []
     for node in _import_nodes(tree, top_level_only):
         if isinstance(node, ast.Import):
-            used.update(a.name for a in node.names)
+            used += [(node.lineno, a.name) for a in node.names]
             continue
         if node.level:  # relative: resolve against this module's package
             base = module.split(".") if is_package else module.split(".")[:-1]
@@ -59,8 +68,15 @@ def imports(src: Path, module: str, top_level_only: bool = False) -> tuple[froze
         else:
             target = node.module or ""
         for a in node.names:  # `from pkg import sub` uses the submodule; `from pkg import name` the package
-            used.add(f"{target}.{a.name}" if module_file(src, f"{target}.{a.name}") else target)
-    used = {m for m in used if (m == PACKAGE or m.startswith(PACKAGE + ".")) and module_file(src, m)}
+            used.append((node.lineno, f"{target}.{a.name}" if module_file(src, f"{target}.{a.name}") else target))
+    return sorted((line, m) for line, m in used
+                  if (m == PACKAGE or m.startswith(PACKAGE + ".")) and module_file(src, m))
+
+
+@lru_cache(maxsize=None)
+def imports(src: Path, module: str, top_level_only: bool = False) -> tuple[frozenset[str], frozenset[str]]:
+    """(modules used, packages only run as parents) by the import statements of `module`."""
+    used = {m for _line, m in import_targets(src, module, top_level_only)}
     parents = {p for m in used for p in _parents(m)} - used
     return frozenset(used), frozenset(parents)
 

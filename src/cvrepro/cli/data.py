@@ -34,15 +34,20 @@ def _print_summary(s: dict) -> None:
         print(f"  {step}")
 
 
-def _task_from_params() -> str | None:
+def _labels_task(name: str | None, annotations: Path):
+    """The task whose corrections apply: --task, else params.yaml's, else what the labels file holds."""
+    from cvrepro import tasks
     from cvrepro.core.paths import PARAMS
 
-    if not PARAMS.exists():
-        return None
-    from cvrepro import tasks
-    from cvrepro.config.params import load_params
+    if name:
+        return tasks.get(name, "task")
+    if PARAMS.exists():
+        from cvrepro.config.params import load_params
 
-    return tasks.of_params(load_params()).name
+        return tasks.of_params(load_params())
+    from cvrepro.core.fileio import read_json
+
+    return tasks.of_labels(read_json(annotations))
 
 
 def cmd_labels_apply(args: argparse.Namespace) -> int:
@@ -51,7 +56,7 @@ def cmd_labels_apply(args: argparse.Namespace) -> int:
 
     with changing(Path("."), "labels apply"):
         summary = run(Path(args.csv), Path(args.annotations), dry_run=args.dry_run,
-                      task=args.task or _task_from_params())
+                      task=_labels_task(args.task, Path(args.annotations)))
     if args.json:
         print(json.dumps(summary, sort_keys=True, indent=2))
     else:

@@ -41,6 +41,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from cvrepro import tasks
     from cvrepro.core.fileio import CvreproError
     from cvrepro.dataset import diff as datadiff
 
@@ -54,7 +55,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if not (args.a.startswith("DS-") or args.a == "workspace") or not (args.b.startswith("DS-") or args.b == "workspace"):
         raise CvreproError(f"diff compares two dataset versions (DS-x.y.z, or 'workspace') or two model releases "
                            f"(vX.Y.Z); got {args.a} and {args.b}")
-    diff = datadiff.dataset_diff(datadiff.load_state(root, args.a), datadiff.load_state(root, args.b))
+    diff = datadiff.dataset_diff(datadiff.load_state(root, args.a), datadiff.load_state(root, args.b),
+                                 tasks.of_manifest)
     print(json.dumps(diff, sort_keys=True, indent=2) if args.json else datadiff.format_diff(diff))
     return 0
 

@@ -190,7 +190,7 @@ def _parse_box(line: int, v: dict[str, str], image: dict, problems: _Problems) -
     return box
 
 
-def _check_row(line: int, v: dict[str, str], labels: _Labels, task: str, touched: dict[int, int],
+def _check_row(line: int, v: dict[str, str], labels: _Labels, task, touched: dict[int, int],
                problems: _Problems) -> dict | None:
     """One validated edit {line, action, image, annotation, category, bbox}, or None (problems recorded)."""
     action = v["action"].lower()  # spreadsheets capitalise
@@ -275,19 +275,18 @@ def _check_move(edit: dict, problems: _Problems) -> dict | None:
 # --------------------------------------------------------------------------- applying
 
 
-def apply_corrections(coco: dict, rows: list[Row], csv_path: Path, task: str,
+def apply_corrections(coco: dict, rows: list[Row], csv_path: Path, task,
                       labels_path: Path = ANNOTATIONS) -> tuple[dict, dict]:
     """Check every row against `coco`, then return (corrected copy, summary). Raises CvreproError listing
     the problems (file:line: field) if any row is bad; `coco` itself is never modified.
 
     rows: (line, fields) as `read_rows` returns them, header first.
-    task: a task name; its `correction_actions` are the actions allowed (detection all, classification relabel,
-    segmentation none).
+    task: the labels' task (a `cvrepro.tasks.Task`, chosen by the caller); its `correction_actions` are the
+    actions allowed (detection all, classification relabel, segmentation none).
     """
+    if isinstance(task, str):  # a caller written before tasks were passed down: say what changed
+        raise TypeError(f"apply_corrections: task must be a cvrepro.tasks.Task (tasks.get({task!r})), not its name")
     csv_path, labels_path = Path(csv_path), Path(labels_path)
-    from cvrepro import tasks
-
-    task = tasks.get(task, "task")
     refused = task.corrections_refused(labels_path)
     if refused:
         raise CvreproError(refused)
@@ -355,14 +354,6 @@ def _summary(coco: dict, new: dict, edits: list[dict], labels: _Labels, csv_path
     }
 
 
-def infer_task(coco: Any) -> str:
-    """What the labels file holds when params.yaml does not say: the first task that serves it."""
-    from cvrepro import tasks
-
-    serving = tasks.serving(coco) if isinstance(coco, dict) else []
-    return serving[0].name if serving else tasks.names()[0]
-
-
 def next_steps(labels_path: Path, actions: dict[str, int]) -> list[str]:
     labels_dir = Path(labels_path).parent.as_posix()
     bump = "MINOR (annotations added)" if actions.get("add") else "PATCH (label fixes on the same images)"
@@ -382,11 +373,14 @@ def _require_writable(path: Path) -> None:
                            f"read-only; `chmod u+w {path}` first if the corrections should go in")
 
 
-def run(csv_path: Path, annotations: Path = ANNOTATIONS, dry_run: bool = False, task: str | None = None) -> dict:
-    """Check the CSV against the labels file and, unless dry_run, rewrite it atomically. Returns the summary."""
+def run(csv_path: Path, annotations: Path = ANNOTATIONS, dry_run: bool = False, *, task) -> dict:
+    """Check the CSV against the labels file and, unless dry_run, rewrite it atomically. Returns the summary.
+
+    task: the labels' task (a `cvrepro.tasks.Task`): the command line's `--task`, params.yaml's, or else
+    `tasks.of_labels` of the file."""
     coco = read_json(annotations)
     rows = read_rows(csv_path)
-    new, summary = apply_corrections(coco, rows, csv_path, task=task or infer_task(coco), labels_path=annotations)
+    new, summary = apply_corrections(coco, rows, csv_path, task=task, labels_path=annotations)
     if not dry_run:
         _require_writable(Path(annotations))
         write_json(annotations, new)

@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -149,12 +149,6 @@ def label_counts(old: list[dict], new: list[dict]) -> dict[str, int]:
     return change
 
 
-def _task_of(manifest: dict):
-    from cvrepro import tasks
-
-    return tasks.of_record(manifest, "manifest")
-
-
 def _labels_by_path(state: DatasetState) -> dict[str, list[dict]]:
     id_to_path = {f["image_id"]: f["path"] for f in state.manifest["files"]}
     out: dict[str, list[dict]] = {p: [] for p in id_to_path.values()}
@@ -174,8 +168,11 @@ def _membership(splits: dict | None) -> dict[str, str]:
 # --------------------------------------------------------------------------- diff
 
 
-def dataset_diff(old: DatasetState, new: DatasetState) -> dict:
-    """What changed from `old` to `new`, and the bump that requires (`required_bump`, dataset/bump.py)."""
+def dataset_diff(old: DatasetState, new: DatasetState, task_of: Callable[[dict], Any]) -> dict:
+    """What changed from `old` to `new`, and the bump that requires (`required_bump`, dataset/bump.py).
+
+    task_of: a manifest's task (`cvrepro.tasks.of_manifest`), asked only where labels changed: the task says
+    what a change of its labels is (boxes matched, mask pixels counted)."""
     om, nm = old.manifest, new.manifest
     schema_changed = om.get("schema") != nm.get("schema") or om.get("task") != nm.get("task")
     oc, nc = om.get("class_map", {}), nm.get("class_map", {})
@@ -198,11 +195,11 @@ def dataset_diff(old: DatasetState, new: DatasetState) -> dict:
     relabelled_images: list[str] = []
     label_changes: list[dict] = []
     masks_changed: list[dict] = []
-    task = _task_of(nm) if not schema_changed else None
+    task = task_of(nm) if not schema_changed else None
     for p in common:
         if ofiles[p].get("labels_hash") == nfiles[p].get("labels_hash"):
             continue
-        kind, change = (task or _task_of(om)).label_change(old, new, ofiles[p], nfiles[p], olabels[p], nlabels[p])
+        kind, change = (task or task_of(om)).label_change(old, new, ofiles[p], nfiles[p], olabels[p], nlabels[p])
         if kind == "mask":  # labels that are pixels: the fraction that changed
             masks_changed.append(change)
             continue

@@ -15,7 +15,7 @@ import os
 import stat
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from cvrepro.core.fileio import CvreproError, canonical_json, json_text, read_bytes
 from cvrepro.core.problems import Problems
@@ -25,9 +25,6 @@ from cvrepro.dataset.images import default_workers, inspect_all
 from cvrepro.dataset.index import BoxCheck, attributes_of, load_coco, parse_categories, parse_images, rejected_ids
 from cvrepro.dataset.labelcache import LabelCache, labels_key
 from cvrepro.dataset.listing import CheckCache, usable_listing
-
-if TYPE_CHECKING:
-    from cvrepro.tasks import Task
 
 SCHEMA = "cvrepro.manifest/1"
 LABELS_CACHE = "snapshot-labels.json"  # beside the image check cache: the label side of the last snapshot
@@ -183,7 +180,8 @@ def build_manifest(
     raw_dir: Path,
     annotations_path: Path,
     notes: str = "",
-    task: "str | Task" = "",
+    *,
+    task,
     dvc_listing: dict[str, str] | None = None,
     workers: int | None = None,
     ignore_index: int = 255,
@@ -192,7 +190,8 @@ def build_manifest(
 ) -> dict:
     """Check images and labels; return the manifest. Raises CvreproError listing the problems found.
 
-    task: a registered task (or its name); it checks its own labels.
+    task: the dataset's task (a `cvrepro.tasks.Task`, which the caller chose: `tasks.of_params`); it checks
+    its own labels.
     dvc_listing (relpath → md5, see `dvc_listing()`) is trusted only if it lists
     exactly the files under raw_dir; otherwise every file is hashed here.
     workers: processes reading images (default: 2 if at least 3 CPUs, else 1).
@@ -201,9 +200,8 @@ def build_manifest(
     invalid: `dataset.invalid`, what a zero-size or out-of-image box is: a problem (fail), or dropped or
     clipped, each listed in `stats.snapshot_invalid` (the labels file is not changed).
     """
-    from cvrepro import tasks
-
-    task = task if isinstance(task, tasks.Task) else tasks.get(task, "params.yaml: task")
+    if isinstance(task, str):  # a caller written before tasks were passed down: say what changed
+        raise TypeError(f"build_manifest: task must be a cvrepro.tasks.Task (tasks.get({task!r})), not its name")
     raw_dir, ann_path = Path(raw_dir), Path(annotations_path)
     if not raw_dir.is_dir():
         raise CvreproError(f"{raw_dir}: image directory not found")

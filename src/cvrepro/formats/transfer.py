@@ -95,10 +95,11 @@ def _check_task(dataset: Dataset) -> None:
 
 
 def _validate(task: str, raw_dir: Path, labels_dir: Path) -> None:
+    from cvrepro import tasks
     from cvrepro.dataset.manifest import build_manifest
 
     try:
-        build_manifest(raw_dir, labels_dir / ANNOTATIONS.name, task=task)
+        build_manifest(raw_dir, labels_dir / ANNOTATIONS.name, task=tasks.get(task, "format"))
     except CvreproError as e:  # name the places the files will have, not the temporary folder
         message = str(e).replace(str(raw_dir), str(RAW_DIR)).replace(str(labels_dir), str(LABELS_DIR))
         raise CvreproError(f"the converted dataset fails snapshot validation; {RAW_DIR} and {LABELS_DIR} "
@@ -316,7 +317,7 @@ def project_dataset(root: Path = Path("."), rev: str | None = None, task: str | 
     from cvrepro import tasks
 
     serving = [t.name for t in tasks.serving(index)]
-    task = task or (serving[0] if serving else tasks.names()[0])
+    task = task or tasks.of_labels(index).name
     if task not in serving:
         raise CvreproError(f"{where} holds a {' and '.join(sorted(serving)) or 'empty'} dataset, not {task}")
     images = index["images"]

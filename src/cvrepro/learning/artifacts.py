@@ -11,7 +11,7 @@ import torch
 from cvrepro import tasks
 from cvrepro.core.fileio import atomic_write_bytes, read_json
 from cvrepro.core.paths import LABEL_MAP, PREPROCESSING, WEIGHTS
-from cvrepro.learning.models import architecture_only, build_model
+from cvrepro.learning.models import architecture_only
 
 INPUT_RESIZE = "stretch to size x size, bilinear"
 INPUT_LETTERBOX = "longer side to size, bilinear, aspect ratio kept, zero padding bottom and right"
@@ -41,7 +41,7 @@ def build_from_spec(spec: dict, size: int, class_map: dict[str, str], mean: list
                     std: list[float] | None = None) -> torch.nn.Module:
     inp = spec["input"]
     task = tasks.of_record(spec, str(PREPROCESSING))
-    return build_model(spec["model"], spec["num_classes"], size, mean or inp["mean"], std or inp["std"],
+    return tasks.build_model(spec["model"], spec["num_classes"], size, mean or inp["mean"], std or inp["std"],
                        task=task.name, class_ids=[int(k) for k in class_map],
                        ignore_index=spec.get("ignore_index", 255))
 

@@ -193,24 +193,6 @@ CLASSIFICATION_BUILDERS = {
 }
 
 
-def build_model(model_cfg: dict, num_classes: int, size: int, mean: list[float], std: list[float],
-                task: str, class_ids: list[int] | None = None, ignore_index: int = 255) -> nn.Module:
-    """A model of `task` for `num_classes` outputs (category ids 1..num_classes-1; 0 is background).
-
-    class_ids: the category ids that are classes (segmentation adds 0); the others are never predicted."""
-    from cvrepro import tasks
-
-    chosen = tasks.get(task)
-    name = model_cfg["name"]
-    builders = chosen.model_builders()
-    if name not in builders:
-        other = [t.name for t in map(tasks.get, tasks.names()) if name in t.model_builders()]
-        hint = f" ('{name}' is a {other[0]} model)" if other else ""
-        raise CvreproError(f"params.yaml: model.name '{name}' is not a {task} model{hint}; "
-                           f"choose one of {sorted(builders)}")
-    return chosen.build_model(model_cfg, num_classes, size, mean, std, class_ids, ignore_index)
-
-
 INIT_KEYS = ("weights", "weights_backbone", "freeze")  # how training starts; nothing a predictor needs
 
 

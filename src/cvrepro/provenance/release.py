@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from cvrepro import tasks
 from cvrepro.dataset import diff as datadiff
 from cvrepro.dataset.fingerprint import summary_lines as fingerprint_lines
 from cvrepro.dataset.splits import SPLIT_NAMES, require_no_empty_split
@@ -310,7 +311,7 @@ def release_dataset(root: Path = Path("."), version: str | None = None, level: s
     remote = _require_remote(root, remote)
     current = datadiff.load_state(root)
     newest = registry.newest(root, "dataset")
-    diff = datadiff.dataset_diff(datadiff.load_state(root, newest[1]), current) if newest else None
+    diff = datadiff.dataset_diff(datadiff.load_state(root, newest[1]), current, tasks.of_manifest) if newest else None
     required, reason = (diff["required_bump"], diff["reason"]) if diff else ("minor", "first release")
     tag, chosen = choose_version(root, "DS-", newest, required, reason, version, level, notes)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cvrepro import tasks
 from cvrepro.dataset import diff as datadiff
 from cvrepro.provenance.registry import record_at
 from cvrepro.provenance.release import params_changed
@@ -63,7 +64,7 @@ def triage(root: Path, a: str, b: str) -> dict:
     data = {"from": ra["dataset_version"], "to": rb["dataset_version"], "changed": not same_data}
     if not same_data:
         diff = datadiff.dataset_diff(datadiff.load_state(root, ra["dataset_version"]),
-                                     datadiff.load_state(root, rb["dataset_version"]))
+                                     datadiff.load_state(root, rb["dataset_version"]), tasks.of_manifest)
         data.update(required_bump=diff["required_bump"], reason=diff["reason"],
                     summary=datadiff.summary_lines(diff))
     params = params_changed(ra["params"], rb["params"])

@@ -66,10 +66,41 @@ def of_record(record: dict, where: str) -> Task:
     return get(record.get("task", LEGACY_TASK), f"{where}: task")
 
 
+def of_manifest(manifest: dict) -> Task:
+    """The task of a dataset manifest (what `dataset.diff.dataset_diff` asks for each side it compares)."""
+    return of_record(manifest, "manifest")
+
+
 def serving(index: dict) -> list[Task]:
     """The tasks whose labels `index` holds, in registry order."""
     _builtins()
     return [t for t in _REGISTRY.values() if t.serves(index)]
 
 
-__all__ = ["Task", "register", "unregister", "names", "get", "of_params", "of_record", "serving", "LEGACY_TASK"]
+def of_labels(index: object) -> Task:
+    """What a labels file holds when nothing says which task: the first task that serves it, else the first
+    registered (a file that serves none still gets a task, whose own checks then say what is wrong)."""
+    found = serving(index) if isinstance(index, dict) else []
+    return found[0] if found else get(names()[0])
+
+
+def build_model(model_cfg: dict, num_classes: int, size: int, mean: list[float], std: list[float],
+                task: str, class_ids: list[int] | None = None, ignore_index: int = 255):
+    """A model of `task` for `num_classes` outputs (category ids 1..num_classes-1; 0 is background): the
+    task's own `build_model`, after checking that `model.name` is one of its networks (naming the task whose
+    network it is otherwise). Here, not in learning/models.py: the hint looks through every task.
+
+    class_ids: the category ids that are classes (segmentation adds 0); the others are never predicted."""
+    chosen = get(task)
+    name = model_cfg["name"]
+    builders = chosen.model_builders()
+    if name not in builders:
+        other = [t.name for t in map(get, names()) if name in t.model_builders()]
+        hint = f" ('{name}' is a {other[0]} model)" if other else ""
+        raise CvreproError(f"params.yaml: model.name '{name}' is not a {task} model{hint}; "
+                           f"choose one of {sorted(builders)}")
+    return chosen.build_model(model_cfg, num_classes, size, mean, std, class_ids, ignore_index)
+
+
+__all__ = ["Task", "register", "unregister", "names", "get", "of_params", "of_record", "of_manifest", "serving",
+           "of_labels", "build_model", "LEGACY_TASK"]
