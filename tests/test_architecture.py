@@ -23,7 +23,8 @@ from helpers.imports import closure, files
 
 SRC = REPO / "src"
 STAGE_MODULES = {"compose": "cvrepro.config.compose", **{s: f"cvrepro.stages.{s}" for s in
-                                                          ("snapshot", "split", "preprocess", "train", "evaluate")}}
+                                                          ("snapshot", "split", "preprocess", "train", "evaluate")},
+                 "label_issues": "cvrepro.learning.label_issues"}  # `cvrepro label-issues` runs it
 
 
 def missing_code_deps(dvc_yaml: dict) -> dict[str, list[str]]:

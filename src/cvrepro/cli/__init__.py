@@ -13,10 +13,10 @@ import errno
 import os
 import sys
 
-from cvrepro.cli import data, pipeline, releases
+from cvrepro.cli import data, label_issues, pipeline, releases
 from cvrepro.core.fileio import CvreproError
 
-GROUPS = (pipeline, data, releases)  # the order of `cvrepro --help`
+GROUPS = (pipeline, data, releases, label_issues)  # the order of `cvrepro --help`
 DEBUG_ENV = "CVREPRO_DEBUG"
 
 _WHAT_TO_DO = {  # errno -> what the user can do about it

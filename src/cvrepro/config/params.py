@@ -22,10 +22,16 @@ def load_params(path: str | Path = PARAMS) -> dict[str, Any]:
     return params
 
 
+# Settings of analyses run after evaluate that change no model and no metric: outside the config ID, so
+# choosing `-S label_issues=kfold` neither renames a run nor makes its release differ from the same model's.
+NOT_IN_CONFIG_ID = ("label_issues",)
+
+
 def config_id(params: dict[str, Any]) -> str:
-    """The experiment's name plus a short hash of the whole composed config.
+    """The experiment's name plus a short hash of the whole composed config (but NOT_IN_CONFIG_ID).
 
     Two runs with the same config ID ran with identical parameters.
     """
     name = (params.get("experiment") or {}).get("name", "unnamed")
-    return f"{name}+{sha256_bytes(canonical_json(params).encode())[:8]}"
+    hashed = {k: v for k, v in params.items() if k not in NOT_IN_CONFIG_ID}
+    return f"{name}+{sha256_bytes(canonical_json(hashed).encode())[:8]}"
