@@ -103,7 +103,15 @@ def train_fold(params: dict, split: ProcessedSplit, idx: np.ndarray, epochs: int
     return model.eval()
 
 
-def _predict_into(found, model, split_name: str, data, idx: np.ndarray) -> None:
+def _keep_weak_predictions(model, floor: float) -> None:
+    """A detector keeps its predictions down to `floor`: a weak detection of a box is still evidence that the
+    box is no mistake (spurious scores 1 - the best overlapping score)."""
+    if hasattr(model, "score_thresh"):
+        model.score_thresh = min(float(model.score_thresh), floor)
+
+
+def _predict_into(found, model, split_name: str, data, idx: np.ndarray, floor: float = 0.001) -> None:
+    _keep_weak_predictions(model, floor)
     view = FoldSplit(data, idx) if len(idx) != len(data) else data
     for start, outs in predict_batches(model, view.images, desc=f"predict {split_name}"):
         for j, out in enumerate(outs):
