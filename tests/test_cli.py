@@ -11,7 +11,8 @@ from helpers import run
 def test_every_command_has_help(tmp_path: Path):
     out = run(["cvrepro", "--help"], tmp_path).stdout
     for command in ("demo", "compose", "config-id", "snapshot", "split", "preprocess", "train", "evaluate",
-                    "release", "ls", "diff", "preflight", "labels", "import", "export", "reproduce", "rollback"):
+                    "release", "ls", "diff", "preflight", "labels", "import", "export", "reproduce", "rollback",
+                    "label-issues"):
         assert command in out
         assert run(["cvrepro", command, "--help"], tmp_path).returncode == 0
 
