@@ -146,3 +146,49 @@ def test_the_command_has_help(capsys):
     with pytest.raises(SystemExit) as done:
         main(["label-issues", "--help"])
     assert done.value.code == 0 and "--mode {heldout,kfold}" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- slow: real training and prediction
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["detection", "classification", "segmentation"])
+def test_heldout_run_writes_a_csv_labels_apply_takes_and_a_sheet(task: str, tmp_path: Path, monkeypatch):
+    import subprocess
+
+    from cvrepro.config.compose import compose
+    from cvrepro.core.fileio import read_json
+    from cvrepro.dataset.index import annotations_file
+    from cvrepro.learning import label_issues
+    from cvrepro.stages import train
+
+    from helpers import REPO, prepared_data, write_params
+
+    params = compose(REPO / "conf", TINY_OVERRIDES + [f"task={task}", "label_issues.min_score=0"])
+    root = prepared_data(tmp_path / "p", params, n_images=40)
+    monkeypatch.chdir(root)
+    subprocess.run("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm d", shell=True,
+                   check=True, stdout=subprocess.DEVNULL)
+    write_params(root, params)
+    train.run(params, root)
+    before = (root / annotations_file(params)).read_bytes()
+    assert main(["label-issues", "--json"]) == 0
+    out = root / label_issues.OUT_DIR
+    summary = read_json(out / label_issues.SUMMARY_NAME)
+    assert summary["mode"] == "heldout" and summary["splits"] == ["test", "val"] and summary["issues"] > 0
+    assert (out / label_issues.SHEET_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (root / annotations_file(params)).read_bytes() == before  # raw labels untouched
+    rows = (out / label_issues.CSV_NAME).read_text().splitlines()
+    assert rows[0] == ",".join(FIELDS) and len(rows) == summary["issues"] + 1
+    if task == "segmentation":  # labels apply does not edit masks
+        return
+    labels_path = root / annotations_file(params)
+    assert main(["labels", "apply", str(out / label_issues.CSV_NAME), "--annotations", str(labels_path),
+                 "--task", task, "--dry-run"]) == 0
+
+
+def _kfold(task: str, root: Path, n: int, k: int, epochs: int) -> dict:
+    result = measure(root, task, n, TINY_OVERRIDES + ["label_issues=kfold", f"label_issues.k={k}",
+                                                      f"train.epochs={epochs}"])
+    print(json.dumps(result, indent=1))
+    return result
