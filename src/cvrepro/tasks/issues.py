@@ -10,7 +10,8 @@ a mistake) and a reason. The runner (learning/label_issues.py) supplies the pred
   prediction overlapping no box is a missing box.
 - classification: confident learning (Northcutt et al.): class j's threshold is the mean predicted
   probability of j over the images labelled j; an image whose confident class (above threshold,
-  highest probability) is not its label is an issue, ranked by its label's low probability.
+  highest probability) is not its label is an issue, and so is one whose most probable class is not its label;
+  ranked by its label's low probability.
 - segmentation: per image, the share of labelled pixels whose class the model disagrees with.
 """
 
@@ -101,12 +102,14 @@ def _missing(pb, ps, pl, best_gt, used: set, c: dict) -> list[dict]:
     return out
 
 
-def confident_learning(probs: np.ndarray, labels: np.ndarray, class_ids: list[int]) -> list[dict]:
+def confident_learning(probs: np.ndarray, labels: np.ndarray, class_ids: list[int],
+                       with_argmax: bool = True) -> list[dict]:
     """Confident-learning issues of classification labels.
 
     probs: [N, K] out-of-sample probabilities over category ids 0..K-1; labels: [N] category ids; class_ids:
     the ids that are classes (a head's unused outputs are left out). Returns [{index, category (suggested),
-    score, confidence}] for the images whose confident class differs from their label, most likely first:
+    score, confidence}] for the images whose confident class differs from their label (and, with_argmax, those
+    whose most probable class does: a less sure model's doubts, ranked among the rest), most likely first:
     score = 1 - p(label)."""
     ids = np.asarray(sorted(class_ids))
     p = np.asarray(probs, float)[:, ids]
@@ -119,9 +122,9 @@ def confident_learning(probs: np.ndarray, labels: np.ndarray, class_ids: list[in
         if y[i] < 0:
             continue
         above = np.flatnonzero(p[i] >= thresholds)
-        if not len(above):
-            continue
-        j = int(above[p[i, above].argmax()])
+        j = int(above[p[i, above].argmax()]) if len(above) else y[i]
+        if j == y[i] and with_argmax:  # not in the confident joint's off-diagonal, but the model prefers another
+            j = int(p[i].argmax())
         if j != y[i]:
             out.append({"index": i, "category": int(ids[j]), "score": float(1 - p[i, y[i]]),
                         "confidence": float(p[i, j])})
