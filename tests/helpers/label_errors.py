@@ -170,7 +170,8 @@ def measure(root: Path, task: str, n_images: int, overrides: list[str], share: f
     train.run(params, root)
     seconds = {"train": time.perf_counter() - started}
     started = time.perf_counter()
-    summary = label_issues.run(params, root)
+    kept: list = []
+    summary = label_issues.run(params, root, keep=kept)
     seconds["label_issues"] = time.perf_counter() - started
     rows = read_issues(root / label_issues.OUT_DIR / label_issues.CSV_NAME)
     if task == "classification":
@@ -179,4 +180,4 @@ def measure(root: Path, task: str, n_images: int, overrides: list[str], share: f
         scores = {kind: precision_recall(rows, truth[kind], kind, KIND_REASON[kind]) for kind in KIND_REASON}
         scores["overall"] = {kind: precision_recall(rows, truth[kind], kind, None)["recall_at_2k"]
                              for kind in KIND_REASON}
-    return {"scores": scores, "seconds": seconds, "summary": summary}
+    return {"scores": scores, "seconds": seconds, "summary": summary, "truth": truth, "collector": kept[0]}

@@ -118,8 +118,10 @@ def _predict_into(found, model, split_name: str, data, idx: np.ndarray, floor: f
             found.add(split_name, data, int(idx[start + j]), out)
 
 
-def run(params: dict, root: Path = Path(".")) -> dict:
-    """Predict out of sample, score, write OUT_DIR/{label_issues.csv, label_issues.png, summary.json}."""
+def run(params: dict, root: Path = Path("."), keep: list | None = None) -> dict:
+    """Predict out of sample, score, write OUT_DIR/{label_issues.csv, label_issues.png, summary.json}.
+
+    keep: a list the task's collector (holding every prediction) is appended to, to score it again."""
     cfg = params.get("label_issues") or {}
     mode = cfg.get("mode", "heldout")
     if mode not in MODES:
@@ -132,6 +134,8 @@ def run(params: dict, root: Path = Path(".")) -> dict:
     task = tasks.of_record(spec, str(PREPROCESSING))
     names = {int(k): v for k, v in label_map.items()}
     found = collector(task, params, root, names, cfg)
+    if keep is not None:
+        keep.append(found)
     splits, seconds = {}, {}
     started = time.perf_counter()
     for split in cfg.get("splits", ["val", "test"]):

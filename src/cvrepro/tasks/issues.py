@@ -23,7 +23,7 @@ import numpy as np
 ACTIONS = {"missing": "add", "spurious": "delete", "wrong_class": "relabel", "misplaced": "move",
            "mislabeled": "relabel", "mask_disagreement": ""}
 DETECTION_DEFAULTS = {"match_iou": 0.5, "overlap_iou": 0.1, "missing_iou": 0.3, "missing_score": 0.3,
-                      "near": 0.8, "size_ratio": 1.8}
+                      "near": 0.8, "size_ratio": 1.8, "evidence": 0.1}
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -35,6 +35,17 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
     union = area(a)[:, None] + area(b)[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def _inside(pb: np.ndarray, gb: np.ndarray) -> np.ndarray:
+    """Per prediction, the largest share of its area inside one labelled box."""
+    if not len(gb) or not len(pb):
+        return np.zeros(len(pb))
+    lt = np.maximum(pb[:, None, :2], gb[None, :, :2])
+    rb = np.minimum(pb[:, None, 2:], gb[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area = np.maximum((pb[:, 2] - pb[:, 0]) * (pb[:, 3] - pb[:, 1]), 1e-12)
+    return (inter / area[:, None]).max(axis=1)
 
 
 def _near(g: np.ndarray, p: np.ndarray, near: float, size_ratio: float) -> bool:
@@ -51,8 +62,9 @@ def _near(g: np.ndarray, p: np.ndarray, near: float, size_ratio: float) -> bool:
 
 def detection_issues(gt: dict, pred: dict, cfg: dict | None = None) -> list[dict]:
     """Issues of one image. gt: boxes [N,4] xyxy, labels [N]; pred: boxes [M,4], scores [M], labels [M] (same
-    pixels). Returns [{reason, gt (index or None), category, box (xyxy, suggested), score}], at most one per
-    ground-truth box (its most likely mistake) plus one per missing box."""
+    pixels). Returns [{reason, gt (index or None), category, box (xyxy, suggested), score}]: one per
+    ground-truth box (the kind its evidence points to: another class where its own is weaker, else a displaced
+    prediction of its class, else nothing there; the score ranks within the kind) plus one per missing box."""
     c = {**DETECTION_DEFAULTS, **(cfg or {})}
     gb, gl = np.asarray(gt["boxes"], float).reshape(-1, 4), np.asarray(gt["labels"]).reshape(-1)
     pb, ps = np.asarray(pred["boxes"], float).reshape(-1, 4), np.asarray(pred["scores"], float).reshape(-1)
@@ -66,34 +78,33 @@ def detection_issues(gt: dict, pred: dict, cfg: dict | None = None) -> list[dict
         same = float(ps[match & (pl == gl[g])].max(initial=0.0))
         other_mask = match & (pl != gl[g])
         other = float(ps[other_mask].max(initial=0.0))
-        candidates = []
-        if other > same:
-            j = int(np.flatnonzero(other_mask)[ps[other_mask].argmax()])
-            candidates.append(("wrong_class", other * (1 - same), int(pl[j]), gb[g], j))
         moved = [j for j in range(len(pb)) if pl[j] == gl[g] and iou[g, j] < c["match_iou"] and owner[j] == g
                  and best_gt[j] < c["match_iou"] and _near(gb[g], pb[j], c["near"], c["size_ratio"])]
-        if moved:
-            j = max(moved, key=lambda k: ps[k])
-            candidates.append(("misplaced", float(ps[j]) * (1 - same) * (1 - iou[g, j]), int(gl[g]), pb[j], j))
-        overlap = float(ps[iou[g] >= c["overlap_iou"]].max(initial=0.0))
-        near_any = max((float(ps[j]) for j in range(len(pb)) if _near(gb[g], pb[j], c["near"], c["size_ratio"])),
-                       default=0.0)
-        candidates.append(("spurious", (1 - max(overlap, near_any)), int(gl[g]), gb[g], None))
-        reason, score, category, box, j = max(candidates, key=lambda t: t[1])
-        if j is not None:
+        j = max(moved, key=lambda k: ps[k]) if moved else None
+        if other > same and other >= c["evidence"]:  # the evidence decides the kind; the score ranks within it
+            k = int(np.flatnonzero(other_mask)[ps[other_mask].argmax()])
+            reason, score, category, box = "wrong_class", other * (1 - same), int(pl[k]), gb[g]
+        elif j is not None and ps[j] > same and ps[j] >= c["evidence"]:
             used.add(j)
+            reason, score, category, box = "misplaced", float(ps[j]) * (1 - same) * (1 - iou[g, j]), int(gl[g]), pb[j]
+        else:
+            overlap = float(ps[iou[g] >= c["overlap_iou"]].max(initial=0.0))
+            near_any = max((float(ps[k]) for k in range(len(pb))
+                            if _near(gb[g], pb[k], c["near"], c["size_ratio"])), default=0.0)
+            reason, score, category, box = "spurious", 1 - max(overlap, near_any), int(gl[g]), gb[g]
         issues.append({"reason": reason, "gt": g, "category": category, "box": [float(v) for v in box],
                        "score": float(score)})
-    issues += _missing(pb, ps, pl, best_gt, used, c)
+    issues += _missing(pb, ps, pl, best_gt, used, c, gb)
     return issues
 
 
-def _missing(pb, ps, pl, best_gt, used: set, c: dict) -> list[dict]:
+def _missing(pb, ps, pl, best_gt, used: set, c: dict, gb: np.ndarray) -> list[dict]:
     """Confident predictions overlapping no box (class-agnostic: the best of overlapping predictions)."""
     out, kept = [], []
+    inside = _inside(pb, gb)
     for j in np.argsort(-ps, kind="stable"):
-        if ps[j] < c["missing_score"] or j in used or best_gt[j] >= c["missing_iou"]:
-            continue
+        if ps[j] < c["missing_score"] or j in used or best_gt[j] >= c["missing_iou"] or inside[j] >= 0.5:
+            continue  # weak, another box's, or mostly inside a labelled box (a part of a labelled object)
         if kept and box_iou(pb[j], pb[kept]).max() >= c["missing_iou"]:
             continue  # a weaker prediction of the same object (another class, another place)
         kept.append(int(j))
