@@ -23,7 +23,7 @@ import numpy as np
 ACTIONS = {"missing": "add", "spurious": "delete", "wrong_class": "relabel", "misplaced": "move",
            "mislabeled": "relabel", "mask_disagreement": ""}
 DETECTION_DEFAULTS = {"match_iou": 0.5, "overlap_iou": 0.1, "missing_iou": 0.3, "missing_score": 0.3,
-                      "near": 0.8, "size_ratio": 1.8, "evidence": 0.1}
+                      "near": 0.8, "size_ratio": 1.8, "evidence": 0.3}
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
