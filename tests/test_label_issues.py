@@ -20,6 +20,9 @@ from helpers.cpu import TEST_CPU_ISA
 from helpers.label_errors import flip_labels, inject_detection_errors, measure
 
 BOX = [20.0, 20.0, 60.0, 50.0]  # xyxy, 40 x 30
+# (precision@K, recall@2K) measured at 160 scenes minus 0.2: removed 0.9/0.95, swapped 0.75/0.75, shifted 0.8/0.9,
+# background 0.5/0.9 (the demo's sizes: docs/label-issues.md)
+DETECTION_FLOOR = {"removed": (0.7, 0.75), "swapped": (0.55, 0.55), "shifted": (0.6, 0.7), "background": (0.3, 0.7)}
 CLASSIFICATION_FLOOR = {"precision_at_k": 0.5, "recall_at_2k": 0.7}  # measured 0.7, 0.9 (200 images), minus 0.2
 
 
@@ -201,3 +204,14 @@ def test_kfold_finds_flipped_classification_labels(tmp_path: Path):
     print(json.dumps({k: v for k, v in result.items() if k in ("scores", "seconds")}))
     assert scores["precision_at_k"] >= CLASSIFICATION_FLOOR["precision_at_k"], scores
     assert scores["recall_at_2k"] >= CLASSIFICATION_FLOOR["recall_at_2k"], scores
+
+
+@pytest.mark.slow
+def test_kfold_finds_injected_detection_mistakes(tmp_path: Path):
+    # 160 demo scenes, 5% of the boxes each removed, relabelled, shifted and added on background; k = 3 fold
+    # models of the demo's 12 epochs (a few minutes on one thread). Ranked within each kind's reason.
+    result = measure(tmp_path, "detection", 160, SLOW_OVERRIDES)
+    print(json.dumps({k: v for k, v in result.items() if k in ("scores", "seconds")}))
+    for kind, floor in DETECTION_FLOOR.items():
+        scores = result["scores"][kind]
+        assert scores["precision_at_k"] >= floor[0] and scores["recall_at_2k"] >= floor[1], (kind, scores)
