@@ -33,9 +33,11 @@ def _one(gt_labels, pred_boxes, pred_scores, pred_labels, gt_boxes=(BOX,)):
     return detection_issues(gt, pred)
 
 
-def test_a_box_the_model_finds_scores_low():
-    (issue,) = _one([1], [[21, 20, 61, 50]], [0.9], [1])
-    assert issue["score"] <= 0.1 + 1e-9
+def test_a_box_the_model_finds_is_no_issue_even_weakly():
+    assert _one([1], [[21, 20, 61, 50]], [0.9], [1]) == []
+    assert _one([1], [[21, 20, 61, 50]], [0.55], [1]) == []
+    (issue,) = _one([1], [[21, 20, 61, 50]], [0.2], [1])
+    assert issue["reason"] == "spurious" and issue["score"] == pytest.approx(0.8)
 
 
 def test_a_box_the_model_sees_as_another_class_is_a_wrong_class():

@@ -22,8 +22,8 @@ import numpy as np
 # reason -> the `labels apply` action that fixes it
 ACTIONS = {"missing": "add", "spurious": "delete", "wrong_class": "relabel", "misplaced": "move",
            "mislabeled": "relabel", "mask_disagreement": ""}
-DETECTION_DEFAULTS = {"match_iou": 0.5, "overlap_iou": 0.1, "missing_iou": 0.3, "missing_score": 0.3,
-                      "near": 0.8, "size_ratio": 1.8, "evidence": 0.3}
+DETECTION_DEFAULTS = {"match_iou": 0.5, "overlap_iou": 0.1, "missing_iou": 0.3, "missing_score": 0.4,
+                      "near": 0.8, "size_ratio": 1.8, "evidence": 0.3, "spurious_score": 0.5}
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -63,7 +63,7 @@ def _near(g: np.ndarray, p: np.ndarray, near: float, size_ratio: float) -> bool:
 def detection_issues(gt: dict, pred: dict, cfg: dict | None = None) -> list[dict]:
     """Issues of one image. gt: boxes [N,4] xyxy, labels [N]; pred: boxes [M,4], scores [M], labels [M] (same
     pixels). Returns [{reason, gt (index or None), category, box (xyxy, suggested), score}]: one per
-    ground-truth box (the kind its evidence points to: another class where its own is weaker, else a displaced
+    ground-truth box with an issue (the kind its evidence points to: another class where its own is weaker, else a displaced
     prediction of its class, else nothing there; the score ranks within the kind) plus one per missing box."""
     c = {**DETECTION_DEFAULTS, **(cfg or {})}
     gb, gl = np.asarray(gt["boxes"], float).reshape(-1, 4), np.asarray(gt["labels"]).reshape(-1)
@@ -92,6 +92,8 @@ def detection_issues(gt: dict, pred: dict, cfg: dict | None = None) -> list[dict
             near_any = max((float(ps[k]) for k in range(len(pb))
                             if _near(gb[g], pb[k], c["near"], c["size_ratio"])), default=0.0)
             reason, score, category, box = "spurious", 1 - max(overlap, near_any), int(gl[g]), gb[g]
+            if score < c["spurious_score"]:  # the model half sees it: a box it finds, however weakly, is no issue
+                continue
         issues.append({"reason": reason, "gt": g, "category": category, "box": [float(v) for v in box],
                        "score": float(score)})
     issues += _missing(pb, ps, pl, best_gt, used, c, gb)
