@@ -93,9 +93,10 @@ def test_folds_are_disjoint_cover_everything_and_are_seeded():
     assert [p.tolist() for p in parts] != [p.tolist() for p in folds(23, 4, seed=1)]
 
 
-def test_rank_orders_by_score_and_drops_the_weak():
-    issues = [{"score": s, "n": i} for i, s in enumerate([0.2, 0.9, 0.01, 0.9])]
-    assert [i["n"] for i in rank(issues, 0.05)] == [1, 3, 0]
+def test_rank_interleaves_the_kinds_by_score_and_drops_the_weak():
+    issues = [{"score": s, "reason": r, "n": i} for i, (s, r) in
+              enumerate([(0.2, "a"), (0.9, "a"), (0.01, "a"), (0.95, "a"), (0.4, "b"), (0.5, "b")])]
+    assert [i["n"] for i in rank(issues, 0.05)] == [3, 5, 1, 4, 0]
 
 
 def _coco() -> dict:

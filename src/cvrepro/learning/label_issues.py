@@ -167,9 +167,17 @@ def run(params: dict, root: Path = Path("."), keep: list | None = None) -> dict:
 
 
 def rank(issues: list[dict], min_score: float) -> list[dict]:
-    """Most likely first (ties in the order found, which is deterministic); those under min_score left out."""
-    kept = [i for i in issues if i["score"] >= min_score]
-    return sorted(kept, key=lambda i: -i["score"])
+    """Those scored min_score or more, interleaved by kind: the first of each reason (highest score first among
+    them), then the second of each, ... Scores rank within a reason but are no common scale across reasons (a
+    spurious box scores near 1 where a wrong class scores near 0.5), so a plain sort would bury whole kinds."""
+    kept = sorted((i for i in issues if i["score"] >= min_score), key=lambda i: -i["score"])  # stable: ties in order
+    seen: dict[str, int] = {}
+    place = []
+    for i in kept:
+        place.append(seen.get(i["reason"], 0))
+        seen[i["reason"]] = place[-1] + 1
+    order = sorted(range(len(kept)), key=lambda n: (place[n], -kept[n]["score"], n))
+    return [kept[n] for n in order]
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
