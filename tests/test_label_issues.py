@@ -218,3 +218,13 @@ def test_kfold_finds_injected_detection_mistakes(tmp_path: Path):
     for kind, floor in DETECTION_FLOOR.items():
         scores = result["scores"][kind]
         assert scores["precision_at_k"] >= floor[0] and scores["recall_at_2k"] >= floor[1], (kind, scores)
+
+
+def test_a_bad_mode_or_k_is_one_clear_error(tmp_path: Path):
+    from cvrepro.core.fileio import CvreproError
+    from cvrepro.learning.label_issues import run
+
+    with pytest.raises(CvreproError, match="label_issues.mode 'all' is unknown"):
+        run({"label_issues": {"mode": "all"}, "train": {}}, tmp_path)
+    with pytest.raises(CvreproError, match="label_issues.k must be at least 2"):
+        folds(10, 1, seed=0)
