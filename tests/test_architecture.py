@@ -25,7 +25,8 @@ from helpers.imports import PACKAGE, all_modules, closure, files, import_targets
 
 SRC = REPO / "src"
 STAGE_MODULES = {"compose": "cvrepro.config.compose", **{s: f"cvrepro.stages.{s}" for s in
-                                                          ("snapshot", "split", "preprocess", "train", "evaluate")}}
+                                                          ("snapshot", "split", "preprocess", "train", "evaluate")},
+                 "label_issues": "cvrepro.learning.label_issues"}  # `cvrepro label-issues` runs it
 
 
 # The layers, lowest first: a module imports its own layer and those below, never one above (at module

@@ -12,7 +12,7 @@ def test_every_command_has_help(tmp_path: Path):
     out = run(["cvrepro", "--help"], tmp_path).stdout
     for command in ("demo", "compose", "config-id", "snapshot", "split", "preprocess", "train", "evaluate",
                     "release", "ls", "diff", "preflight", "labels", "import", "export", "reproduce", "rollback",
-                    "predict"):
+                    "predict", "label-issues", "fingerprint", "check"):
         assert command in out
         assert run(["cvrepro", command, "--help"], tmp_path).returncode == 0
 

@@ -38,7 +38,7 @@ def first_run(tmp_path_factory) -> Path:
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "template with demo data"], project)
     out = run(["dvc", "repro"], project).stdout
-    assert stages_run(out) == {"compose", "snapshot", "split", "preprocess", "train", "evaluate"}, out
+    assert stages_run(out) == {"compose", "snapshot", "split", "preprocess", "train", "evaluate", "label_issues"}, out
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "first run"], project)
     return project
@@ -78,7 +78,7 @@ def test_repro_then_up_to_date_and_clean(pipeline: Path):
 def test_conf_edit_reruns_only_train_and_evaluate(pipeline: Path):
     edit(pipeline / "conf/train/default.yaml", "lr: 0.01", "lr: 0.02")
     out = run(["dvc", "repro"], pipeline).stdout
-    assert stages_run(out) == {"compose", "train", "evaluate"}, out
+    assert stages_run(out) == {"compose", "train", "evaluate", "label_issues"}, out  # label_issues: the new model
     assert params_of_last_run(pipeline)["train"]["lr"] == 0.02
     diff = run(["dvc", "params", "diff", "--json"], pipeline).stdout
     lr = json.loads(diff)["params.yaml"]["train.lr"]
@@ -124,11 +124,11 @@ def test_a_code_edit_makes_exactly_the_stages_that_run_it_stale(pipeline: Path):
     run(["git", "checkout", "--", "src"], pipeline)
     trainer = pipeline / "src/cvrepro/learning/trainer.py"
     trainer.write_text(trainer.read_text() + "\n# an edit\n")
-    assert stale() == {"train"}
+    assert stale() == {"train", "label_issues"}  # label-issues' k-fold trains with it
     run(["git", "checkout", "--", "src"], pipeline)
     detection = pipeline / "src/cvrepro/tasks/detection.py"
     detection.write_text(detection.read_text() + "\n# an edit\n")
-    assert stale() == {"snapshot", "split", "preprocess", "train", "evaluate"}
+    assert stale() == {"snapshot", "split", "preprocess", "train", "evaluate", "label_issues"}
 
 
 def test_a_failed_exp_run_leaves_params_and_lock_as_they_were(pipeline: Path):

@@ -13,10 +13,10 @@ import errno
 import os
 import sys
 
-from cvrepro.cli import check, data, fingerprint, pipeline, predict, releases
+from cvrepro.cli import check, data, fingerprint, label_issues, pipeline, predict, releases
 from cvrepro.core.fileio import CvreproError
 
-GROUPS = (pipeline, data, fingerprint, check, releases, predict)  # the order of `cvrepro --help`
+GROUPS = (pipeline, data, fingerprint, check, label_issues, releases, predict)  # the order of `cvrepro --help`
 DEBUG_ENV = "CVREPRO_DEBUG"
 
 _WHAT_TO_DO = {  # errno -> what the user can do about it

@@ -22,18 +22,21 @@ def load_params(path: str | Path = PARAMS) -> dict[str, Any]:
     return params
 
 
-NOT_RUN_KEYS = ("check",)  # read by no stage (`cvrepro check` thresholds): no part of what a run ran with
+# Settings that change no model and no metric, outside the config ID: `check` (thresholds of `cvrepro check`,
+# read by no stage) and `label_issues` (an analysis after evaluate), so tuning a dataset check or choosing
+# `-S label_issues=kfold` neither renames a run nor makes its release differ from the same model's.
+NOT_RUN_KEYS = ("check", "label_issues")
 
 
 def run_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The params a run depends on: all but NOT_RUN_KEYS, so tuning a dataset check changes no config ID."""
+    """The params a model and its metrics depend on: all but NOT_RUN_KEYS."""
     return {k: v for k, v in params.items() if k not in NOT_RUN_KEYS}
 
 
 def config_id(params: dict[str, Any]) -> str:
     """The experiment's name plus a short hash of the composed config (`run_params`).
 
-    Two runs with the same config ID ran with identical parameters.
+    Two runs with the same config ID ran with identical parameters (NOT_RUN_KEYS aside).
     """
     name = (params.get("experiment") or {}).get("name", "unnamed")
     return f"{name}+{sha256_bytes(canonical_json(run_params(params)).encode())[:8]}"

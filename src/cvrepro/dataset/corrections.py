@@ -140,16 +140,20 @@ class _Labels:
 
 
 def _check_header(rows: list[Row], problems: _Problems) -> list[str] | None:
+    """The header's column names, lower-cased. The eight COLUMNS must each be there once; any other column
+    (`cvrepro label-issues` adds score and reason, a reviewer may add notes) is ignored."""
     if not rows:
         problems.add(1, None, f"empty file; the header must be {','.join(COLUMNS)}")
         return None
     line, fields = rows[0]
     header = [f.strip().lower() for f in fields]
-    if sorted(header) != sorted(COLUMNS):
-        missing = [c for c in COLUMNS if c not in header]
-        extra = [c for c in header if c not in COLUMNS or header.count(c) > 1]
+    missing = [c for c in COLUMNS if c not in header]
+    twice = [c for c in COLUMNS if header.count(c) > 1]
+    if missing or twice:
+        extra = [c for c in header if c not in COLUMNS] if missing else []  # a misspelt column, most likely
         what = "; ".join(filter(None, [f"missing {', '.join(missing)}" if missing else "",
-                                       f"unexpected {', '.join(dict.fromkeys(extra))}" if extra else ""]))
+                                       f"unexpected {', '.join(dict.fromkeys(extra))}" if extra else "",
+                                       f"repeated {', '.join(twice)}" if twice else ""]))
         hint = " (comma-separated, not semicolons)" if len(header) == 1 and ";" in header[0] else ""
         problems.add(line, None, f"wrong header ({what}); expected {','.join(COLUMNS)}{hint}")
         return None
@@ -298,10 +302,12 @@ def apply_corrections(coco: dict, rows: list[Row], csv_path: Path, task,
         raise CvreproError(f"{csv_path}: no corrections below the header; nothing written")
     edits, touched = [], {}
     for line, fields in rows[1:]:
-        if len(fields) != len(COLUMNS):
-            problems.add(line, None, f"expected {len(COLUMNS)} fields ({','.join(COLUMNS)}), got {len(fields)}")
+        if len(fields) != len(header):
+            problems.add(line, None, f"expected {len(header)} fields (the header's {','.join(header)}), "
+                                     f"got {len(fields)}")
             continue
-        edit = _check_row(line, {k: f.strip() for k, f in zip(header, fields)}, labels, task, touched, problems)
+        values = {k: f.strip() for k, f in zip(header, fields) if k in COLUMNS}  # other columns: ignored
+        edit = _check_row(line, values, labels, task, touched, problems)
         if edit:
             edits.append(edit)
     problems.raise_if_any()

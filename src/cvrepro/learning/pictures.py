@@ -124,6 +124,7 @@ def prediction_grid(
     out_path: Path,
     score_threshold: float = 0.3,
     cols: int = 4,
+    titles: tuple[str, str] | None = None,
 ) -> None:
     """Write a PNG grid: per image, ground truth (left) beside predictions (right).
 
@@ -131,7 +132,8 @@ def prediction_grid(
     "labels": (N,)}; `preds`: the same plus "scores". Predictions below `score_threshold`
     are not drawn; the rest are captioned "name 0.87". One colour per class (by sorted class id).
     Small images are scaled up by an integer factor (nearest) so the longer side reaches
-    MIN_SIDE. Image size: see the layout constants at the top of this module.
+    MIN_SIDE. Image size: see the layout constants at the top of this module. `titles`: the two panels'
+    titles instead of "ground truth (n)" and "prediction (n, score >= t)" (label-issues: "suggestion").
     """
     n = len(images)
     if n == 0:
@@ -177,8 +179,10 @@ def prediction_grid(
         r, c = divmod(i, cols)
         x = PAD + c * (cell_w + PAD)
         y = PAD + r * (cell_h + PAD)
-        titles = (f"ground truth ({len(gb)})", f"prediction ({len(pb)}, score >= {score_threshold:.2f})")
-        for j, (panel, title) in enumerate(zip((gt_panel, pred_panel), titles)):
+        named = (f"ground truth ({len(gb)})", f"prediction ({len(pb)}, score >= {score_threshold:.2f})")
+        if titles is not None:
+            named = (f"{titles[0]} ({len(gb)})", f"{titles[1]} ({len(pb)})")
+        for j, (panel, title) in enumerate(zip((gt_panel, pred_panel), named)):
             px = x + j * (pw + GAP)
             draw.rectangle([px, y, px + pw - 1, y + TITLE_H - 1], fill=TITLE_BG)
             draw.text((px + 3, y + 2), title, fill=TITLE_FG, font=font)

@@ -1,0 +1,44 @@
+"""`cvrepro label-issues`: a ranked list of likely label mistakes (the `label_issues` stage of dvc.yaml)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def cmd_label_issues(args: argparse.Namespace) -> int:
+    from cvrepro.config.params import load_params
+    from cvrepro.learning.devices import pin_cpu_isa
+
+    params = load_params()
+    pin_cpu_isa(params.get("train") or {})  # before torch loads, as the stages do
+    if args.mode or args.k or args.epochs:
+        cfg = dict(params.get("label_issues") or {})
+        cfg.update({k: v for k, v in (("mode", args.mode), ("k", args.k), ("epochs", args.epochs)) if v})
+        params = {**params, "label_issues": cfg}
+    from cvrepro.learning.label_issues import CSV_NAME, OUT_DIR, SHEET_NAME, run
+
+    summary = run(params)
+    if args.json:
+        print(json.dumps(summary, sort_keys=True, indent=2))
+    else:
+        reasons = ", ".join(f"{n} {r}" for r, n in summary["by_reason"].items()) or "none"
+        print(f"{summary['issues']} likely label issues ({reasons}) from {summary['mode']} predictions on "
+              f"{', '.join(summary['splits'])}")
+        print(f"wrote {OUT_DIR / CSV_NAME} (delete the rows you reject, then `cvrepro labels apply` it) "
+              f"and {OUT_DIR / SHEET_NAME}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("label-issues", help="rank likely label mistakes from out-of-sample predictions "
+                                            "(docs/label-issues.md)",
+                       description="Writes metrics/label_issues/label_issues.csv (the columns of `cvrepro labels "
+                                   "apply`, plus score and reason), a picture sheet and a summary. Settings: "
+                                   "label_issues in params.yaml (conf/label_issues/).")
+    p.add_argument("--mode", choices=("heldout", "kfold"), help="override label_issues.mode for this run "
+                                                                "(the dvc stage: -S label_issues=kfold)")
+    p.add_argument("--k", type=int, help="override label_issues.k (kfold)")
+    p.add_argument("--epochs", type=int, help="override label_issues.epochs (kfold)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_label_issues)
