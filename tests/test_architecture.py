@@ -40,7 +40,7 @@ LAYERS = (
     ("learning blocks", ("cvrepro.learning",)),
     ("tasks", ("cvrepro.tasks",)),
     ("formats", ("cvrepro.formats",)),
-    ("learning runners", tuple(f"cvrepro.learning.{m}" for m in ("artifacts", "trainer", "evaluation", "predictor"))),
+    ("learning runners", tuple(f"cvrepro.learning.{m}" for m in ("artifacts", "trainer", "resume", "evaluation", "predictor", "label_issues"))),
     ("provenance", ("cvrepro.provenance",)),
     ("stages", ("cvrepro.stages",)),
     ("entry points", ("cvrepro.cli", PACKAGE)),

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cvrepro import tasks
 from cvrepro.cli import main
 from cvrepro.dataset.corrections import apply_corrections, read_rows
 from cvrepro.learning.label_issues import FIELDS, folds, rank, write_csv
@@ -115,7 +116,7 @@ def test_labels_apply_takes_the_rows_as_they_are(tmp_path: Path):
     path = tmp_path / "issues.csv"
     write_csv(path, rows)
     assert path.read_text().splitlines()[0] == ",".join(FIELDS)
-    new, summary = apply_corrections(_coco(), read_rows(path), path, task="detection", labels_path=tmp_path / "x")
+    new, summary = apply_corrections(_coco(), read_rows(path), path, task=tasks.get("detection"), labels_path=tmp_path / "x")
     assert summary["actions"] == {"relabel": 1, "move": 1, "delete": 1, "add": 1}
     by_id = {a["id"]: a for a in new["annotations"]}
     assert 7 not in by_id and by_id[8]["category_id"] == 2 and by_id[9]["bbox"] == [12.0, 41.0, 20.0, 20.0]
@@ -125,11 +126,11 @@ def test_labels_apply_takes_the_rows_as_they_are(tmp_path: Path):
 def test_labels_apply_ignores_other_columns_but_still_wants_the_eight(tmp_path: Path):
     path = tmp_path / "fix.csv"
     path.write_text("note,image,annotation_id,action,category,x,y,w,h,score\nlooks off,a.png,8,relabel,cart,,,,,0.5\n")
-    new, _ = apply_corrections(_coco(), read_rows(path), path, task="detection", labels_path=tmp_path / "x")
+    new, _ = apply_corrections(_coco(), read_rows(path), path, task=tasks.get("detection"), labels_path=tmp_path / "x")
     assert {a["id"]: a["category_id"] for a in new["annotations"]}[8] == 2
     path.write_text("image,annotation_id,action,category,x,y,w,score\n")
     with pytest.raises(Exception, match="fix.csv:1: .*missing h"):
-        apply_corrections(_coco(), read_rows(path), path, task="detection", labels_path=tmp_path / "x")
+        apply_corrections(_coco(), read_rows(path), path, task=tasks.get("detection"), labels_path=tmp_path / "x")
 
 
 def test_injection_is_seeded_and_as_asked():
