@@ -115,3 +115,9 @@ def test_a_missing_required_key_is_named():
     params = compose(CONF)
     del params["train"]["threads"]
     assert validate(params) == ["train.threads is missing (an integer >= 1)"]
+
+
+def test_the_cpu_isa_choices_are_the_levels_devices_pins():
+    from cvrepro.learning.devices import CPU_ISA_LEVELS, NATIVE
+
+    assert set(P.CPU_ISAS) == {*CPU_ISA_LEVELS, NATIVE}
