@@ -18,7 +18,7 @@ from cvrepro.core.fileio import CvreproError
 from cvrepro.formats.common import Dataset
 from cvrepro.formats.transfer import _option_yaml
 from cvrepro.tasks.defaults import render
-from helpers import REPO
+from helpers import REPO, commit_all
 
 CONF = REPO / "conf"
 OPTIONS = [f"{g.name}={p.stem}" for g in sorted(CONF.iterdir()) if g.is_dir() for p in sorted(g.glob("*.yaml"))]
@@ -75,6 +75,19 @@ def test_an_override_written_by_dvc_is_checked_too(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.raises(CvreproError, match=r"^params.yaml: train.lr must be a number > 0, got 'abc'$"):
         write_params(tmp_path, log=lambda *_: None)
+
+
+def test_a_bad_override_inside_dvc_exp_run_is_undone(project, capsys, monkeypatch):
+    # the compose stage of `dvc exp run -S train.lr=abc` fails; params.yaml is conf/'s composition again
+    commit_all(project, "template")
+    composed = (project / "params.yaml").read_text()
+    params = yaml.safe_load(composed)
+    params["train"]["lr"] = "abc"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "HEAD")
+    assert main(["compose", "--root", str(project)]) == 2
+    assert capsys.readouterr().err.endswith("error: params.yaml: train.lr must be a number > 0, got 'abc'\n")
+    assert (project / "params.yaml").read_text() == composed
 
 
 def test_options_written_by_import_and_fingerprint_fit(tmp_path):
