@@ -4,6 +4,7 @@ bad key or value in one line naming it, before writing anything."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -48,6 +49,17 @@ def test_code_defaults_agree_with_conf():
         assert (model["detections_per_img"], model["score_thresh"], model["nms_thresh"]) == \
             (P.DETECTIONS_PER_IMG, P.SCORE_THRESH, P.NMS_THRESH)
     assert params["model"]["anchor_scale"] == P.ANCHOR_SCALE
+    assert params["check"] == P.CHECK and params["dataset"]["duplicates"] == P.DUPLICATES
+
+
+def test_schema_defaults_are_the_code_defaults():
+    from cvrepro.config import schema
+
+    assert dataclasses.asdict(schema.Check()) == P.CHECK
+    assert dataclasses.asdict(schema.Duplicates()) == P.DUPLICATES
+    train = schema.Train(**compose(CONF)["train"])
+    assert (schema.Train.device, schema.Train.precision, schema.Dataset.ignore_index) == \
+        (P.DEVICE, P.PRECISION, P.IGNORE_INDEX) and train.device == P.DEVICE
 
 
 @pytest.mark.parametrize("override, line", [

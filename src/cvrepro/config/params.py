@@ -55,6 +55,11 @@ SCORE_THRESH = 0.05  # model.score_thresh (detectors)
 NMS_THRESH = 0.6  # model.nms_thresh
 DETECTIONS_PER_IMG = 50  # model.detections_per_img
 ANCHOR_SCALE = 1.0  # model.anchor_scale (fcos_tiny)
+DUPLICATES = {"near_threshold": 3, "label_iou": 0.95}  # dataset.duplicates (options imported before it existed)
+CHECK = {  # conf/check/default.yaml, for params.yaml files composed before it existed
+    "policy": "warn", "imbalance_ratio": 10.0, "tiny_box_area": 0.0005, "tiny_box_side": 2.0, "huge_box_area": 0.95,
+    "aspect_max": 10.0, "boxes_per_image_iqr": 3.0, "near_identical_iou": 0.9, "max_items": 50, "sheet_items": 16,
+}
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")

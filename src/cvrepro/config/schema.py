@@ -39,8 +39,8 @@ schema = dataclass(kw_only=True)
 # --------------------------------------------------------------------------- dataset, split, preprocess
 @schema
 class Duplicates:
-    near_threshold: Optional[int] = key(3, ge=0, le=64)  # dHash bits (64 in all); null: byte-identical only
-    label_iou: float = key(0.95, **UNIT)
+    near_threshold: Optional[int] = key(P.DUPLICATES["near_threshold"], ge=0, le=64)  # dHash bits (64 in all); null: byte-identical only
+    label_iou: float = key(P.DUPLICATES["label_iou"], **UNIT)
 
 
 @schema
@@ -180,16 +180,16 @@ class Experiment:
 
 @schema
 class Check:
-    policy: str = key("warn", choices=P.POLICIES)
-    imbalance_ratio: float = key(10.0, ge=1)
-    tiny_box_area: float = key(0.0005, **UNIT)
-    tiny_box_side: float = key(2.0, ge=0)
-    huge_box_area: float = key(0.95, **UNIT)
-    aspect_max: float = key(10.0, ge=1)
-    boxes_per_image_iqr: float = key(3.0, ge=0)
-    near_identical_iou: float = key(0.9, **UNIT)
-    max_items: int = key(50, ge=0)
-    sheet_items: int = key(16, ge=0)
+    policy: str = key(P.CHECK["policy"], choices=P.POLICIES)
+    imbalance_ratio: float = key(P.CHECK["imbalance_ratio"], ge=1)
+    tiny_box_area: float = key(P.CHECK["tiny_box_area"], **UNIT)
+    tiny_box_side: float = key(P.CHECK["tiny_box_side"], ge=0)
+    huge_box_area: float = key(P.CHECK["huge_box_area"], **UNIT)
+    aspect_max: float = key(P.CHECK["aspect_max"], ge=1)
+    boxes_per_image_iqr: float = key(P.CHECK["boxes_per_image_iqr"], ge=0)
+    near_identical_iou: float = key(P.CHECK["near_identical_iou"], **UNIT)
+    max_items: int = key(P.CHECK["max_items"], ge=0)
+    sheet_items: int = key(P.CHECK["sheet_items"], ge=0)
 
 
 @schema
