@@ -59,7 +59,7 @@ class Dataset:
 @schema
 class Split:
     method: str = key(P.SPLIT_METHOD, choices=P.SPLIT_METHODS)
-    seed: int = key()
+    seed: Optional[int] = key()  # null: preflight's "seeds set" check reports it (strict refuses)
     ratios: dict[str, float] = key(ge=0, le=1)
     group_key: Optional[str] = key(None)
 
@@ -123,7 +123,7 @@ MODELS: dict[str, type] = {
 # --------------------------------------------------------------------------- train, augment, evaluate, check
 @schema
 class Train:
-    seed: int = key()
+    seed: Optional[int] = key()  # null: as split.seed
     epochs: int = key(ge=1)
     batch_size: int = key(ge=1)
     optimizer: str = key(choices=P.OPTIMIZERS)
@@ -134,7 +134,7 @@ class Train:
     hflip: float = key(**UNIT)
     threads: int = key(ge=1)
     num_workers: int = key(0, ge=0)
-    max_grad_norm: Optional[float] = key(None, gt=0)
+    max_grad_norm: Optional[float] = key(None, ge=0)  # 0 or null: no clipping
     preflight: str = key(P.PREFLIGHT, choices=P.POLICIES)
     device: str = key(P.DEVICE, choices=P.DEVICES)
     precision: Union[str, int] = key(P.PRECISION, choices=P.PRECISIONS)  # -S train.precision=32 gives an int

@@ -80,7 +80,10 @@ def check_params(root: Path) -> dict:
 
     if not (root / CONF_DIR).is_dir():
         return _row("params composed", False, f"{CONF_DIR}/ not found: nothing to compose params.yaml from")
-    diff = check(root)
+    try:
+        diff = check(root)
+    except CvreproError as e:  # conf/ or params.yaml does not fit the schema (config/schema.py): a failed check
+        return _row("params composed", False, str(e))
     if diff:
         keys = ", ".join(k for k, _, _ in diff[:8])
         return _row("params composed", False, f"params.yaml differs from composing conf/ at {keys}")
