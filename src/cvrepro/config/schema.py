@@ -39,7 +39,8 @@ schema = dataclass(kw_only=True)
 # --------------------------------------------------------------------------- dataset, split, preprocess
 @schema
 class Duplicates:
-    near_threshold: Optional[int] = key(P.DUPLICATES["near_threshold"], ge=0, le=64)  # dHash bits (64 in all); null: byte-identical only
+    # dHash bits two copies may differ in (of 64); null: byte-identical copies only
+    near_threshold: Optional[int] = key(P.DUPLICATES["near_threshold"], ge=0, le=64)
     label_iou: float = key(P.DUPLICATES["label_iou"], **UNIT)
 
 
