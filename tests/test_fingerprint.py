@@ -79,6 +79,29 @@ def test_small_objects_get_a_larger_letterboxed_input_and_big_objects_a_small_on
     assert small_pp["store"] == "npy"
 
 
+@pytest.mark.parametrize("budget", ["gpu", str(200 * 640 * 640)])
+def test_12_px_objects_get_a_larger_input_than_60_px_ones_written_with_reasons_and_selected(tmp_path, budget):
+    """Issue 19's acceptance: 640x480 images, 12 px against 60 px objects (the cpu budget caps both at 320)."""
+    sizes = {}
+    for side in (12, 60):
+        root = copy_template(tmp_path / f"p{side}")
+        (root / "data/labels").mkdir(parents=True, exist_ok=True)
+        (root / "data/labels/mine.json").write_text(json.dumps(coco(200, (640, 480), [(1, side, side)])))
+        (root / "conf/dataset/mine.yaml").write_text("name: mine\ntask: detection\nnotes: ''\nannotations: mine.json\n"
+                                                     "annotations_by_task: {}\nignore_index: 255\ninvalid: fail\n")
+        config = root / "conf/config.yaml"  # selected, as `cvrepro import` selects what it imports
+        config.write_text(config.read_text().replace("- dataset: demo", "- dataset: mine"))
+        summary = write_dataset_defaults(root, "mine", budget=budget)  # writes it and recomposes params.yaml
+        text = (root / summary["option"]).read_text()
+        size_line = next(line for line in text.splitlines() if line.startswith("  size:"))
+        assert "should span" in size_line.split("#", 1)[1]  # the reason beside the value
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        assert params["dataset"]["name"] == "mine" and params["preprocess"]["resize"] == "letterbox"
+        sizes[side] = params["preprocess"]["size"]
+    assert sizes[12] > sizes[60], sizes
+    assert sizes[12] == 640 and sizes[60] <= 384  # 12 px want 1707 (no upscaling past 640); 60 px want 341-384
+
+
 def test_budget_caps_size(tmp_path):
     fp = fp_of(tmp_path, coco(200, (1280, 960), [(1, 20, 20)]))
     size = {b: dict((k, v) for k, v, _ in choose(fp, DETECTION, {}, b, [])["preprocess"])["size"]

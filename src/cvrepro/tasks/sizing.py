@@ -22,6 +22,9 @@ BOX_TARGET = STRIDES[0] * LOCATIONS  # px: the side a small object should keep a
 # 320 letterboxed (~190 px) 0.333 and 0.713; the same move on a 640x480 microscopy set 0.569 -> 0.698. Three
 # measurements: a starting point, not a law.
 DETAIL = 192
+# px: the largest input the detail rule alone asks for. It was measured on inputs up to 320 px; past that only
+# small objects (BOX_TARGET) justify a larger input, so 12 px objects get more pixels than 60 px ones.
+DETAIL_MAX_INPUT = 384
 DETAIL_MEASURED = "natural photos measured test AP50 0.111 / 0.595 at ~75 px, 0.333 / 0.713 at ~190 px (issue 19)"
 MASK_TARGET = 16  # px: 2 cells of unet_small's coarsest (stride-8) level
 
@@ -67,10 +70,12 @@ def box_need(fp: dict) -> list[tuple[float, int, str]]:
         return []
     rel, why = found
     median = fp["all_objects"]["side_rel"]["p50"]
+    detail = min(DETAIL, median * DETAIL_MAX_INPUT)  # px the median object gets at an input of at most 384
+    capped = f" (at an input of at most {DETAIL_MAX_INPUT} px, as far as it was measured)" if detail < DETAIL else ""
     return [(rel, BOX_TARGET, f"{why} ({rel:.3f} of the image's longer side) should span {BOX_TARGET} px: "
                               f"{LOCATIONS} locations of the detector's finest (stride-{STRIDES[0]}) level"),
-            (median, DETAIL, f"the median object ({median:.3f} of the longer side) should span {DETAIL} px: "
-                             f"{DETAIL_MEASURED}")]
+            (median, detail, f"the median object ({median:.3f} of the longer side) should span {DETAIL} px"
+                             f"{capped}: {DETAIL_MEASURED}")]
 
 
 def _locations(long_px: float, short_px: float, scale: float) -> float:
