@@ -62,12 +62,18 @@ def test_absent_cuda_is_a_clear_error(tiny_root):
 
 
 def test_unknown_device_precision_and_level_are_named(tiny_root):
-    for override, message in [("train.device=tpu", "train.device 'tpu' is unknown"),
-                              ("train.precision=fp8", "train.precision 'fp8' is unknown"),
-                              ("train.devices=0", "train.devices must be an integer >= 1")]:
+    # compose refuses them first (tests/test_config_schema.py); the trainer still names them to a library caller
+    for key, value, message in [("device", "tpu", "train.device 'tpu' is unknown"),
+                                ("precision", "fp8", "train.precision 'fp8' is unknown"),
+                                ("devices", 0, "train.devices must be an integer >= 1")]:
+        params = tiny_params()
+        params["train"][key] = value
         with pytest.raises(CvreproError, match=message):
-            train(tiny_params(overrides=[override]), tiny_root)
-    res = cli_train(tiny_root, ["train.cpu_isa=avx9"], check=False)
+            train(params, tiny_root)
+    params = tiny_params()
+    params["train"]["cpu_isa"] = "avx9"
+    write_params(tiny_root, params)
+    res = run(["cvrepro", "train"], tiny_root, check=False)
     assert res.returncode == 2 and "train.cpu_isa 'avx9' is unknown" in res.stderr
 
 

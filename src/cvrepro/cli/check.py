@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-POLICIES = ("warn", "strict")  # = provenance.check.POLICIES (compose runs this module: no provenance import)
+from cvrepro.config.params import POLICIES
+
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+from cvrepro.config.params import INVALID, INVALID_MODES
 from cvrepro.core.paths import ANNOTATIONS
 from cvrepro.formats.registry import format_names
 
-INVALID_MODES = ("fail", "drop", "clip")  # = dataset.index.INVALID_MODES (compose runs this module: no dataset import)
 VOC_COORDS = ("plain", "devkit")  # formats.voc.COORDS
 BAD_FILE_MODES = ("fail", "drop")  # formats.common.BAD_FILE_MODES
 UNLABELLED_MODES = ("negative", "drop", "fail")  # formats.common.UNLABELLED_MODES
@@ -154,7 +154,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", metavar="SRC", nargs="?", help="the source dataset folder (layouts: docs/import-export.md)")
     p.add_argument("--annotations", metavar="FILE", help="coco: the annotations JSON (default SRC/annotations.json)")
     p.add_argument("--force", action="store_true", help="replace data/raw and data/labels if they hold data")
-    p.add_argument("--invalid", choices=INVALID_MODES, default="fail",
+    p.add_argument("--invalid", choices=INVALID_MODES, default=INVALID,
                    help="a zero-size or out-of-image box: fail (default), drop it, or clip it to the image; "
                         "each one dropped or clipped is listed in data/labels/import_report.csv")
     p.add_argument("--bad-files", choices=BAD_FILE_MODES, default="fail",

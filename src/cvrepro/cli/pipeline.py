@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from cvrepro.config.params import load_params  # every stage command reads params.yaml
+from cvrepro.core.fileio import CvreproError
 
 STAGES = [  # (command, help): `cvrepro <stage>` runs cvrepro.stages.<stage>.run(params.yaml)
     ("snapshot", "validate the annotations and write data/snapshot/manifest.json"),
@@ -63,7 +64,11 @@ def cmd_compose(args: argparse.Namespace) -> int:
     from cvrepro.core.lock import repo_lock
 
     with repo_lock(Path(args.root), "compose"):  # no repair here: compose is a pipeline stage
-        compose.write_params(Path(args.root), overrides=args.overrides, force=args.force)
+        try:
+            compose.write_params(Path(args.root), overrides=args.overrides, force=args.force)
+        except CvreproError:  # `dvc exp run -S key=bad`: params.yaml back to conf/'s composition, then the error
+            compose.undo_failed_experiment(Path(args.root), log=lambda line: print(line, file=sys.stderr))
+            raise
     return 0
 
 

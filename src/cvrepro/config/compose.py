@@ -27,7 +27,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from cvrepro.core.fileio import atomic_write_text
+from cvrepro.core.fileio import CvreproError, atomic_write_text
 from cvrepro.core.paths import CONF_DIR, DVC_LOCK, PARAMS
 
 MISSING = object()  # a key present on one side only
@@ -39,14 +39,47 @@ HEADER = (
 
 
 def compose(conf_dir: Path = CONF_DIR, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """The resolved composition of conf/config.yaml with Hydra override strings."""
+    """The resolved composition of conf/config.yaml with Hydra override strings, checked against the schema
+    (config/schema.py): a bad key or value is a CvreproError naming it, before any stage reads it."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.errors import HydraException
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-    with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
+    overrides = list(overrides)
+    source = f"{CONF_DIR}/" + (f" with {' '.join(overrides)}" if overrides else "")
+    try:
+        with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=overrides)
+        params = OmegaConf.to_container(cfg, resolve=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise CvreproError(f"{source}: {_one_line(e)}") from None
+    validate_params(params, source)
+    return params
+
+
+def validate_params(params: Any, source: str) -> None:
+    """Raise one line, `source: key must be ..., got value`, on the first problem the schema finds."""
+    from cvrepro.config.schema import validate
+
+    problems = validate(params)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CvreproError(f"{source}: {problems[0]}{more}")
+
+
+def _one_line(error: Exception) -> str:
+    """Hydra's message on one line; an override of a key no group has names what the group takes."""
+    import re
+
+    from cvrepro.config.schema import unknown_key
+
+    text = str(error)
+    found = re.search(r"Could not override '([^']+)'", text)
+    named = unknown_key(found.group(1)) if found else None
+    text = text.split("Config search path")[0]  # Hydra's search path: noise to a user
+    return named or " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 class _Dumper(yaml.SafeDumper):
@@ -132,6 +165,7 @@ def write_params(
         return True
     if current is not None and not force and not overrides:
         if not _holds_a_composition(root, path):
+            validate_params(current, str(PARAMS))  # an override (`dvc exp run -S`) is checked like conf/
             log(f"{PARAMS} was written since the last composition (dvc exp run -S, exp apply or an edit);")
             log(f"keeping it as an explicit override. It differs from {CONF_DIR}/ in:")
             for k, old, new in changed_keys(composed, current):
@@ -150,7 +184,10 @@ def check(root: Path = Path(".")) -> list[tuple[str, Any, Any]]:
     """Keys where params.yaml differs from the composition of conf/ (empty when equal)."""
     path = root / PARAMS
     current = yaml.safe_load(path.read_text()) if path.exists() else {}
-    return changed_keys(current, compose(root / CONF_DIR))
+    composed = compose(root / CONF_DIR)
+    if path.exists():
+        validate_params(current, str(PARAMS))
+    return changed_keys(current, composed)
 
 
 EXP_BASELINE_ENV = "DVC_EXP_BASELINE_REV"  # DVC sets it in the environment of the stages of `dvc exp run`

@@ -40,3 +40,37 @@ def config_id(params: dict[str, Any]) -> str:
     """
     name = (params.get("experiment") or {}).get("name", "unnamed")
     return f"{name}+{sha256_bytes(canonical_json(run_params(params)).encode())[:8]}"
+
+
+# --------------------------------------------------------------------------- defaults and choices
+# The one place for the value code takes when a key is absent from a params dict (a library caller's partial
+# dict; a composed params.yaml has every key) and for the values a key may take. conf/ holds the same defaults
+# (tests/test_config_schema.py checks that they agree) and config/schema.py types every key with these.
+IGNORE_INDEX = 255  # dataset.ignore_index: the mask value that is not scored (segmentation)
+INVALID = "fail"  # dataset.invalid
+DEVICE = "auto"  # train.device
+PRECISION = "32"  # train.precision
+DETERMINISTIC = True  # train.deterministic
+CPU_ISA = "avx2"  # train.cpu_isa
+PREFLIGHT = "warn"  # train.preflight
+SPLIT_METHOD = "sha256"  # split.method
+SCORE_THRESH = 0.05  # model.score_thresh (detectors)
+NMS_THRESH = 0.6  # model.nms_thresh
+DETECTIONS_PER_IMG = 50  # model.detections_per_img
+ANCHOR_SCALE = 1.0  # model.anchor_scale (fcos_tiny)
+DUPLICATES = {"near_threshold": 3, "label_iou": 0.95}  # dataset.duplicates (options imported before it existed)
+CHECK = {  # conf/check/default.yaml, for params.yaml files composed before it existed
+    "policy": "warn", "imbalance_ratio": 10.0, "tiny_box_area": 0.0005, "tiny_box_side": 2.0, "huge_box_area": 0.95,
+    "aspect_max": 10.0, "boxes_per_image_iqr": 3.0, "near_identical_iou": 0.9, "max_items": 50, "sheet_items": 16,
+}
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+CPU_ISAS = ("default", "avx2", "avx512", "native")
+OPTIMIZERS = ("sgd", "adamw")
+POLICIES = ("warn", "strict")  # train.preflight and check.policy
+INVALID_MODES = ("fail", "drop", "clip")  # what dataset.invalid does with a zero-size or out-of-image box
+SPLIT_NAMES = ("train", "val", "test")
+SPLIT_METHODS = ("sha256", "subset")
+RESIZE_MODES = ("stretch", "letterbox")
+STORES = ("npy", "png", "jpeg", "webp")

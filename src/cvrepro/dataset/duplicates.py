@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cvrepro.config.params import DUPLICATES
 from cvrepro.core.fileio import CvreproError, json_text, read_bytes
 from cvrepro.core.problems import Problems
 from cvrepro.dataset.dhash import dhashes, distance, near_pairs
@@ -29,7 +30,7 @@ from cvrepro.dataset.index import BoxCheck, load_coco, parse_categories, parse_i
 
 # 3 bits: the raccoon photos' re-encoded copies differ in 0-2 bits, distinct photos in 9 or more; the demo's
 # 64x64 synthetic classification images (flat shapes on smooth backgrounds) have two distinct pictures 4 apart.
-DEFAULTS = {"near_threshold": 3, "label_iou": 0.95}
+DEFAULTS = DUPLICATES  # config/params.py
 HASH_CACHE = "snapshot-dhash.tsv"  # beside the image check cache (.cvrepro/)
 
 

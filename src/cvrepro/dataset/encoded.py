@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cvrepro.config.params import STORES
 from cvrepro.core.fileio import CvreproError, read_json, write_json
 
-STORES = ("npy", "png", "jpeg", "webp")
 
 
 def store_of(params: dict) -> tuple[str, int]:

@@ -17,6 +17,7 @@ from typing import Iterable
 
 import numpy as np
 
+from cvrepro.config.params import IGNORE_INDEX
 from cvrepro.core.fileio import json_text, read_bytes
 from cvrepro.core.problems import Problems
 
@@ -68,7 +69,7 @@ def fingerprint(files: list[dict], class_map: dict[int, str], task) -> dict:
     }
 
 
-def from_index(ann_path: Path, task, invalid: str = "fail", ignore_index: int = 255) -> dict:
+def from_index(ann_path: Path, task, invalid: str = "fail", ignore_index: int = IGNORE_INDEX) -> dict:
     """The fingerprint of a labels index as snapshot would read it (the same checks: a bad index is one
     CvreproError naming the file and field), without opening the images."""
     from cvrepro.dataset.index import BoxCheck, load_coco, parse_categories, parse_images, rejected_ids

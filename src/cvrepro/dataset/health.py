@@ -20,14 +20,12 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from cvrepro.config.params import CHECK
 from cvrepro.core.fileio import CvreproError
 
 BLOCKING = ("leakage", "label_conflicts")  # what `check.policy: strict` refuses a release on
 
-DEFAULTS: dict[str, Any] = {  # = conf/check/default.yaml, for params.yaml files composed before it existed
-    "policy": "warn", "imbalance_ratio": 10.0, "tiny_box_area": 0.0005, "tiny_box_side": 2.0, "huge_box_area": 0.95,
-    "aspect_max": 10.0, "boxes_per_image_iqr": 3.0, "near_identical_iou": 0.9, "max_items": 50, "sheet_items": 16,
-}
+DEFAULTS: dict[str, Any] = CHECK  # = conf/check/default.yaml, for params.yaml files composed before it existed
 
 
 def finding(count: int, summary: str, items: list, max_items: int, level: str = "warn") -> dict:

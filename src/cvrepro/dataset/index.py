@@ -10,13 +10,13 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from cvrepro.config.params import IGNORE_INDEX, INVALID, INVALID_MODES  # INVALID_MODES: also imported from here
 from cvrepro.core.fileio import CvreproError, parse_json
 from cvrepro.core.paths import ANNOTATIONS, RAW_DIR
 from cvrepro.core.problems import Problems, is_int, is_number
 from cvrepro.core.relpaths import normalize_relpath
 
 BOX_TOLERANCE = 0.5  # px: annotation tools round box edges; half a pixel over the border is not an error
-INVALID_MODES = ("fail", "drop", "clip")  # what --invalid / dataset.invalid do with a zero-size or out-of-image box
 BOX_DIGITS = 6  # pixel boxes converted from normalised or 1-based coordinates are rounded to 1e-6 px
 
 
@@ -219,7 +219,7 @@ def tidy(v: float) -> int | float:
 def invalid_mode(params: dict) -> str:
     """`dataset.invalid`: what snapshot (and every stage reading the labels after it) does with a zero-size or
     out-of-image box: fail (default), drop or clip; the boxes dropped or clipped are listed in the manifest."""
-    mode = (params.get("dataset") or {}).get("invalid") or "fail"
+    mode = (params.get("dataset") or {}).get("invalid") or INVALID
     if mode not in INVALID_MODES:
         raise CvreproError(f"params.yaml: dataset.invalid must be one of {', '.join(INVALID_MODES)}, got {mode!r}")
     return mode
@@ -286,7 +286,7 @@ def annotations_file(params: dict) -> Path:
 
 def ignore_index_of(params: dict) -> int:
     """`dataset.ignore_index`: the mask value that is not scored (segmentation), 1..255."""
-    value = (params.get("dataset") or {}).get("ignore_index", 255)
+    value = (params.get("dataset") or {}).get("ignore_index", IGNORE_INDEX)
     if not is_int(value) or not 0 < value <= 255:
         raise CvreproError(f"params.yaml: dataset.ignore_index must be an integer in 1..255, got {value!r}")
     return value

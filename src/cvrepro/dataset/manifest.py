@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from cvrepro.config.params import IGNORE_INDEX
 from cvrepro.core.fileio import CvreproError, canonical_json, json_text, read_bytes
 from cvrepro.core.problems import Problems
 from cvrepro.core.relpaths import Containment
@@ -184,7 +185,7 @@ def build_manifest(
     task,
     dvc_listing: dict[str, str] | None = None,
     workers: int | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     check_cache: Path | None = None,
     invalid: str = "fail",
 ) -> dict:

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from cvrepro.config.params import RESIZE_MODES
 from cvrepro.core.fileio import CvreproError, write_json
 from cvrepro.core.paths import PROCESSED_DIR, PROCESSED_INFO, RAW_DIR
 from cvrepro.dataset.encoded import EncodedImages, ShardWriter, encode, store_of
@@ -39,7 +40,6 @@ def preprocess_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-RESIZE_MODES = ("stretch", "letterbox")
 
 
 def resize_mode(params: dict) -> str:

@@ -32,12 +32,12 @@ import json
 import sys
 from pathlib import Path
 
+from cvrepro.config.params import SPLIT_METHOD, SPLIT_METHODS as METHODS
 from cvrepro.core.fileio import CvreproError
 from cvrepro.dataset.duplicates import keep_together, split_of_path
 from cvrepro.core.paths import MANIFEST
 
 SPLIT_NAMES = ("train", "val", "test")
-METHODS = ("sha256", "subset")
 SUBSET_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                 "test": "test", "testing": "test"}  # a source's subset attribute -> our split
 
@@ -56,7 +56,7 @@ def unit_interval(seed: int, identity: str) -> float:
 
 
 def assign(manifest: dict, seed: int, ratios: dict[str, float], group_key: str | None,
-           method: str = "sha256") -> dict[str, list[str]]:
+           method: str = SPLIT_METHOD) -> dict[str, list[str]]:
     missing = [n for n in SPLIT_NAMES if n not in ratios]
     if missing or any(ratios[n] < 0 for n in SPLIT_NAMES) or abs(sum(ratios[n] for n in SPLIT_NAMES) - 1) > 1e-6:
         raise CvreproError(f"params.yaml: split.ratios must give train, val and test, each >= 0, summing to 1; got {ratios}")
@@ -148,7 +148,7 @@ def _together(manifest: dict, members: dict[str, list[str]], cfg: dict, method: 
 def split_record(manifest: dict, cfg: dict, task, previous: dict | None = None) -> dict:
     """splits.json: the membership of every split, with the seed, method and rule that rebuild it.
     previous: the last splits.json (its images keep their splits when the settings are the same)."""
-    method = cfg.get("method", "sha256")
+    method = cfg.get("method", SPLIT_METHOD)
     if method not in METHODS:
         raise CvreproError(f"params.yaml: split.method '{method}' is unknown (supported: {', '.join(METHODS)})")
     members = assign(manifest, int(cfg["seed"]), cfg["ratios"], cfg.get("group_key"), method)

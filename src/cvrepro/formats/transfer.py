@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from cvrepro.config import options
+from cvrepro.config.params import IGNORE_INDEX, INVALID
 from cvrepro.core import swap
 from cvrepro.core.faults import kill_point
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, atomic_write_text, write_json
@@ -249,8 +250,8 @@ def _option_yaml(name: str, dataset: Dataset, fmt: str) -> str:
 
     body = {"name": name, "notes": f"Imported with `cvrepro import {fmt}` ({len(dataset.images)} images).",
             "task": dataset.task, "annotations": ANNOTATIONS.name, "annotations_by_task": {},
-            "classes": [c["name"] for c in sorted(dataset.categories, key=lambda c: c["id"])], "ignore_index": 255,
-            "invalid": "fail", "duplicates": dict(DUPLICATES)}
+            "classes": [c["name"] for c in sorted(dataset.categories, key=lambda c: c["id"])],
+            "ignore_index": IGNORE_INDEX, "invalid": INVALID, "duplicates": dict(DUPLICATES)}
     return (f"{options.GENERATED} {fmt}: your dataset, selected in conf/config.yaml. Edit `notes` freely;\n"
             "# `task` and `classes` describe the data (category id i is classes[i - 1]). `invalid`: what\n"
             "# snapshot does with a bad box added later (fail, drop or clip; each listed in the manifest).\n"

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from cvrepro import tasks
+from cvrepro.config.params import IGNORE_INDEX
 from cvrepro.core.fileio import atomic_write_bytes, read_json
 from cvrepro.core.paths import LABEL_MAP, PREPROCESSING, WEIGHTS
 from cvrepro.learning.models import architecture_only
@@ -43,7 +44,7 @@ def build_from_spec(spec: dict, size: int, class_map: dict[str, str], mean: list
     task = tasks.of_record(spec, str(PREPROCESSING))
     return tasks.build_model(spec["model"], spec["num_classes"], size, mean or inp["mean"], std or inp["std"],
                        task=task.name, class_ids=[int(k) for k in class_map],
-                       ignore_index=spec.get("ignore_index", 255))
+                       ignore_index=spec.get("ignore_index", IGNORE_INDEX))
 
 
 def load_predictor(models_dir: Path, device=None):

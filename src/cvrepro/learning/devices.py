@@ -22,10 +22,9 @@ import os
 import platform
 import sys
 
+from cvrepro.config.params import CPU_ISA, DEVICES, PRECISIONS
 from cvrepro.core.fileio import CvreproError
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 # train.cpu_isa -> (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_CBWR / MKL_ENABLE_INSTRUCTIONS);
 # get_cpu_capability() reports the ATen level in upper case.
 CPU_ISA_LEVELS = {
@@ -63,7 +62,7 @@ def pin_cpu_isa(cfg: dict, now: bool = False) -> None:
     ATen settles its level at the first query or operation; once torch is loaded (or with `now`) this
     settles it at once, so that code which later edits the environment (a test fixture, a subprocess
     helper) cannot move it. A level an earlier operation already settled stays: `check_cpu_isa` says so."""
-    os.environ.update(isa_environment(str(cfg.get("cpu_isa", "avx2"))))
+    os.environ.update(isa_environment(str(cfg.get("cpu_isa", CPU_ISA))))
     if now or "torch" in sys.modules:
         import torch
 
@@ -75,7 +74,7 @@ def check_cpu_isa(cfg: dict) -> str:
     (torch was loaded before the pin, or the CPU lacks the level)."""
     import torch
 
-    level = str(cfg.get("cpu_isa", "avx2"))
+    level = str(cfg.get("cpu_isa", CPU_ISA))
     got = torch.backends.cpu.get_cpu_capability()
     if level == NATIVE or not _x86():
         return got
@@ -174,7 +173,7 @@ def hardware_record(device, precision: str, deterministic: bool, world_size: int
         "device_type": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
         "cpu_isa": torch.backends.cpu.get_cpu_capability(),
-        "cpu_isa_setting": str(cfg.get("cpu_isa", "avx2")),
+        "cpu_isa_setting": str(cfg.get("cpu_isa", CPU_ISA)),
         "isa_environment": {k: os.environ[k] for k in ISA_ENV if k in os.environ},
         "machine": platform.machine(),
         "cuda": torch.version.cuda if device.type == "cuda" else None,

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from cvrepro import tasks
+from cvrepro.config.params import DEVICE
 from cvrepro.core.fileio import read_json
 from cvrepro.core.paths import MANIFEST, MODELS_DIR, PREDICTIONS_GRID, PREPROCESSING, processed_split
 from cvrepro.dataset.processed import ProcessedSplit
@@ -40,7 +41,7 @@ def evaluate(params: dict, root: Path = Path(".")) -> dict:
     """Metrics of models/ on the processed splits; writes the val plots under metrics/plots."""
     cfg = params["evaluate"]
     torch.set_num_threads(int(params["train"]["threads"]))
-    device = resolve_device(params["train"].get("device", "cpu"))  # the device training used
+    device = resolve_device(params["train"].get("device", DEVICE))  # the device training used
     model, spec, label_map = load_predictor(root / MODELS_DIR, device)
     task = tasks.of_record(spec, str(PREPROCESSING))
     for other in map(tasks.get, tasks.names()):  # a plot left by another task's run would pass for this one's

@@ -27,6 +27,7 @@ from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large, lraspp
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FeaturePyramidNetwork
 
+from cvrepro.config.params import ANCHOR_SCALE, IGNORE_INDEX
 from cvrepro.core.fileio import CvreproError
 
 
@@ -66,7 +67,7 @@ def _fcos_tiny(cfg: dict, num_classes: int, size: int) -> nn.Module:
     # not give (measured: person AP50 0.65 with anchor_scale 0.25, 0.92 with 1.0).
     # Center sampling stays at FCOS's usual 1.5 strides.
     strides = (8, 16, 32)
-    scale = float(cfg.get("anchor_scale", 1.0))
+    scale = float(cfg.get("anchor_scale", ANCHOR_SCALE))
     anchors = AnchorGenerator(sizes=tuple((s * scale,) for s in strides), aspect_ratios=((1.0,),) * 3)
     return FCOS(
         TinyBackbone(cfg["widths"], cfg["fpn_channels"]),
@@ -142,7 +143,7 @@ class DenseTask(nn.Module):
     cross-entropy, ignoring `ignore_index` pixels in segmentation."""
 
     def __init__(self, net: nn.Module, target_key: str, valid_ids: list[int], mean: list[float], std: list[float],
-                 ignore_index: int = 255):
+                 ignore_index: int = IGNORE_INDEX):
         super().__init__()
         self.net, self.target_key, self.ignore_index = net, target_key, ignore_index
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)

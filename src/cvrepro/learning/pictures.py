@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from cvrepro.config.params import IGNORE_INDEX
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes
 
 # Layout, in output pixels. A grid of n images with `cols` columns has
@@ -273,7 +274,7 @@ def _panel_grid(cells: list[list[tuple[str, np.ndarray]]], out_path: Path, cols:
 
 
 def mask_grid(images: list[np.ndarray], gt_masks: list[np.ndarray], pred_masks: list[np.ndarray],
-              class_names: dict[int, str], out_path: Path, ignore_index: int = 255, cols: int = 2) -> None:
+              class_names: dict[int, str], out_path: Path, ignore_index: int = IGNORE_INDEX, cols: int = 2) -> None:
     """Write a PNG grid: per image, the image | ground-truth mask | predicted mask (class colours over
     the image, background left clear, ignored pixels dark), with a colour legend on top."""
     n = len(images)

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from cvrepro import tasks
+from cvrepro.config.params import DETERMINISTIC, DEVICE, PRECISION
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, read_json, sha256_file, write_json
 from cvrepro.core.paths import (CHECKPOINT, LABEL_MAP, PREPROCESSING, PROCESSED_INFO, TRAIN_INFO, TRAIN_LOG_DIR,
                                 WEIGHTS, processed_split)
@@ -180,9 +181,9 @@ def _devices(cfg: dict, local_rank: int) -> tuple[torch.device, str, bool]:
     """(device, precision, deterministic), checked and applied, with the threads and the seed set."""
     devices.pin_cpu_isa(cfg)  # a library caller may not have pinned; no effect on a level already settled
     devices.check_cpu_isa(cfg)
-    device = devices.resolve_device(cfg.get("device", "cpu"), local_rank)
-    precision = devices.check_precision(cfg.get("precision", "32"), device)
-    deterministic = bool(cfg.get("deterministic", True))
+    device = devices.resolve_device(cfg.get("device", DEVICE), local_rank)
+    precision = devices.check_precision(cfg.get("precision", PRECISION), device)
+    deterministic = bool(cfg.get("deterministic", DETERMINISTIC))
     devices.apply_determinism(deterministic)
     torch.set_num_threads(int(cfg["threads"]))
     torch.manual_seed(int(cfg["seed"]))

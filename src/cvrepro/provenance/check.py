@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 from cvrepro import tasks
+from cvrepro.config.params import POLICIES
 from cvrepro.core.fileio import CvreproError
 from cvrepro.core.paths import MANIFEST, RAW_DIR
 
 SCHEMA = "cvrepro.check/1"
-POLICIES = ("warn", "strict")
 LABEL_ISSUES = Path("data/label_issues.csv")  # a label-issue list (one row an issue), counted when present
 ORDER = ("leakage", "label_conflicts", "duplicates", "class_imbalance", "unlabeled_images", "tiny_boxes",
          "huge_boxes", "aspect_outliers", "boxes_per_image", "near_identical_boxes")

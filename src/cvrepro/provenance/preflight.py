@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cvrepro.config.params import PREFLIGHT, POLICIES
 from cvrepro.core.fileio import CvreproError, read_json
 from cvrepro.core.paths import CONF_DIR, MANIFEST, PARAMS
 from cvrepro.core.vcs import dvc_changed, git, parse_version, tag_exists, versions
 
 CODE_PATHS = ["src", str(CONF_DIR), "dvc.yaml", str(PARAMS)]
 DATA_FILES = ["data/raw.dvc", "data/labels.dvc"]
-POLICIES = ("strict", "warn")
 
 
 def in_dvc_stage() -> bool:
@@ -80,7 +80,10 @@ def check_params(root: Path) -> dict:
 
     if not (root / CONF_DIR).is_dir():
         return _row("params composed", False, f"{CONF_DIR}/ not found: nothing to compose params.yaml from")
-    diff = check(root)
+    try:
+        diff = check(root)
+    except CvreproError as e:  # conf/ or params.yaml does not fit the schema (config/schema.py): a failed check
+        return _row("params composed", False, str(e))
     if diff:
         keys = ", ".join(k for k, _, _ in diff[:8])
         return _row("params composed", False, f"params.yaml differs from composing conf/ at {keys}")
@@ -145,7 +148,7 @@ def require(rows: list[dict], what: str) -> None:
 
 def for_training(params: dict, root: Path = Path(".")) -> dict:
     """Run in the train stage under `train.preflight`; the result goes into train.json and the lineage."""
-    policy = (params.get("train") or {}).get("preflight", "warn")
+    policy = (params.get("train") or {}).get("preflight", PREFLIGHT)
     if policy not in POLICIES:
         raise CvreproError(f"params.yaml: train.preflight '{policy}' is not one of {', '.join(POLICIES)}")
     rows = preflight(root, params, checks=("code clean", "data pinned", "dataset released", "params composed",

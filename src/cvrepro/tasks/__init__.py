@@ -12,6 +12,7 @@ in the project names tasks.
 from __future__ import annotations
 
 from cvrepro.core.fileio import CvreproError
+from cvrepro.config.params import IGNORE_INDEX
 from cvrepro.tasks.base import Task
 
 _REGISTRY: dict[str, Task] = {}
@@ -85,7 +86,7 @@ def of_labels(index: object) -> Task:
 
 
 def build_model(model_cfg: dict, num_classes: int, size: int, mean: list[float], std: list[float],
-                task: str, class_ids: list[int] | None = None, ignore_index: int = 255):
+                task: str, class_ids: list[int] | None = None, ignore_index: int = IGNORE_INDEX):
     """A model of `task` for `num_classes` outputs (category ids 1..num_classes-1; 0 is background): the
     task's own `build_model`, after checking that `model.name` is one of its networks (naming the task whose
     network it is otherwise). Here, not in learning/models.py: the hint looks through every task.

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from cvrepro.config.params import DETECTIONS_PER_IMG, NMS_THRESH, SCORE_THRESH
 from cvrepro.core.fileio import read_json
 from cvrepro.core.paths import PLOTS_DIR
 from cvrepro.core.problems import Problems, is_int
@@ -241,9 +242,9 @@ class Detection(Task):
         # (torchvision's builders take them under different names, or not at all).
         model.transform.image_mean = list(mean)
         model.transform.image_std = list(std)
-        model.score_thresh = float(model_cfg.get("score_thresh", 0.05))
-        model.nms_thresh = float(model_cfg.get("nms_thresh", 0.6))
-        model.detections_per_img = int(model_cfg.get("detections_per_img", 100))
+        model.score_thresh = float(model_cfg.get("score_thresh", SCORE_THRESH))
+        model.nms_thresh = float(model_cfg.get("nms_thresh", NMS_THRESH))
+        model.detections_per_img = int(model_cfg.get("detections_per_img", DETECTIONS_PER_IMG))
         load_weights(model, model_cfg)
         return model
 

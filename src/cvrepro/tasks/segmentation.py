@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from cvrepro.config.params import IGNORE_INDEX
 from cvrepro.core.fileio import CvreproError
 from cvrepro.core.paths import LABELS_DIR
 from cvrepro.core.problems import Problems
@@ -173,7 +174,7 @@ class Segmentation(Task):
 
         root, manifest, spec = ctx["root"], ctx["manifest"], ctx["spec"]
         slice_key = ctx["cfg"].get("slice_key")
-        k, ignore_index = int(spec["num_classes"]), int(spec.get("ignore_index", 255))
+        k, ignore_index = int(spec["num_classes"]), int(spec.get("ignore_index", IGNORE_INDEX))
         grid = int(ctx["cfg"]["grid_images"]) if ctx["grid_path"] is not None else 0
         names = {0: "background", **ctx["class_names"]}
         by_id = {f["image_id"]: f for f in manifest["files"]}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cvrepro.config.params import IGNORE_INDEX
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, atomic_write_text
 from cvrepro.formats.common import (
     Dataset,
@@ -65,7 +66,7 @@ def _masks(mask_dir: Path, stems: dict[str, str], image_dir: Path, files: FileCh
     return found
 
 
-def read(src: Path, ignore_index: int = 255, files: FileCheck | None = None, **_options) -> Dataset:
+def read(src: Path, ignore_index: int = IGNORE_INDEX, files: FileCheck | None = None, **_options) -> Dataset:
     src = Path(src)
     files = files or FileCheck(src=src)
     image_dir, mask_dir = src / "images", src / "masks"
