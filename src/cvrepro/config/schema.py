@@ -194,6 +194,29 @@ class Check:
 
 
 @schema
+class LabelIssuesDetection:
+    match_iou: float = key(**UNIT)
+    overlap_iou: float = key(**UNIT)
+    missing_iou: float = key(**UNIT)
+    missing_score: float = key(**UNIT)
+    near: float = key(ge=0)
+    size_ratio: float = key(ge=1)
+    evidence: float = key(**UNIT)
+    spurious_score: float = key(**UNIT)
+
+
+@schema
+class LabelIssues:
+    mode: str = key(choices=("heldout", "kfold"))
+    splits: list[str] = key(choices=P.SPLIT_NAMES)
+    k: int = key(ge=2)
+    epochs: Optional[int] = key(None, ge=1)  # kfold: epochs per fold model (null: train.epochs)
+    min_score: float = key(**UNIT)
+    sheet_issues: int = key(ge=0)
+    detection: LabelIssuesDetection = key()
+
+
+@schema
 class Params:
     """params.yaml: the composition of conf/config.yaml's defaults list."""
     dataset: Dataset = key()
@@ -206,6 +229,7 @@ class Params:
     task: str = key()
     experiment: Experiment = key()
     check: Check = key(factory=Check)  # `cvrepro check` only; params.yaml of older releases have none
+    label_issues: Optional[LabelIssues] = key(None)  # the label_issues stage; older params.yaml have none
 
 
 # --------------------------------------------------------------------------- validation
