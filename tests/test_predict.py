@@ -46,6 +46,15 @@ def test_detection_writes_every_output_and_reports_the_broken_image(detector, tm
     assert all(len(line.split()) == 6 for p in (out / "yolo-txt").rglob("*.txt") for line in p.read_text().splitlines())
     coco = json.loads((out / "coco/annotations/instances_default.json").read_text())
     assert len(coco["images"]) == 3 and len(coco["annotations"]) == len(results)
+    # pycocotools reads the results against the same images (the pre-annotation set's image ids)
+    from pycocotools.coco import COCO
+
+    gt = COCO()
+    gt.dataset = {"images": coco["images"], "annotations": [], "categories": coco["categories"]}
+    gt.createIndex()
+    dt = gt.loadRes(str(out / "results.json"))
+    assert len(dt.getAnnIds()) == len(results)
+    assert all(gt.imgs[r["image_id"]]["file_name"].endswith(Path(r["file_name"]).name) for r in results)
     assert (out / "voc/Annotations/sub/img_1.xml").is_file() and (out / "yolo/data.yaml").is_file()
     assert json.loads((out / "predict.json").read_text())["skipped"] == 1
     assert not list(tmp_path.glob(".out.predict-*"))  # the temporary folder is gone
