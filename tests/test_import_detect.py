@@ -210,6 +210,12 @@ def test_truncated_images_fail_listing_every_one_or_drop_importing_the_rest(proj
                                                                   ("images/b.jpg", "bad file", "dropped")]
     manifest = build_manifest(project / "data/raw", project / "data/labels/annotations.json", task=tasks.get("detection"))
     assert manifest["stats"]["bad_files"]["dropped"] == 2
+    from cvrepro.provenance.release import dataset_notes
+
+    notes = dataset_notes({"version": "DS-0.1.0", "task": "detection", "stats": manifest["stats"], "notes": "",
+                           "class_map": manifest["class_map"], "snapshot_id": manifest["snapshot_id"],
+                           "source_commit": "abc", "bump": "minor", "split": {}})
+    assert "- import `--bad-files drop`: 2 files dropped" in notes  # the release notes say what was left out
 
 
 def test_orphan_and_second_annotation_files_are_bad_files(project: Path, tmp_path: Path):

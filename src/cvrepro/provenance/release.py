@@ -284,6 +284,12 @@ def dataset_notes(record: dict) -> str:
     if invalid and (invalid.get("dropped") or invalid.get("clipped")):
         lines.append(f"- import `--invalid {invalid.get('mode')}`: {invalid.get('dropped', 0)} boxes dropped, "
                      f"{invalid.get('clipped', 0)} clipped (data/labels/import_report.csv lists each)")
+    bad = s.get("bad_files") or {}
+    dropped_files, unlabelled = bad.get("dropped", 0), (bad.get("unlabelled") or {}).get("dropped", 0)
+    if dropped_files or unlabelled:
+        lines.append(f"- import `--bad-files {bad.get('mode')}`: {dropped_files} files dropped (unreadable, without "
+                     f"an image, or duplicate entries); `--unlabelled {(bad.get('unlabelled') or {}).get('mode')}`: "
+                     f"{unlabelled} images without annotations dropped (data/labels/import_report.csv lists each)")
     fixed = s.get("snapshot_invalid")
     if fixed and (fixed.get("dropped") or fixed.get("clipped")):
         lines.append(f"- snapshot `dataset.invalid: {fixed.get('mode')}`: {fixed.get('dropped', 0)} boxes dropped, "
