@@ -187,6 +187,11 @@ def test_rank_batches_are_disjoint_shards_of_the_epoch():
 def test_bit_exact_only_on_the_recorded_hardware_class():
     cpu = {"class": "cpu/x86_64/AVX2/32/x1", "deterministic": True}
     assert same_hardware(cpu, dict(cpu))[0]
+    epyc, xeon = {**cpu, "device_type": "cpu", "device_name": "AMD EPYC"}, {**cpu, "device_type": "cpu",
+                                                                           "device_name": "Intel(R) Xeon(R)"}
+    assert same_hardware(epyc, dict(epyc))[0]
+    ok, why = same_hardware(epyc, xeon)  # one class (level), two CPU models: metrics, not bits
+    assert not ok and "CPU model differs: recorded AMD EPYC" in why
     ok, why = same_hardware(cpu, {**cpu, "class": "cuda/NVIDIA H100/cuda13.0/cudnn92400/32/x1"})
     assert not ok and "hardware class differs" in why
     assert not same_hardware({**cpu, "deterministic": False}, cpu)[0]
