@@ -24,11 +24,12 @@ import json
 import platform
 import random
 import tempfile
-import time
 from pathlib import Path
 
 from cvrepro.config.compose import compose
 from cvrepro.provenance import check
+
+from timing import best
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = {"1": "person", "2": "cart", "3": "shelf"}
@@ -71,15 +72,6 @@ def build(root: Path, annotations: int, per_image: int, seed: int) -> dict:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(json.dumps(obj))
     return {**planted, "images": n, "annotations": len(anns)}
-
-
-def best(fn, repeat: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def main() -> None:

@@ -23,12 +23,13 @@ import hashlib
 import json
 import platform
 import random
-import time
 from collections import Counter
 
 from cvrepro import tasks
 from cvrepro.dataset.diff import DatasetState, _labels_by_path, dataset_diff, match_labels
 from cvrepro.core.fileio import canonical_json
+
+from timing import best
 
 
 def make_state(n: int, seed: int) -> DatasetState:
@@ -80,15 +81,6 @@ def baseline(old: DatasetState, new: DatasetState) -> dict:
             counts["relabelled"] += a["category_id"] != b["category_id"]
             counts["moved"] += a["bbox"] != b["bbox"]
     return {k: counts[k] for k in ("added", "removed", "moved", "relabelled")}
-
-
-def best(fn, repeat: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def main() -> None:
