@@ -112,6 +112,31 @@ def test_a_group_is_never_split_and_stays_put_when_images_are_added(tmp_path, pa
     fresh = split.run(params, tmp_path)
     assert leaks(manifest, fresh) == []
 
+    # a splits.json from before duplicates were kept together (no `duplicates` key, same settings) holds the
+    # leak of the plain rule: it is not history, so the next split mends the leak instead of keeping it
+    old_rule = assign(manifest, params["split"]["seed"], params["split"]["ratios"], None)
+    assert leaks(manifest, old_rule)
+    legacy = {k: v for k, v in fresh.items() if k != "duplicates"} | {"splits": old_rule}
+    (tmp_path / "data/splits/splits.json").write_text(json.dumps(legacy))
+    mended = split.run(params, tmp_path)
+    assert leaks(manifest, mended) == [] and not any(g.get("apart") for g in mended["duplicates"])
+
+
+def test_subset_with_a_group_key_some_images_lack_still_splits(tmp_path, params):
+    """split.method subset + group_key: an image fixed by its subset may have no group attribute."""
+    write_dataset(tmp_path, distinct(40))
+    labels = tmp_path / "data/labels/annotations.json"
+    coco = json.loads(labels.read_text())
+    for i, im in enumerate(coco["images"]):
+        im["subset"] = "test" if i < 3 else "train"
+        if i >= 3:  # the test-subset images (fixed by their subset) carry no site
+            im["site"] = f"s{i}"
+    labels.write_text(json.dumps(coco))
+    cfg = {**params, "split": {**params["split"], "method": "subset", "group_key": "site"}}
+    snapshot.run(cfg, tmp_path)
+    result = split.run(cfg, tmp_path)
+    assert sum(len(v) for v in result["splits"].values()) == 40 and len(result["splits"]["test"]) == 3
+
 
 def test_conflicting_labels_are_listed_with_both_labels(tmp_path, params):
     original = photo(3, (100, 80))

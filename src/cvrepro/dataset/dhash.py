@@ -56,13 +56,18 @@ def _safe_dhash(path: str) -> int | None:
 
 
 def _hash_all(paths: list[str], workers: int) -> list[int | None]:
-    bar = tqdm(total=len(paths), desc="duplicates", unit="img", disable=None, file=sys.stderr)
-    with bar:
-        if workers <= 1 or len(paths) < POOL_MIN_IMAGES:
+    def progress():
+        return tqdm(total=len(paths), desc="duplicates", unit="img", disable=None, file=sys.stderr)
+
+    if workers <= 1 or len(paths) < POOL_MIN_IMAGES:
+        with progress() as bar:
             return [bar.update() or _safe_dhash(p) for p in paths]
-        context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            return [bar.update() or h for h in pool.map(_safe_dhash, paths, chunksize=64)]
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        # map() forks the workers now, before tqdm may start its monitor thread (as images.inspect_all does)
+        results = pool.map(_safe_dhash, paths, chunksize=64)
+        with progress() as bar:
+            return [bar.update() or h for h in results]
 
 
 class HashCache:

@@ -120,8 +120,10 @@ def read_previous(path: Path) -> dict | None:
 
 
 def _history(previous: dict | None, cfg: dict, method: str) -> dict[str, str]:
-    """path -> split of the previous split, if it was made with these settings."""
-    if not isinstance(previous, dict) or not isinstance(previous.get("splits"), dict):
+    """path -> split of the previous split, if it was made with these settings by a split that kept duplicates
+    together (it records `duplicates`): a split made before that may hold leaks, which the first split after it
+    mends by moving the non-anchor members instead of keeping them as history."""
+    if not isinstance(previous, dict) or not isinstance(previous.get("splits"), dict) or "duplicates" not in previous:
         return {}
     now = {"method": method, "seed": int(cfg["seed"]), "ratios": cfg["ratios"], "group_key": cfg.get("group_key")}
     if any(previous.get(k) != now[k] for k in SETTINGS):
@@ -139,8 +141,9 @@ def _together(manifest: dict, members: dict[str, list[str]], cfg: dict, method: 
     pinned = {p for p, f in by_path.items()
               if SUBSET_NAMES.get(str(f.get("attributes", {}).get("subset", "")).lower())} if method == "subset" else set()
 
-    def unit_of(path: str) -> str:
-        return f"group:{by_path[path]['attributes'][key]}" if key else path
+    def unit_of(path: str) -> str:  # a subset-fixed image may lack the group_key attribute: its own unit
+        value = by_path[path].get("attributes", {}).get(key) if key else None
+        return f"group:{value}" if value is not None else path
 
     return keep_together(members, manifest, _history(previous, cfg, method), unit_of, pinned)
 

@@ -293,6 +293,9 @@ def _check_places(images_dir: Path, out: Path, force: bool) -> dict[str, Path]:
     if out.resolve().is_relative_to(images_dir.resolve()):
         raise CvreproError(f"--out {out}: inside {images_dir}; the image copies of the annotation sets would "
                            "be read as input by the next run: choose a folder outside it")
+    if images_dir.resolve().is_relative_to(out.resolve()):
+        raise CvreproError(f"--out {out}: holds {images_dir}; replacing it would delete the images: choose a "
+                           "folder outside it")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
         raise CvreproError(f"--out {out}: exists and is not an empty folder; refusing to write into it "
                            "(--force replaces it)")
@@ -337,14 +340,20 @@ def predict_folder(predictor: Predictor, about: dict, images_dir: Path, out: Pat
                    "label_map": {str(k): v for k, v in sorted(predictor.class_names.items())}}
         write_json(new / SUMMARY, summary)
         kill_point("predict:written")
-        _put_in_place(new, out, work)
+        _put_in_place(new, out, work, force)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return summary
 
 
-def _put_in_place(new: Path, out: Path, work: Path) -> None:
-    """Rename the finished folder to `out`; an existing `out` (--force, or empty) is moved aside first."""
-    if out.exists():
+def _put_in_place(new: Path, out: Path, work: Path, force: bool) -> None:
+    """Rename the finished folder to `out`. Without --force only onto nothing or an empty folder (the rename
+    itself refuses a folder another run filled meanwhile); with --force an existing `out` is moved aside
+    first (a kill between the two renames leaves no `out`: the previous output is then gone)."""
+    if force and out.exists():
         out.rename(work / "old")
-    new.rename(out)
+    try:
+        new.rename(out)
+    except OSError as e:
+        raise CvreproError(f"--out {out}: written meanwhile by another run ({e.strerror or e}); this run's "
+                           "output is discarded (--force replaces it)") from None
