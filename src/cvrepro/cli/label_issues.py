@@ -12,9 +12,9 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
 
     params = load_params()
     pin_cpu_isa(params.get("train") or {})  # before torch loads, as the stages do
-    if args.mode or args.k or args.epochs:
+    if any(v is not None for v in (args.mode, args.k, args.epochs)):
         cfg = dict(params.get("label_issues") or {})
-        cfg.update({k: v for k, v in (("mode", args.mode), ("k", args.k), ("epochs", args.epochs)) if v})
+        cfg.update({k: v for k, v in (("mode", args.mode), ("k", args.k), ("epochs", args.epochs)) if v is not None})
         params = {**params, "label_issues": cfg}
     from cvrepro.learning.label_issues import CSV_NAME, OUT_DIR, SHEET_NAME, run
 

@@ -51,3 +51,5 @@ ROLLBACKS = MODEL_RELEASES_DIR / "rollbacks.json"  # append-only list of rollbac
 # Where a killed train stage resumes from: outside the stage's DVC outputs (DVC deletes those before
 # it reruns a stage) and git-ignored; keyed by the hash of data, params, code and hardware.
 RESUME_CHECKPOINT = MODELS_DIR / ".resume" / "checkpoint.pt"
+# `cvrepro label-issues` (the label_issues stage, not cached: git-tracked): the CSV `check` and the report count
+LABEL_ISSUES = Path("metrics/label_issues/label_issues.csv")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cvrepro.core.paths import LABEL_ISSUES
 from cvrepro import tasks
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, read_json, write_json
 from cvrepro.core.paths import MODELS_DIR, PREPROCESSING, PROCESSED_INFO, processed_split
@@ -33,8 +34,8 @@ from cvrepro.learning.engine import make_loader, predict_batches, recalibrate_ba
 from cvrepro.learning.trainer import WarmupCosine, make_optimizer
 from cvrepro.tasks.issue_rows import collector
 
-OUT_DIR = Path("metrics/label_issues")
-CSV_NAME, SHEET_NAME, SUMMARY_NAME = "label_issues.csv", "label_issues.png", "summary.json"
+OUT_DIR = LABEL_ISSUES.parent
+CSV_NAME, SHEET_NAME, SUMMARY_NAME = LABEL_ISSUES.name, "label_issues.png", "summary.json"
 FIELDS = (*COLUMNS, "score", "reason")
 MODES = ("heldout", "kfold")
 

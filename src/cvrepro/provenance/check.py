@@ -14,13 +14,13 @@ import io
 import sys
 from pathlib import Path
 
+from cvrepro.core.paths import LABEL_ISSUES
 from cvrepro import tasks
 from cvrepro.config.params import POLICIES
 from cvrepro.core.fileio import CvreproError
 from cvrepro.core.paths import MANIFEST, RAW_DIR
 
 SCHEMA = "cvrepro.check/1"
-LABEL_ISSUES = Path("data/label_issues.csv")  # a label-issue list (one row an issue), counted when present
 ORDER = ("leakage", "label_conflicts", "duplicates", "class_imbalance", "unlabeled_images", "tiny_boxes",
          "huge_boxes", "aspect_outliers", "boxes_per_image", "near_identical_boxes")
 
@@ -83,7 +83,7 @@ def _signatures(task, manifest: dict, index: dict, groups: list[dict]):
 
 
 def label_issue_count(root: Path) -> int | None:
-    """Rows of data/label_issues.csv (a label-issue finder's output) under `root`, or None without one."""
+    """Rows of metrics/label_issues/label_issues.csv (`cvrepro label-issues`) under `root`, or None without one."""
     path = Path(root) / LABEL_ISSUES
     if not path.is_file():
         return None

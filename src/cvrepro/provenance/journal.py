@@ -88,11 +88,12 @@ def recover(root: Path) -> dict | None:
                 "message": f"{who} was rolled back: it had made no commit (data it pushed stays in the remote)"}
     if tag_exists(root, tag):
         tagged = git(root, "rev-parse", f"{tag}^{{commit}}")
-        clear(root)
         if tagged != commit:
+            clear(root)
             raise CvreproError(f"{who}: its commit {commit[:9]} exists but the tag {tag} names {tagged[:9]}; "
                                "check both by hand (tags are never moved)")
-        gtotags.tag_release(root, tag, commit)  # killed between our tag and GTO's
+        gtotags.tag_release(root, tag, commit)  # killed between our tag and GTO's; the journal stays until made
+        clear(root)
         return {"tag": tag, "action": "completed", "message": f"{who} had finished; journal removed"}
     notes = git_bytes(root, commit, registry.record_path(tag).with_suffix(".md").as_posix()) or tag.encode()
     git(root, "tag", "-a", tag, "--cleanup=verbatim", "-F", "-", commit, input=notes.decode())

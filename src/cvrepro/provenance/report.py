@@ -24,6 +24,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from cvrepro.core.paths import LABEL_ISSUES
 from cvrepro.core.fileio import CvreproError
 from cvrepro.core.paths import PLOTS_DIR
 from cvrepro.core.vcs import git_blobs, run_git
@@ -33,7 +34,6 @@ from cvrepro.provenance.modelcard import headline, slices
 MARKER = ".cvrepro-report"  # what lets `build` replace an existing --out folder
 PICTURES = ("predictions_val.png", "confusion_val.png")  # copied as they are
 CSV_PLOTS = ("pr_val.csv", "confusion_val.csv")  # drawn as SVG / tables
-LABEL_ISSUES = "data/label_issues.csv"  # = provenance.check.LABEL_ISSUES (not imported: it brings numpy)
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
 header{background:#1d2330;color:#fff;padding:10px 24px}header a{color:#9ecbff;margin-right:16px}
@@ -247,7 +247,7 @@ def load(root: Path) -> dict:
             raise CvreproError(f"{registry.record_path(t)} at {t}: invalid JSON ({err.msg}, line {err.lineno})") from None
     wanted = [(t, name, f"{t}:{(PLOTS_DIR / name).as_posix()}") for t in tags["model"] for name in PICTURES + CSV_PLOTS]
     wanted += [(t, "card", f"{t}:models/releases/{t}/model_card.md") for t in tags["model"]]
-    wanted += [(t, "label_issues", f"{t}:{LABEL_ISSUES}") for t in tags["dataset"]]
+    wanted += [(t, "label_issues", f"{t}:{LABEL_ISSUES.as_posix()}") for t in tags["dataset"]]
     wanted += [(t, "notes", f"{t}:{registry.record_path(t).with_suffix('.md').as_posix()}") for t in tags["model"]]
     files: dict[str, dict[str, bytes]] = {t: {} for t in every}
     for (t, name, _), data in zip(wanted, git_blobs(root, [w[2] for w in wanted])):
@@ -311,7 +311,7 @@ def index_page(reg: dict) -> str:
 
 def health_cells(record: dict, files: dict[str, bytes]) -> list[str]:
     """[health, duplicates, label issues] of a dataset release: from the record's `health` (`cvrepro check` at
-    release time) and its committed data/label_issues.csv; blank where the release has neither."""
+    release time) and its committed metrics/label_issues/label_issues.csv; blank where the release has neither."""
     from cvrepro.provenance.check import count_csv_rows
 
     h = record.get("health") or {}
