@@ -117,7 +117,7 @@ def test_options_written_by_import_and_fingerprint_fit(tmp_path):
 
 
 @pytest.mark.parametrize("path, value, expect", [
-    ("dataset.duplicates.label_iou", 2, "dataset.duplicates.label_iou must be a number >= 0 and <= 1, got 2"),
+    ("dataset.duplicates.label_iou", 2, "dataset.duplicates.label_iou must be a number > 0 and <= 1, got 2"),
     ("dataset.ignore_index", 0, "dataset.ignore_index must be an integer >= 1 and <= 255, got 0"),
     ("evaluate.splits", ["val", "tst"], "evaluate.splits[1] must be one of train, val, test, got 'tst'"),
     ("model.name", "fcos_tinyy", "model.name must be one of fcos_tiny,"),

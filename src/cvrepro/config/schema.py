@@ -40,8 +40,8 @@ schema = dataclass(kw_only=True)
 @schema
 class Duplicates:
     # dHash bits two copies may differ in (of 64); null: byte-identical copies only
-    near_threshold: Optional[int] = key(P.DUPLICATES["near_threshold"], ge=0, le=64)
-    label_iou: float = key(P.DUPLICATES["label_iou"], **UNIT)
+    near_threshold: Optional[int] = key(P.DUPLICATES["near_threshold"], ge=0, le=32)  # as dataset/duplicates.py
+    label_iou: float = key(P.DUPLICATES["label_iou"], gt=0, le=1)
 
 
 @schema
@@ -208,7 +208,7 @@ class LabelIssuesDetection:
 @schema
 class LabelIssues:
     mode: str = key(choices=("heldout", "kfold"))
-    splits: list[str] = key(choices=P.SPLIT_NAMES)
+    splits: list[str] = key(choices=("val", "test"))  # heldout judges: never what the model trained on
     k: int = key(ge=2)
     epochs: Optional[int] = key(None, ge=1)  # kfold: epochs per fold model (null: train.epochs)
     min_score: float = key(**UNIT)

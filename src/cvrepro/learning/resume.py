@@ -13,6 +13,7 @@ import hashlib
 import sys
 from pathlib import Path
 
+from cvrepro.config.params import run_params
 from cvrepro.core.fileio import canonical_json, sha256_file
 from cvrepro.core.paths import PROCESSED_DIR, RESUME_CHECKPOINT
 
@@ -36,7 +37,7 @@ def _dir_sha256(folder: Path) -> str:
 
 def resume_key(params: dict, root: Path, hardware_class: str) -> dict[str, str]:
     return {"data": _dir_sha256(root / PROCESSED_DIR),
-            "params": hashlib.sha256(canonical_json(params).encode()).hexdigest(),
+            "params": hashlib.sha256(canonical_json(run_params(params)).encode()).hexdigest(),  # as the config ID
             "code": code_sha256(),
             "hardware": hardware_class}
 
