@@ -277,3 +277,13 @@ def test_report_paths_are_relative_to_src_and_a_clean_import_keeps_its_snapshot_
     xml.write_text(xml.read_text().replace("<xmax>24</xmax>", "<xmax>90</xmax>"))
     do_import(src, project, force=True, invalid="drop")
     assert [(r["file"], r["problem"]) for r in report(project)] == [("annotations/b.xml", "outside the 24x20 image")]
+
+
+def test_a_hand_written_fingerprint_option_refuses_the_import_before_any_data_moves(project: Path, tmp_path: Path):
+    """The defaults file is written after the data is in place: one the user wrote is refused up front."""
+    src = labelimg(tmp_path)
+    (project / "conf/fingerprint").mkdir(parents=True, exist_ok=True)
+    (project / "conf/fingerprint" / f"{src.name}.yaml").write_text("preprocess:\n  size: 64\n")
+    res = run(["cvrepro", "import", str(src), "--no-dvc-add"], project, check=False)
+    assert res.returncode == 2 and "was not written by `cvrepro fingerprint`" in res.stderr, res.stderr
+    assert not (project / "data/raw").exists() and not (project / f"conf/dataset/{src.name}.yaml").exists()

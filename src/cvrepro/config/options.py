@@ -12,6 +12,8 @@ from cvrepro.core.fileio import CvreproError, atomic_write_text
 CONF_DATASET = Path("conf/dataset")
 CONF_CONFIG = Path("conf/config.yaml")
 GENERATED = "# Written by `cvrepro import`"  # an option file with this first line may be rewritten by the next import
+CONF_FINGERPRINT = Path("conf/fingerprint")  # conf/fingerprint/<dataset>.yaml: defaults chosen from the data
+FINGERPRINT_GENERATED = "# @package _global_\n# Written by `cvrepro fingerprint"  # (tasks/defaults.py writes it)
 
 
 def option_name(text: str) -> str:
@@ -29,6 +31,10 @@ def check_replaceable(root: Path, name: str) -> None:
     option = dataset_option(root, name)
     if option.exists() and not option.read_text().startswith(GENERATED):
         raise CvreproError(f"{option}: exists and was not written by `cvrepro import`; choose another --name")
+    defaults = Path(root) / CONF_FINGERPRINT / f"{name}.yaml"  # checked now: written after the data is in place
+    if defaults.exists() and not defaults.read_text().startswith(FINGERPRINT_GENERATED):
+        raise CvreproError(f"{defaults}: exists and was not written by `cvrepro fingerprint`; edit or remove it, "
+                           "or choose another --name")
 
 
 def set_default(text: str, group: str, option: str) -> str:

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import yaml
 
+from cvrepro.config.options import CONF_FINGERPRINT, FINGERPRINT_GENERATED as GENERATED
 from cvrepro.core.fileio import CvreproError, atomic_write_text
 
-CONF_FINGERPRINT = Path("conf/fingerprint")
-GENERATED = "# @package _global_\n# Written by `cvrepro fingerprint"
 MIN_SIZE = 64
 NO_OBJECT_SIZE = 224  # px: what ImageNet classifiers see; no labels say a larger input is needed
 CPU_IMAGES = 3000  # "a few thousand images in minutes on a laptop CPU" at the cpu budget's largest side
