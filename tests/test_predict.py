@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from cvrepro import tasks
 from cvrepro.core.fileio import CvreproError, sha256_file, write_json
@@ -238,3 +239,14 @@ def test_a_release_tag_and_its_bundle_folder_predict_alike(released_copy, tmp_pa
     assert tag["predicted"] == bundle["predicted"] == 30 and tag["predictions"] > 0
     assert_same_detections(tmp_path / "tag", tmp_path / "bundle")
     assert run(["git", "status", "--porcelain"], root).stdout == ""  # predicting changed nothing in the project
+
+
+def test_two_images_sharing_a_stem_are_refused_before_any_prediction_for_yolo(detector, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("x.jpg", "x.png"):
+        Image.new("RGB", (32, 24)).save(images / name)
+    with pytest.raises(CvreproError, match="same name as .* but for the extension"):
+        predict(detector, images, tmp_path / "out", formats="results,yolo-txt")
+    assert not (tmp_path / "out").exists()
+    predict(detector, images, tmp_path / "ok", formats="results")  # without YOLO files there is no clash

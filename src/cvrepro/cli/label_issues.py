@@ -25,7 +25,7 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
         reasons = ", ".join(f"{n} {r}" for r, n in summary["by_reason"].items()) or "none"
         print(f"{summary['issues']} likely label issues ({reasons}) from {summary['mode']} predictions on "
               f"{', '.join(summary['splits'])}")
-        print(f"wrote {OUT_DIR / CSV_NAME} (delete the rows you reject, then `cvrepro labels apply` it) "
+        print(f"wrote {OUT_DIR / CSV_NAME} (copy it out, delete the rows you reject, then `cvrepro labels apply` the copy) "
               f"and {OUT_DIR / SHEET_NAME}")
     return 0
 

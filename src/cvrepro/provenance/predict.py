@@ -29,7 +29,7 @@ from pathlib import Path
 from cvrepro.core.faults import kill_point
 from cvrepro.core.fileio import CvreproError, atomic_write_text, read_json, sha256_file, write_json
 from cvrepro.core.paths import PREPROCESSING, WEIGHTS
-from cvrepro.formats.common import Dataset, contiguous_names, find_images, read_local
+from cvrepro.formats.common import Dataset, by_stem, contiguous_names, find_images, read_local
 from cvrepro.formats.registry import PLUGINS, plugin
 from cvrepro.learning.predictor import Predictor
 
@@ -317,6 +317,8 @@ def predict_folder(predictor: Predictor, about: dict, images_dir: Path, out: Pat
     images_dir, out = Path(images_dir), Path(out)
     outputs = choose_outputs(predictor.task, formats)
     images = _check_places(images_dir, out, force)
+    if YOLO_TXT in outputs or "yolo" in outputs:  # one label file a stem: x.jpg and x.png would share x.txt
+        by_stem(images, images_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     _clear_dead_runs(out)
     work = out.parent / f".{out.name}{WORK_INFIX}{os.getpid()}"
