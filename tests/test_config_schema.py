@@ -145,3 +145,33 @@ def test_the_cpu_isa_choices_are_the_levels_devices_pins():
     from cvrepro.learning.devices import CPU_ISA_LEVELS, NATIVE
 
     assert set(P.CPU_ISAS) == {*CPU_ISA_LEVELS, NATIVE}
+
+
+def test_typed_config_is_built_once_read_only_and_keeps_the_composition():
+    from cvrepro.config import schema
+    from cvrepro.config.params import config_id
+    from cvrepro.config.typed import typed
+
+    params = compose(CONF)
+    cfg = typed(params)
+    assert typed(cfg) is cfg  # already typed: returned as is
+    assert isinstance(cfg.model, schema.FcosTiny) and cfg.model.widths == params["model"]["widths"]
+    assert cfg.train.device == P.DEVICE and isinstance(cfg.train.lr, float)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.seed = 3
+    assert cfg.as_dict() == params and config_id(cfg) == config_id(params)  # records hash what was composed
+    cfg.as_dict()["train"]["seed"] = 99  # a copy: the typed config and its record are untouched
+    assert cfg.as_dict() == params
+    del params["check"]  # a params.yaml older than `check`: its defaults, and no key added to the record
+    old = typed(params)
+    assert old.check == schema.Check() and "check" not in old.as_dict()
+    assert isinstance(typed(compose(CONF, ["model=ssdlite"])).model, schema.Ssdlite)
+
+
+def test_typed_refuses_a_bad_mapping_in_one_line():
+    from cvrepro.config.typed import typed
+
+    params = compose(CONF)
+    params["train"]["lr"] = "abc"
+    with pytest.raises(CvreproError, match=r"^params.yaml: train.lr must be a number > 0, got 'abc'$"):
+        typed(params)

@@ -28,17 +28,22 @@ def load_params(path: str | Path = PARAMS) -> dict[str, Any]:
 NOT_RUN_KEYS = ("check", "label_issues")
 
 
-def run_params(params: dict[str, Any]) -> dict[str, Any]:
+def plain(params: Any) -> dict[str, Any]:
+    """A composition as a plain mapping: a typed `Params` (config/typed.py) as written, a mapping as is."""
+    return params.as_dict() if hasattr(params, "as_dict") else params
+
+
+def run_params(params: Any) -> dict[str, Any]:
     """The params a model and its metrics depend on: all but NOT_RUN_KEYS."""
-    return {k: v for k, v in params.items() if k not in NOT_RUN_KEYS}
+    return {k: v for k, v in plain(params).items() if k not in NOT_RUN_KEYS}
 
 
-def config_id(params: dict[str, Any]) -> str:
+def config_id(params: Any) -> str:
     """The experiment's name plus a short hash of the composed config (`run_params`).
 
     Two runs with the same config ID ran with identical parameters (NOT_RUN_KEYS aside).
     """
-    name = (params.get("experiment") or {}).get("name", "unnamed")
+    name = (plain(params).get("experiment") or {}).get("name", "unnamed")
     return f"{name}+{sha256_bytes(canonical_json(run_params(params)).encode())[:8]}"
 
 

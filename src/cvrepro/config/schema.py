@@ -13,6 +13,7 @@ A field without a default must be present; a default is the value the code takes
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ def key(default: Any = REQUIRED, *, choices: tuple = (), ge=None, gt=None, le=No
 
 
 UNIT = {"ge": 0, "le": 1}  # a probability, a fraction, an IoU
-schema = dataclass(kw_only=True)
+schema = dataclass(kw_only=True, frozen=True)  # read-only: the library never writes its config
 
 
 # --------------------------------------------------------------------------- dataset, split, preprocess
@@ -218,7 +219,8 @@ class LabelIssues:
 
 @schema
 class Params:
-    """params.yaml: the composition of conf/config.yaml's defaults list."""
+    """params.yaml: the composition of conf/config.yaml's defaults list. Built by `config.typed.typed` (or
+    `load`), which keeps the composition as written for records (`as_dict`: config ID, checkpoint, lineage)."""
     dataset: Dataset = key()
     split: Split = key()
     preprocess: Preprocess = key()
@@ -230,6 +232,38 @@ class Params:
     experiment: Experiment = key()
     check: Check = key(factory=Check)  # `cvrepro check` only; params.yaml of older releases have none
     label_issues: Optional[LabelIssues] = key(None)  # the label_issues stage; older params.yaml have none
+
+    def as_dict(self) -> dict[str, Any]:
+        """The composition as params.yaml holds it (no defaults added): a copy, for records and hashes."""
+        return copy.deepcopy(self.__dict__.get("_raw") or dataclasses.asdict(self))
+
+
+# --------------------------------------------------------------------------- building
+def build(value: dict, cls: type = None) -> Any:
+    """The typed object of a mapping that `validate` passed: each group its dataclass (the model's by its name),
+    absent keys their defaults, integers given for a number as floats. Lists and dicts are fresh copies."""
+    cls = Params if cls is None else MODELS[value["name"]] if cls is Model else cls
+    hints = typing.get_type_hints(cls)
+    return cls(**{f.name: _build(value[f.name], hints[f.name]) for f in dataclasses.fields(cls) if f.name in value})
+
+
+def _build(value: Any, tp: Any) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if value is None:
+        return None
+    if origin is Union:
+        inner = [a for a in args if a is not type(None)]
+        fit = next((a for a in inner if not _check("", value, a, {})), inner[0])
+        return _build(value, fit)
+    if dataclasses.is_dataclass(tp):
+        return build(value, tp)
+    if origin is list:
+        return [_build(v, args[0]) for v in value]
+    if origin is dict:
+        return {k: _build(v, args[1]) for k, v in value.items()}
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value
 
 
 # --------------------------------------------------------------------------- validation

@@ -1,0 +1,35 @@
+"""The config the library receives: params.yaml checked against the schema and built into its frozen
+dataclasses (config/schema.py), so code reads `cfg.train.seed`, not `params["train"]["seed"]`, and a wrong key
+or value is refused in one line where it is loaded, never deep inside a stage.
+
+`typed` takes a composed mapping (a library caller's dict, a test's edited copy) or a `Params` (returned as
+is); `load` reads params.yaml. `Params.as_dict()` gives the composition as written, for records and hashes.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+from cvrepro.config.compose import validate_params
+from cvrepro.config.params import load_params
+from cvrepro.config.schema import Params, build
+from cvrepro.core.paths import PARAMS
+
+ParamsLike = Union[Params, Mapping[str, Any]]
+
+
+def typed(params: ParamsLike, source: str = str(PARAMS)) -> Params:
+    """`params` as its typed, read-only object; a mapping is checked first (CvreproError naming the key)."""
+    if isinstance(params, Params):
+        return params
+    validate_params(params, source)
+    cfg = build(params)
+    object.__setattr__(cfg, "_raw", copy.deepcopy(dict(params)))  # frozen: set once, here; as_dict() copies it
+    return cfg
+
+
+def load(path: str | Path = PARAMS) -> Params:
+    """params.yaml, typed: the one way a stage or command reads its config."""
+    return typed(load_params(path), str(path))
