@@ -33,6 +33,18 @@ def plain(params: Any) -> dict[str, Any]:
     return params.as_dict() if hasattr(params, "as_dict") else params
 
 
+def recorded(params: Any, dotted: str, default: Any = None) -> Any:
+    """One value of a params.yaml *of another revision* (a release, a tag, a lineage record), which need not fit
+    today's schema, so it is read as the mapping it is: `recorded(p, "model.name", "unknown")`. The config of
+    this run is read typed (config/typed.py), never through this."""
+    value: Any = plain(params)
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or value.get(part) is None:
+            return default
+        value = value[part]
+    return value
+
+
 def run_params(params: Any) -> dict[str, Any]:
     """The params a model and its metrics depend on: all but NOT_RUN_KEYS."""
     return {k: v for k, v in plain(params).items() if k not in NOT_RUN_KEYS}
