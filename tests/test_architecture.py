@@ -20,7 +20,7 @@ from cvrepro.core.fileio import CvreproError, read_json, write_json
 from cvrepro.dataset.index import checked_annotations
 from cvrepro.stages import preprocess, snapshot, split
 from cvrepro.tasks.base import Task
-from helpers import REPO
+from helpers import REPO, tiny_params
 from helpers.imports import PACKAGE, all_modules, closure, files, import_targets, module_file
 
 SRC = REPO / "src"
@@ -170,10 +170,13 @@ def test_no_task_name_is_compared_outside_the_tasks_package():
 
 
 def test_an_unknown_or_missing_task_is_an_error_not_detection():
+    params = tiny_params()
+    with pytest.raises(CvreproError, match="params.yaml: task must be a string, got None"):
+        tasks.of_params({**params, "task": None})
     with pytest.raises(CvreproError, match="params.yaml: task is not set"):
-        tasks.of_params({"dataset": {}})
+        tasks.of_params({**params, "task": ""})
     with pytest.raises(CvreproError, match="task 'keypoints' is unknown"):
-        tasks.of_params({"task": "keypoints"})
+        tasks.of_params({**params, "task": "keypoints"})
 
 
 # --------------------------------------------------------------------------- a fourth task, defined here

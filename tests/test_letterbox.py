@@ -27,8 +27,10 @@ def test_fitted_keeps_the_aspect_ratio_and_pads_bottom_right():
     assert out.shape == (3, 128, 128) and (out[:, :96] == 200).all() and (out[:, 96:] == 0).all()
     stretched = fit_image(im, im.size, 128)
     assert stretched.tobytes() == np.asarray(im.resize((128, 128), Image.BILINEAR)).transpose(2, 0, 1).tobytes()
-    with pytest.raises(CvreproError, match="preprocess.resize 'crop'"):
-        resize_mode({"preprocess": {"resize": "crop"}})
+    crop = tiny_params()
+    crop["preprocess"]["resize"] = "crop"
+    with pytest.raises(CvreproError, match="preprocess.resize must be one of stretch, letterbox, got 'crop'"):
+        resize_mode(crop)
 
 
 def test_detection_boxes_and_segmentation_masks_are_letterboxed(tmp_path):

@@ -75,17 +75,20 @@ def test_subset_method_keeps_an_official_test_set_and_divides_train_into_train_a
 
 def test_an_empty_split_is_refused_unless_the_subsets_leave_it_empty_by_design():
     from cvrepro import tasks
+    from dataclasses import replace
+
+    from cvrepro.config.schema import Split
     from cvrepro.dataset.splits import split_record
 
     detection = tasks.get("detection")
-    cfg = {"method": "sha256", "seed": 0, "ratios": {"train": 0.5, "val": 0.5, "test": 0.0}, "group_key": None}
+    cfg = Split(method="sha256", seed=0, ratios={"train": 0.5, "val": 0.5, "test": 0.0}, group_key=None)
     two = {"snapshot_id": "sha256:x", "files": [{"path": f"{i}.png", "image_id": i, "attributes": {}} for i in (1, 2)]}
     with pytest.raises(CvreproError, match=r"split: the test split would hold 0 images \(train 1, val 1, test 0"):
-        split_record(two, {**cfg, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}}, detection)
+        split_record(two, replace(cfg, ratios={"train": 0.5, "val": 0.25, "test": 0.25}), detection)
     subsets = {"snapshot_id": "sha256:x", "files": [
         {"path": f"{i}.png", "image_id": i, "attributes": {"subset": "train" if i < 8 else "val"}} for i in range(10)]}
-    record = split_record(subsets, {**cfg, "method": "subset", "ratios": {"train": 0.7, "val": 0.2, "test": 0.1}},
+    record = split_record(subsets, replace(cfg, method="subset", ratios={"train": 0.7, "val": 0.2, "test": 0.1}),
                           detection)
     assert record["counts"] == {"train": 8, "val": 2, "test": 0} and record["fillable"] == ["train", "val"]
-    assert "fillable" not in split_record(subsets, {**cfg, "ratios": {"train": 0.5, "val": 0.5, "test": 0.0}},
+    assert "fillable" not in split_record(subsets, replace(cfg, ratios={"train": 0.5, "val": 0.5, "test": 0.0}),
                                           detection)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import yaml
 
+from cvrepro.config.params import recorded
 from cvrepro.core.fileio import CvreproError, read_json
 from cvrepro.core.paths import LABELS_DIR, MANIFEST, PARAMS, SPLITS
 from cvrepro.core.vcs import git_bytes
@@ -52,11 +53,15 @@ def _read_at(fs, rev: str, path: Path) -> Any:
 
 
 def _annotations_file(params_text: bytes | None) -> Path:
-    """The labels index named by that revision's params.yaml (`dataset.annotations`)."""
-    from cvrepro.dataset.index import annotations_file
+    """The labels index named by that revision's params.yaml (`dataset.annotations`), read as recorded: a
+    tag's params.yaml need not fit today's schema."""
+    from cvrepro.dataset.index import annotations_path
 
     params = yaml.safe_load(params_text) if params_text else None
-    return annotations_file(params if isinstance(params, dict) else {})
+    params = params if isinstance(params, dict) else {}
+    return annotations_path(recorded(params, "task"), recorded(params, "dataset.name"),
+                            recorded(params, "dataset.task"), recorded(params, "dataset.annotations_by_task", {}),
+                            recorded(params, "dataset.annotations"))
 
 
 def load_state(root: Path, rev: str | None = None) -> DatasetState:

@@ -17,13 +17,15 @@ The `duplicates` key is derived from the content, like `stats`: it is not part o
 
 from __future__ import annotations
 
+import dataclasses
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 
 from cvrepro.config.params import DUPLICATES
-from cvrepro.core.fileio import CvreproError, json_text, read_bytes
+from cvrepro.config.schema import Duplicates
+from cvrepro.core.fileio import json_text, read_bytes
 from cvrepro.core.problems import Problems
 from cvrepro.dataset.dhash import dhashes, distance, near_pairs
 from cvrepro.dataset.index import BoxCheck, load_coco, parse_categories, parse_images
@@ -32,18 +34,6 @@ from cvrepro.dataset.index import BoxCheck, load_coco, parse_categories, parse_i
 # 64x64 synthetic classification images (flat shapes on smooth backgrounds) have two distinct pictures 4 apart.
 DEFAULTS = DUPLICATES  # config/params.py
 HASH_CACHE = "snapshot-dhash.tsv"  # beside the image check cache (.cvrepro/)
-
-
-def settings(params: dict) -> dict:
-    """`dataset.duplicates` with its defaults; one clear line for a bad value."""
-    cfg = {**DEFAULTS, **((params.get("dataset") or {}).get("duplicates") or {})}
-    near, iou = cfg["near_threshold"], cfg["label_iou"]
-    if near is not None and (isinstance(near, bool) or not isinstance(near, int) or not 0 <= near <= 32):
-        raise CvreproError(f"params.yaml: dataset.duplicates.near_threshold must be an integer 0..32 or null, "
-                           f"got {near!r}")
-    if isinstance(iou, bool) or not isinstance(iou, (int, float)) or not 0 < iou <= 1:
-        raise CvreproError(f"params.yaml: dataset.duplicates.label_iou must be a number in (0, 1], got {iou!r}")
-    return {"near_threshold": near, "label_iou": float(iou)}
 
 
 class _Forest:
@@ -129,7 +119,7 @@ def _labels_of(index_path: Path, task, invalid: str, image_ids: set[int]) -> dic
     return {i: by_image.get(i, []) for i in image_ids}
 
 
-def _conflicts(groups: list[dict], by_path: dict[str, dict], labels, task, cfg: dict) -> None:
+def _conflicts(groups: list[dict], by_path: dict[str, dict], labels, task, dup: Duplicates) -> None:
     """Add `conflicts` to each group: one per pair of distinct labellings (labels hash and image size)."""
     keyed = []
     for g in groups:
@@ -144,27 +134,27 @@ def _conflicts(groups: list[dict], by_path: dict[str, dict], labels, task, cfg: 
         g["conflicts"] = []
         for pa, pb in combinations(paths, 2):
             a, b = ({**by_path[p], "labels": label_map.get(by_path[p]["image_id"], [])} for p in (pa, pb))
-            reason = task.duplicate_conflict(a, b, cfg)
+            reason = task.duplicate_conflict(a, b, dup)
             if reason:
                 g["conflicts"].append({"a": pa, "b": pb, "reason": reason, "a_labels": a["labels"],
                                        "b_labels": b["labels"]})
 
 
-def find_duplicates(manifest: dict, raw_dir: Path, index_path: Path, task, cfg: dict, invalid: str = "fail",
+def find_duplicates(manifest: dict, raw_dir: Path, index_path: Path, task, dup: Duplicates, invalid: str = "fail",
                     cache_dir: Path | None = None, workers: int = 1) -> dict:
-    """The manifest's `duplicates` entry. cfg: `settings(params)`; cache_dir: where the hash cache lives."""
+    """The manifest's `duplicates` entry. dup: `dataset.duplicates`; cache_dir: where the hash cache lives."""
     files = manifest["files"]
-    threshold = cfg["near_threshold"]
+    threshold = dup.near_threshold
     hashes = None
     if threshold is not None:
         hashes = dhashes(raw_dir, files, Path(cache_dir) / HASH_CACHE if cache_dir else None, workers)
     groups = find_groups(files, hashes, threshold)
     by_path = {f["path"]: f for f in files} if groups else {}
-    _conflicts(groups, by_path, lambda ids: _labels_of(index_path, task, invalid, ids), task, cfg)
+    _conflicts(groups, by_path, lambda ids: _labels_of(index_path, task, invalid, ids), task, dup)
     return {
         "method": "exact: same md5; near: 64-bit dHash (9x8 grey) within near_threshold bits; groups: connected "
                   "components, links: their minimum spanning tree",
-        **cfg,
+        **dataclasses.asdict(dup),  # near_threshold, label_iou
         "counts": {"groups": len(groups), "exact_groups": sum(g["kind"] == "exact" for g in groups),
                    "images": sum(len(g["members"]) for g in groups),
                    "conflicts": sum(len(g["conflicts"]) for g in groups)},

@@ -18,20 +18,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cvrepro.config.params import STORES
+from cvrepro.config.schema import Preprocess
 from cvrepro.core.fileio import CvreproError, read_json, write_json
 
 
 
-def store_of(params: dict) -> tuple[str, int]:
-    """(`preprocess.store`, `preprocess.quality`): npy (raw uint8 arrays, the default) or an encoding."""
-    pre = params["preprocess"]
-    store, quality = pre.get("store") or "npy", int(pre.get("quality") or 90)
-    if store not in STORES:
-        raise CvreproError(f"params.yaml: preprocess.store '{store}' is not one of {', '.join(STORES)}")
-    if not 1 <= quality <= 100:
-        raise CvreproError(f"params.yaml: preprocess.quality must lie in 1..100, got {quality}")
-    return store, quality
+def store_of(pre: Preprocess) -> tuple[str, int]:
+    """(`preprocess.store`, `preprocess.quality`): npy (raw uint8 arrays) or an encoding (the schema checks both)."""
+    return pre.store, pre.quality
 
 
 def encode(pixels: np.ndarray, store: str, quality: int) -> bytes:

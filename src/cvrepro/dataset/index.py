@@ -10,7 +10,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from cvrepro.config.params import IGNORE_INDEX, INVALID, INVALID_MODES  # INVALID_MODES: also imported from here
+from cvrepro.config.params import INVALID_MODES  # also imported from here
+from cvrepro.config.typed import ParamsLike, typed
 from cvrepro.core.fileio import CvreproError, parse_json
 from cvrepro.core.paths import ANNOTATIONS, RAW_DIR
 from cvrepro.core.problems import Problems, is_int, is_number
@@ -216,13 +217,10 @@ def tidy(v: float) -> int | float:
     return int(v) if v.is_integer() else v
 
 
-def invalid_mode(params: dict) -> str:
+def invalid_mode(params: ParamsLike) -> str:
     """`dataset.invalid`: what snapshot (and every stage reading the labels after it) does with a zero-size or
     out-of-image box: fail (default), drop or clip; the boxes dropped or clipped are listed in the manifest."""
-    mode = (params.get("dataset") or {}).get("invalid") or INVALID
-    if mode not in INVALID_MODES:
-        raise CvreproError(f"params.yaml: dataset.invalid must be one of {', '.join(INVALID_MODES)}, got {mode!r}")
-    return mode
+    return typed(params).dataset.invalid
 
 
 def canonical_number(v: float) -> int | float:
@@ -267,26 +265,30 @@ def checked_annotations(
         yield where, a, image
 
 
-def annotations_file(params: dict) -> Path:
+def annotations_file(params: ParamsLike) -> Path:
     """The index file under data/labels for the task: `dataset.annotations_by_task[task]` (a dataset that serves
     several tasks from different files, as the demo does), else `dataset.annotations` (default annotations.json).
     A dataset option that names its `task` (what `cvrepro import` writes) refuses another task."""
-    dataset, task = params.get("dataset") or {}, params.get("task")
-    if dataset.get("task") and task and dataset["task"] != task:
-        raise CvreproError(f"params.yaml: task is {task!r} but the dataset {dataset.get('name')!r} holds "
-                           f"{dataset['task']} labels (conf/dataset/{dataset.get('name')}.yaml: task); select a "
+    cfg = typed(params)
+    return annotations_path(cfg.task, cfg.dataset.name, cfg.dataset.task, cfg.dataset.annotations_by_task,
+                            cfg.dataset.annotations)
+
+
+def annotations_path(task: str | None, dataset_name: str | None, dataset_task: str | None, by_task: dict,
+                     annotations: str | None) -> Path:
+    """`annotations_file` of these values: the config's, or those a params.yaml of another revision records
+    (dataset/diff.py), which is read as written, not typed."""
+    if dataset_task and task and dataset_task != task:
+        raise CvreproError(f"params.yaml: task is {task!r} but the dataset {dataset_name!r} holds "
+                           f"{dataset_task} labels (conf/dataset/{dataset_name}.yaml: task); select a "
                            f"{task} dataset with `dataset=<name>` or drop the task override")
-    by_task = dataset.get("annotations_by_task") or {}
-    name = by_task.get(task) or dataset.get("annotations") or ANNOTATIONS.name
+    name = (by_task or {}).get(task) or annotations or ANNOTATIONS.name
     rel = normalize_relpath(str(name))
     if rel is None:
         raise CvreproError(f"params.yaml: dataset.annotations {name!r} must be a file name inside {ANNOTATIONS.parent}")
     return ANNOTATIONS.parent / rel
 
 
-def ignore_index_of(params: dict) -> int:
+def ignore_index_of(params: ParamsLike) -> int:
     """`dataset.ignore_index`: the mask value that is not scored (segmentation), 1..255."""
-    value = (params.get("dataset") or {}).get("ignore_index", IGNORE_INDEX)
-    if not is_int(value) or not 0 < value <= 255:
-        raise CvreproError(f"params.yaml: dataset.ignore_index must be an integer in 1..255, got {value!r}")
-    return value
+    return typed(params).dataset.ignore_index

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from cvrepro.config.params import RESIZE_MODES
+from cvrepro.config.typed import ParamsLike, typed
 from cvrepro.core.fileio import CvreproError, write_json
 from cvrepro.core.paths import PROCESSED_DIR, PROCESSED_INFO, RAW_DIR
 from cvrepro.dataset.encoded import EncodedImages, ShardWriter, encode, store_of
@@ -42,13 +42,10 @@ def preprocess_workers() -> int:
 
 
 
-def resize_mode(params: dict) -> str:
+def resize_mode(params: ParamsLike) -> str:
     """`preprocess.resize`: stretch (to size x size, the aspect ratio lost) or letterbox (the longer side to
     size, the aspect ratio kept, padded bottom and right)."""
-    mode = params["preprocess"].get("resize") or "stretch"
-    if mode not in RESIZE_MODES:
-        raise CvreproError(f"params.yaml: preprocess.resize '{mode}' is not one of {', '.join(RESIZE_MODES)}")
-    return mode
+    return typed(params).preprocess.resize
 
 
 def fitted(width: int, height: int, size: int, mode: str = "stretch") -> tuple[int, int]:
@@ -131,9 +128,10 @@ class SplitWriter:
         self.scales: list[list[float]] = []
 
     @classmethod
-    def for_params(cls, out_dir: Path, n: int, size: int, params: dict) -> "SplitWriter":
-        """A writer with the resize mode and store of `params.preprocess`."""
-        return cls(out_dir, n, size, resize_mode(params), store_of(params))
+    def for_params(cls, out_dir: Path, n: int, size: int, params: ParamsLike) -> "SplitWriter":
+        """A writer with the resize mode and store of `preprocess`."""
+        pre = typed(params).preprocess
+        return cls(out_dir, n, size, pre.resize, store_of(pre))
 
     def memmap(self, name: str, dtype, shape: tuple[int, ...]) -> np.ndarray:
         return np.lib.format.open_memmap(self.dir / name, mode="w+", dtype=dtype, shape=shape)
@@ -170,30 +168,31 @@ class SplitWriter:
         np.save(self.dir / "scales.npy", np.asarray(self.scales, dtype=np.float32).reshape(-1, 2))
 
 
-def write_processed(task, manifest: dict, splits: dict, cfg: dict, params: dict, root: Path) -> dict:
-    """Resize every split of `splits` into root/data/processed for `task`; returns preprocess.json's content.
+def write_processed(task, manifest: dict, splits: dict, params: ParamsLike, root: Path) -> dict:
+    """Resize every split of `splits` into root/data/processed for `task` (`preprocess`); returns preprocess.json's
+    content.
 
     Built beside the output, then swapped in: a crash leaves the old data or none, never half."""
-    size = int(cfg["size"])
-    mode = resize_mode(params)
+    cfg = typed(params)
+    pre = cfg.preprocess
     by_path = {f["path"]: f for f in manifest["files"]}
     out = root / PROCESSED_DIR
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name in SPLIT_NAMES:
-        task.write_split(tmp / name, splits["splits"][name], by_path, size, root, params)
+        task.write_split(tmp / name, splits["splits"][name], by_path, pre.size, root, cfg)
     info = {
-        "size": size,
-        "mean": cfg["mean"],
-        "std": cfg["std"],
+        "size": pre.size,
+        "mean": pre.mean,
+        "std": pre.std,
         "layout": task.layout,
         "class_map": manifest["class_map"],
         "snapshot_id": manifest["snapshot_id"],
         "counts": {n: len(splits["splits"][n]) for n in SPLIT_NAMES},
         **task.preprocess_info(),
-        **({"resize": mode} if mode != "stretch" else {}),  # stretch: the bytes of earlier releases
-        **({"store": store_of(params)[0], "quality": store_of(params)[1]} if store_of(params)[0] != "npy" else {}),
+        **({"resize": pre.resize} if pre.resize != "stretch" else {}),  # stretch: the bytes of earlier releases
+        **({"store": pre.store, "quality": pre.quality} if pre.store != "npy" else {}),
     }
     write_json(tmp / PROCESSED_INFO.name, info)
     shutil.rmtree(out, ignore_errors=True)

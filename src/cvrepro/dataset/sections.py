@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from cvrepro.config import schema
+from cvrepro.config.params import recorded
 
 
 def section(value: Any, cls: type) -> Any:
@@ -20,3 +21,12 @@ def section(value: Any, cls: type) -> Any:
     if not isinstance(value, Mapping):
         raise TypeError(f"a {cls.__name__} section or a mapping, got {type(value).__name__}")
     return schema.build(dict(value), cls)
+
+
+def model_value(model: Any, key: str, default: Any = None) -> Any:
+    """One setting of a model section: a typed one's attribute, else a predictor spec's `model` record (JSON,
+    perhaps of an older release) read as recorded. Keys vary by model kind (`score_thresh` only on detectors),
+    hence the default."""
+    if dataclasses.is_dataclass(model) and not isinstance(model, type):
+        return getattr(model, key, default)  # the model kind varies: a key of one kind only
+    return recorded(model, key, default)

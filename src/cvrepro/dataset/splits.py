@@ -32,7 +32,8 @@ import json
 import sys
 from pathlib import Path
 
-from cvrepro.config.params import SPLIT_METHOD, SPLIT_METHODS as METHODS
+from cvrepro.config.params import SPLIT_METHOD
+from cvrepro.config.schema import Split
 from cvrepro.core.fileio import CvreproError
 from cvrepro.dataset.duplicates import keep_together, split_of_path
 from cvrepro.core.paths import MANIFEST
@@ -119,22 +120,22 @@ def read_previous(path: Path) -> dict | None:
         return None
 
 
-def _history(previous: dict | None, cfg: dict, method: str) -> dict[str, str]:
+def _history(previous: dict | None, split: Split) -> dict[str, str]:
     """path -> split of the previous split, if it was made with these settings by a split that kept duplicates
     together (it records `duplicates`): a split made before that may hold leaks, which the first split after it
     mends by moving the non-anchor members instead of keeping them as history."""
     if not isinstance(previous, dict) or not isinstance(previous.get("splits"), dict) or "duplicates" not in previous:
         return {}
-    now = {"method": method, "seed": int(cfg["seed"]), "ratios": cfg["ratios"], "group_key": cfg.get("group_key")}
+    now = {"method": split.method, "seed": split.seed, "ratios": split.ratios, "group_key": split.group_key}
     if any(previous.get(k) != now[k] for k in SETTINGS):
         return {}
     return {p: s for p, s in split_of_path(previous).items() if s in SPLIT_NAMES}
 
 
-def _together(manifest: dict, members: dict[str, list[str]], cfg: dict, method: str,
+def _together(manifest: dict, members: dict[str, list[str]], split: Split,
               previous: dict | None) -> tuple[dict[str, list[str]], list[dict]]:
     """Duplicates and history applied to the rule's assignment (dataset/duplicates.py `keep_together`)."""
-    key = cfg.get("group_key")
+    key, method = split.group_key, split.method
     by_path = {f["path"]: f for f in manifest["files"]}
     # method subset: an image the source put in a subset stays in it (a train image may go to val by the hash,
     # never to test): a source whose own split leaks keeps the leak, for `check` and the release gate to report
@@ -145,19 +146,19 @@ def _together(manifest: dict, members: dict[str, list[str]], cfg: dict, method: 
         value = by_path[path].get("attributes", {}).get(key) if key else None
         return f"group:{value}" if value is not None else path
 
-    return keep_together(members, manifest, _history(previous, cfg, method), unit_of, pinned)
+    return keep_together(members, manifest, _history(previous, split), unit_of, pinned)
 
 
-def split_record(manifest: dict, cfg: dict, task, previous: dict | None = None) -> dict:
-    """splits.json: the membership of every split, with the seed, method and rule that rebuild it.
-    previous: the last splits.json (its images keep their splits when the settings are the same)."""
-    method = cfg.get("method", SPLIT_METHOD)
-    if method not in METHODS:
-        raise CvreproError(f"params.yaml: split.method '{method}' is unknown (supported: {', '.join(METHODS)})")
-    members = assign(manifest, int(cfg["seed"]), cfg["ratios"], cfg.get("group_key"), method)
-    members, groups = _together(manifest, members, cfg, method, previous)
+def split_record(manifest: dict, split: Split, task, previous: dict | None = None) -> dict:
+    """splits.json: the membership of every split, with the seed, method and rule that rebuild it (`split`, the
+    config's section). previous: the last splits.json (its images keep their splits when the settings are the same)."""
+    method = split.method
+    if split.seed is None:
+        raise CvreproError("params.yaml: split.seed is null; the split needs a seed (an integer)")
+    members = assign(manifest, split.seed, split.ratios, split.group_key, method)
+    members, groups = _together(manifest, members, split, previous)
     fillable = fillable_splits(manifest, method)
-    require_no_empty_split({n: len(v) for n, v in members.items()}, cfg["ratios"], "params.yaml: split", fillable)
+    require_no_empty_split({n: len(v) for n, v in members.items()}, split.ratios, "params.yaml: split", fillable)
     for name in sorted(set(SPLIT_NAMES) - set(fillable)):
         print(f"note: split.method subset: the source has no {name} subset, so the {name} split is empty",
               file=sys.stderr)
@@ -170,13 +171,13 @@ def split_record(manifest: dict, cfg: dict, task, previous: dict | None = None) 
         "one of a kept subset, else any, the first by path"
         + ("; method subset: an image's `subset` attribute (train/val/test, valid, validation) decides first, "
            "a train subset without a val subset takes u * (r_train + r_val)" if method == "subset" else ""),
-        "seed": int(cfg["seed"]),
-        "ratios": cfg["ratios"],
-        "group_key": cfg.get("group_key"),
+        "seed": split.seed,
+        "ratios": split.ratios,
+        "group_key": split.group_key,
         "snapshot_id": manifest["snapshot_id"],
         "counts": {n: len(v) for n, v in members.items()},
         "splits": members,
         "duplicates": groups,
         **({"fillable": fillable} if len(fillable) < len(SPLIT_NAMES) else {}),  # the other methods fill all
-        **task.split_summary(manifest, members, cfg["ratios"]),
+        **task.split_summary(manifest, members, split.ratios),
     }

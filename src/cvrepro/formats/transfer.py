@@ -38,10 +38,9 @@ REPORT = "import_report.csv"  # under data/labels: every box --invalid dropped o
 
 def _ignore_index(root: Path) -> int:
     """`dataset.ignore_index` of the project's params.yaml (255 without one): the mask value not scored."""
-    from cvrepro.config.params import load_params
-    from cvrepro.dataset.index import ignore_index_of
+    from cvrepro.config.typed import load
 
-    return ignore_index_of(load_params(root / PARAMS) if (root / PARAMS).exists() else {})
+    return load(root / PARAMS).dataset.ignore_index if (root / PARAMS).exists() else IGNORE_INDEX
 
 
 def _holds_files(folder: Path) -> bool:

@@ -6,33 +6,35 @@ import sys
 from pathlib import Path
 
 from cvrepro import tasks
+from cvrepro.config.typed import ParamsLike, typed
 from cvrepro.core.fileio import write_json
 from cvrepro.core.paths import MANIFEST, RAW_DIR, SNAPSHOT_CHECKS
 from cvrepro.dataset import duplicates
 from cvrepro.dataset.images import default_workers
-from cvrepro.dataset.index import annotations_file, ignore_index_of, invalid_mode
+from cvrepro.dataset.index import annotations_file
 from cvrepro.dataset.listing import dvc_listing
 from cvrepro.dataset.manifest import build_manifest
 
 
-def run(params: dict, root: Path = Path(".")) -> dict:
-    """Reads `task` and `dataset` (annotations, notes, ignore_index, invalid); raises CvreproError, nothing written,
-    on a bad dataset."""
+def run(params: ParamsLike, root: Path = Path(".")) -> dict:
+    """Reads `task` and `dataset` (annotations, notes, ignore_index, invalid, duplicates); raises CvreproError,
+    nothing written, on a bad dataset (a bad value in params fails in `typed`, before minutes of checking)."""
+    cfg = typed(params)
     root = Path(root)
-    dup_cfg = duplicates.settings(params)  # a bad value fails before minutes of checking
+    task, index = tasks.of_params(cfg), root / annotations_file(cfg)
     manifest = build_manifest(
         root / RAW_DIR,
-        root / annotations_file(params),
-        notes=(params.get("dataset") or {}).get("notes", "") or "",
-        task=tasks.of_params(params),
+        index,
+        notes=cfg.dataset.notes,
+        task=task,
         dvc_listing=dvc_listing(root),
-        ignore_index=ignore_index_of(params),
+        ignore_index=cfg.dataset.ignore_index,
         check_cache=root / SNAPSHOT_CHECKS,
-        invalid=invalid_mode(params),
+        invalid=cfg.dataset.invalid,
     )
     manifest["duplicates"] = duplicates.find_duplicates(
-        manifest, root / RAW_DIR, root / annotations_file(params), tasks.of_params(params), dup_cfg,
-        invalid_mode(params), cache_dir=(root / SNAPSHOT_CHECKS).parent, workers=default_workers())
+        manifest, root / RAW_DIR, index, task, cfg.dataset.duplicates, cfg.dataset.invalid,
+        cache_dir=(root / SNAPSHOT_CHECKS).parent, workers=default_workers())
     write_json(root / MANIFEST, manifest)
     counts = manifest["duplicates"]["counts"]
     if counts["groups"]:

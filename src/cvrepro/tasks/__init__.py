@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from cvrepro.core.fileio import CvreproError
 from cvrepro.config.params import IGNORE_INDEX
+from cvrepro.config.typed import ParamsLike, typed
+from cvrepro.dataset.sections import model_value
 from cvrepro.tasks.base import Task
 
 _REGISTRY: dict[str, Task] = {}
@@ -56,9 +58,9 @@ def get(name: object, where: str = "params.yaml: task") -> Task:
     raise CvreproError(f"{where} {name!r} is unknown; choose one of {known}")
 
 
-def of_params(params: dict) -> Task:
+def of_params(params: ParamsLike) -> Task:
     """The task of params.yaml: its top-level `task` (set by the conf/task/ option)."""
-    return get(params.get("task"))
+    return get(typed(params).task)
 
 
 def of_record(record: dict, where: str) -> Task:
@@ -85,15 +87,16 @@ def of_labels(index: object) -> Task:
     return found[0] if found else get(names()[0])
 
 
-def build_model(model_cfg: dict, num_classes: int, size: int, mean: list[float], std: list[float],
+def build_model(model_cfg, num_classes: int, size: int, mean: list[float], std: list[float],
                 task: str, class_ids: list[int] | None = None, ignore_index: int = IGNORE_INDEX):
     """A model of `task` for `num_classes` outputs (category ids 1..num_classes-1; 0 is background): the
     task's own `build_model`, after checking that `model.name` is one of its networks (naming the task whose
     network it is otherwise). Here, not in learning/models.py: the hint looks through every task.
 
+    model_cfg: the `model` section (typed, or a predictor spec's record), handed as is to the task's builder.
     class_ids: the category ids that are classes (segmentation adds 0); the others are never predicted."""
     chosen = get(task)
-    name = model_cfg["name"]
+    name = model_value(model_cfg, "name")
     builders = chosen.model_builders()
     if name not in builders:
         other = [t.name for t in map(get, names()) if name in t.model_builders()]

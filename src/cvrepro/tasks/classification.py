@@ -11,11 +11,14 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from cvrepro.config.schema import Evaluate
+from cvrepro.config.typed import typed
 from cvrepro.core.fileio import CvreproError, canonical_json, sha256_bytes
 from cvrepro.core.paths import PLOTS_DIR
 from cvrepro.core.problems import Problems
 from cvrepro.dataset.index import checked_annotations
 from cvrepro.dataset.manifest import slice_values
+from cvrepro.dataset.sections import section
 from cvrepro.tasks import register
 from cvrepro.tasks.base import Task
 from cvrepro.learning.samples import SeededSamples
@@ -107,7 +110,7 @@ class Classification(Task):
 
         from cvrepro.dataset.processed import SplitWriter
 
-        writer = SplitWriter.for_params(out_dir, len(paths), size, params)
+        writer = SplitWriter.for_params(out_dir, len(paths), size, typed(params))
         labels = [entry["category_id"] for _i, entry in writer.images(paths, by_path, root)]
         writer.close()
         np.save(out_dir / "labels.npy", np.asarray(labels, dtype=np.int64))
@@ -118,9 +121,7 @@ class Classification(Task):
         return self.dense_model(model_cfg, num_classes, "label", valid, mean, std, ignore_index)
 
     def output_spec(self, params, base):
-        from cvrepro.dataset.index import ignore_index_of
-
-        return {"task": self.name, **base, "ignore_index": ignore_index_of(params),
+        return {"task": self.name, **base, "ignore_index": typed(params).dataset.ignore_index,
                 "output": {"label": "category id; see label_map.json", "scores": "[K] softmax over ids 0..K-1"}}
 
     # predict
@@ -142,7 +143,8 @@ class Classification(Task):
         from cvrepro.learning.engine import predict_batches
         from cvrepro.learning.pictures import classification_badness, confusion_csv, confusion_png, grid_order, label_grid
 
-        class_names, slice_key, k = ctx["class_names"], ctx["cfg"].get("slice_key"), int(ctx["spec"]["num_classes"])
+        ev = section(ctx["cfg"], Evaluate)
+        class_names, slice_key, k = ctx["class_names"], ev.slice_key, int(ctx["spec"]["num_classes"])
         predicted, top = [], []
         for _start, outs in predict_batches(model, data.images, desc=f"predict {split}"):
             for out in outs:
@@ -168,14 +170,14 @@ class Classification(Task):
             confusion_png(confusion(actual, predicted, k), {0: "-", **class_names}, ctx["root"] / CONFUSION_PNG,
                           f"{split} confusion")
             shown = grid_order([classification_badness(a, p, s) for a, p, s in zip(actual, predicted, top)],
-                               data.image_ids.tolist(), int(ctx["cfg"]["grid_images"]))
+                               data.image_ids.tolist(), ev.grid_images)
             if shown:  # mistakes first, then the least confident, then a sample
                 label_grid([data.images[i].transpose(1, 2, 0) for i in shown], [actual[i] for i in shown],
                            [predicted[i] for i in shown], [top[i] for i in shown], class_names, ctx["grid_path"])
         return metrics
 
     # snapshot: duplicates
-    def duplicate_conflict(self, a, b, cfg):
+    def duplicate_conflict(self, a, b, dup):
         ca, cb = a.get("category_id"), b.get("category_id")
         return None if ca == cb else f"class {ca} vs {cb}"
 

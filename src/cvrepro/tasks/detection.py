@@ -12,11 +12,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from cvrepro.config.params import DETECTIONS_PER_IMG, NMS_THRESH, SCORE_THRESH
+from cvrepro.config.schema import Check, Evaluate
+from cvrepro.config.typed import ParamsLike, typed
 from cvrepro.core.fileio import read_json
 from cvrepro.core.paths import PLOTS_DIR
 from cvrepro.core.problems import Problems, is_int
-from cvrepro.dataset.index import (BoxCheck, annotations_file, box_problem, canonical_number, checked_annotations,
-                                   invalid_mode)
+from cvrepro.dataset.index import BoxCheck, annotations_file, box_problem, canonical_number, checked_annotations
+from cvrepro.dataset.sections import model_value, section
 from cvrepro.tasks import register, sizing
 from cvrepro.tasks.base import Task
 from cvrepro.learning.samples import SeededSamples
@@ -69,12 +71,13 @@ def four_numbers(bbox) -> bool:
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
 
 
-def accepted_index(params: dict, root: Path) -> dict:
+def accepted_index(params: ParamsLike, root: Path) -> dict:
     """The labels index as snapshot accepted it: with `dataset.invalid` drop or clip, the boxes it dropped are
     left out and those it clipped are clipped (the file itself stays as delivered). What preprocess trains on
     and evaluation scores against."""
-    coco = read_json(root / annotations_file(params))
-    mode = invalid_mode(params)
+    cfg = typed(params)
+    coco = read_json(root / annotations_file(cfg))
+    mode = cfg.dataset.invalid
     if mode == "fail":  # snapshot refused any bad box: the file is what it accepted
         return coco
     check = BoxCheck(mode, "dataset.invalid")
@@ -215,11 +218,12 @@ class Detection(Task):
 
         from cvrepro.dataset.processed import SplitWriter
 
+        cfg = typed(params)
         boxes_by_image = defaultdict(list)
-        for ann in accepted_index(params, root)["annotations"]:
+        for ann in accepted_index(cfg, root)["annotations"]:
             if not ann.get("iscrowd", 0):  # crowd regions are for evaluation only
                 boxes_by_image[ann["image_id"]].append(ann)
-        writer = SplitWriter.for_params(out_dir, len(paths), size, params)
+        writer = SplitWriter.for_params(out_dir, len(paths), size, cfg)
         offsets, boxes, labels = [0], [], []
         for i, entry in writer.images(paths, by_path, root):
             sx, sy = writer.scales[-1]
@@ -237,14 +241,15 @@ class Detection(Task):
     def build_model(self, model_cfg, num_classes, size, mean, std, class_ids, ignore_index):
         from cvrepro.learning.models import load_weights
 
-        model = self.model_builders()[model_cfg["name"]](model_cfg, num_classes, size)
+        model = self.model_builders()[model_value(model_cfg, "name")](model_cfg, num_classes, size)
         # Pre/post-processing from params, set the same way on every architecture
         # (torchvision's builders take them under different names, or not at all).
         model.transform.image_mean = list(mean)
         model.transform.image_std = list(std)
-        model.score_thresh = float(model_cfg.get("score_thresh", SCORE_THRESH))
-        model.nms_thresh = float(model_cfg.get("nms_thresh", NMS_THRESH))
-        model.detections_per_img = int(model_cfg.get("detections_per_img", DETECTIONS_PER_IMG))
+        # model_cfg may be a predictor spec's record (JSON): its numbers as written, hence the casts
+        model.score_thresh = float(model_value(model_cfg, "score_thresh", SCORE_THRESH))
+        model.nms_thresh = float(model_value(model_cfg, "nms_thresh", NMS_THRESH))
+        model.detections_per_img = int(model_value(model_cfg, "detections_per_img", DETECTIONS_PER_IMG))
         load_weights(model, model_cfg)
         return model
 
@@ -254,8 +259,9 @@ class Detection(Task):
             boxes = "xyxy in input pixels; divide by the letterbox scale (fitted size / original size per axis)"
         return {**base, "output": {
             "boxes": boxes,
-            "labels": "category ids; see label_map.json", "score_thresh": params["model"].get("score_thresh"),
-            "nms_thresh": params["model"].get("nms_thresh")}}  # no "task" key: the bytes of earlier releases
+            "labels": "category ids; see label_map.json",  # the thresholds as the spec's model records them:
+            "score_thresh": model_value(base["model"], "score_thresh"),  # null when the config left them out
+            "nms_thresh": model_value(base["model"], "nms_thresh")}}  # no "task" key: the bytes of earlier releases
 
     # predict
     def postprocess(self, out, input_shape, scale, class_names, score_threshold):
@@ -292,34 +298,35 @@ class Detection(Task):
         from cvrepro.learning.engine import predict
         from cvrepro.learning.pictures import detection_badness, grid_order, pr_curves_csv, prediction_grid
 
-        cfg, class_names, root = ctx["cfg"], ctx["class_names"], ctx["root"]
+        ev, class_names, root = section(ctx["cfg"], Evaluate), ctx["class_names"], ctx["root"]
         if "coco" not in ctx:  # once for every split
             ctx["coco"] = accepted_index(ctx["params"], root)
-            key = cfg.get("slice_key")
+            key = ev.slice_key
             ctx["slices"] = {key: slice_ids(ctx["coco"], key)} if key else {}
         preds = known_labels_only(predict(model, data.images, desc=f"predict {split}"), class_names)
         metrics, pr_curve = split_metrics(ctx["coco"], coco_detections(preds, data), data.image_ids.tolist(),
                                           class_names, ctx["slices"])
         if ctx["grid_path"] is not None:
             pr_curves_csv(pr_curve, root / PR_VAL)
-            threshold = float(cfg["grid_score_threshold"])
+            threshold = ev.grid_score_threshold
             gts = [dict(zip(("boxes", "labels"), data.target(i))) for i in range(len(data))]
             shown = grid_order([detection_badness(g, p, threshold) for g, p in zip(gts, preds)],
-                               data.image_ids.tolist(), int(cfg["grid_images"]))  # mistakes, lowest scores, sample
+                               data.image_ids.tolist(), ev.grid_images)  # mistakes, lowest scores, sample
             if shown:
                 prediction_grid([data.images[i].transpose(1, 2, 0) for i in shown], [gts[i] for i in shown],
                                 [preds[i] for i in shown], class_names, ctx["grid_path"], score_threshold=threshold)
         return metrics
 
     # snapshot: duplicates
-    def duplicate_conflict(self, a, b, cfg):
-        return box_conflict(a, b, float(cfg["label_iou"]))
+    def duplicate_conflict(self, a, b, dup):
+        return box_conflict(a, b, dup.label_iou)
 
     # check
-    def health_findings(self, manifest, index, cfg):
+    def health_findings(self, manifest, index, check):
         from cvrepro.dataset.health import box_findings
 
-        return box_findings(manifest["files"], index.get("annotations") or [], manifest["class_map"], cfg)
+        return box_findings(manifest["files"], index.get("annotations") or [], manifest["class_map"],
+                            section(check, Check))
 
     def label_signature(self, entry, labels):  # the boxes and classes, not the annotation ids
         return repr(sorted((a.get("category_id"), tuple(float(v) for v in a.get("bbox") or ())) for a in labels))

@@ -12,6 +12,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from cvrepro.config.params import IGNORE_INDEX
+from cvrepro.config.schema import Evaluate
+from cvrepro.config.typed import typed
+from cvrepro.dataset.sections import section
 from cvrepro.core.fileio import CvreproError
 from cvrepro.core.paths import LABELS_DIR
 from cvrepro.core.problems import Problems
@@ -123,16 +126,16 @@ class Segmentation(Task):
         import numpy as np
         from PIL import Image
 
-        from cvrepro.dataset.index import ignore_index_of
         from cvrepro.dataset.processed import SplitWriter, fitted
 
-        writer = SplitWriter.for_params(out_dir, len(paths), size, params)
+        cfg = typed(params)
+        writer = SplitWriter.for_params(out_dir, len(paths), size, cfg)
         masks = writer.memmap("masks.npy", np.uint8, (len(paths), size, size))
         for i, entry in writer.images(paths, by_path, root):
             mask = Image.fromarray(read_mask(root / LABELS_DIR / entry["mask_file"]))
             w, h = fitted(entry["width"], entry["height"], size, writer.mode)
             if (w, h) != (size, size):  # letterbox: the padding is no class, it is ignored by the loss
-                masks[i] = ignore_index_of(params)
+                masks[i] = cfg.dataset.ignore_index
             masks[i, :h, :w] = np.asarray(mask.resize((w, h), Image.NEAREST))
         masks.flush()
         del masks
@@ -144,9 +147,7 @@ class Segmentation(Task):
         return self.dense_model(model_cfg, num_classes, "mask", valid, mean, std, ignore_index)
 
     def output_spec(self, params, base):
-        from cvrepro.dataset.index import ignore_index_of
-
-        return {"task": self.name, **base, "ignore_index": ignore_index_of(params),
+        return {"task": self.name, **base, "ignore_index": typed(params).dataset.ignore_index,
                 "output": {"mask": "[S,S] category id per input pixel (0 background); resize to the original "
                                    "image (scores bilinear, then argmax)", "scores": "[K,S,S] softmax over ids 0..K-1"}}
 
@@ -173,9 +174,10 @@ class Segmentation(Task):
         from cvrepro.learning.pictures import grid_order, mask_grid
 
         root, manifest, spec = ctx["root"], ctx["manifest"], ctx["spec"]
-        slice_key = ctx["cfg"].get("slice_key")
+        ev = section(ctx["cfg"], Evaluate)
+        slice_key = ev.slice_key
         k, ignore_index = int(spec["num_classes"]), int(spec.get("ignore_index", IGNORE_INDEX))
-        grid = int(ctx["cfg"]["grid_images"]) if ctx["grid_path"] is not None else 0
+        grid = ev.grid_images if ctx["grid_path"] is not None else 0
         names = {0: "background", **ctx["class_names"]}
         by_id = {f["image_id"]: f for f in manifest["files"]}
         slice_of = slice_values(manifest, slice_key)
