@@ -16,6 +16,7 @@ from PIL import Image
 from cvrepro import tasks
 from cvrepro.cli import main
 from cvrepro.config.compose import compose
+from cvrepro.config.schema import Detector, FcosTiny, Ssdlite
 from cvrepro.core.fileio import CvreproError
 from cvrepro.dataset.fingerprint import from_index, percentiles
 from cvrepro.dataset.manifest import _snapshot_id, build_manifest
@@ -25,6 +26,10 @@ from cvrepro.tasks.defaults import choose, choose_pretrained, parse_budget, writ
 from helpers import REPO, copy_template, run
 
 DETECTION = tasks.get("detection")
+# model sections as the config builds them: fcos_tiny has anchor_scale, the others not
+TINY = FcosTiny(name="fcos_tiny", widths=[16, 32, 64, 96], fpn_channels=64)
+SSD = Ssdlite(name="ssdlite320_mobilenet_v3_large")
+FCOS50 = Detector(name="fcos_resnet50_fpn")
 
 
 def coco(n_images: int, size: tuple[int, int], boxes: list[tuple[int, float, float]]) -> dict:
@@ -70,8 +75,8 @@ def test_a_bad_index_is_one_line_naming_the_file_and_field(tmp_path):
 
 
 def test_small_objects_get_a_larger_letterboxed_input_and_big_objects_a_small_one(tmp_path):
-    small = choose(fp_of(tmp_path, coco(200, (640, 480), [(1, 30, 30), (2, 200, 150)])), DETECTION, {}, "gpu", [])
-    big = choose(fp_of(tmp_path, coco(200, (512, 512), [(1, 480, 460), (2, 500, 500)])), DETECTION, {}, "gpu", [])
+    small = choose(fp_of(tmp_path, coco(200, (640, 480), [(1, 30, 30), (2, 200, 150)])), DETECTION, SSD, "gpu", [])
+    big = choose(fp_of(tmp_path, coco(200, (512, 512), [(1, 480, 460), (2, 500, 500)])), DETECTION, SSD, "gpu", [])
     small_pp, big_pp = dict((k, v) for k, v, _ in small["preprocess"]), dict((k, v) for k, v, _ in big["preprocess"])
     assert small_pp["resize"] == "letterbox" and big_pp["resize"] == "stretch"
     assert small_pp["size"] == 640  # 32 px for 30 px of 640 wants 683: no upscaling past the images
@@ -104,34 +109,34 @@ def test_12_px_objects_get_a_larger_input_than_60_px_ones_written_with_reasons_a
 
 def test_budget_caps_size(tmp_path):
     fp = fp_of(tmp_path, coco(200, (1280, 960), [(1, 20, 20)]))
-    size = {b: dict((k, v) for k, v, _ in choose(fp, DETECTION, {}, b, [])["preprocess"])["size"]
+    size = {b: dict((k, v) for k, v, _ in choose(fp, DETECTION, SSD, b, [])["preprocess"])["size"]
             for b in ("cpu", "gpu", str(200 * 128 * 128))}
     assert size == {"cpu": 320, "gpu": 1024, str(200 * 128 * 128): 128}
-    reason = dict((k, r) for k, _, r in choose(fp, DETECTION, {}, "cpu", [])["preprocess"])["size"]
+    reason = dict((k, r) for k, _, r in choose(fp, DETECTION, SSD, "cpu", [])["preprocess"])["size"]
     assert "budget cpu caps it at 320" in reason
     many = fp_of(tmp_path, coco(30_000, (1280, 960), [(1, 20, 20)]))  # more images: less per image
-    assert dict((k, v) for k, v, _ in choose(many, DETECTION, {}, "cpu", [])["preprocess"])["size"] == 96
+    assert dict((k, v) for k, v, _ in choose(many, DETECTION, SSD, "cpu", [])["preprocess"])["size"] == 96
     with pytest.raises(CvreproError, match="--budget 'fast'"):
         parse_budget("fast")
 
 
 def test_anchor_scale_only_for_a_model_that_has_one(tmp_path):
     fp = fp_of(tmp_path, coco(20, (640, 480), [(1, 100, 80)]))
-    assert [k for k, _, _ in choose(fp, DETECTION, {"model": {"anchor_scale": 1.0}}, "cpu", [])["model"]] \
+    assert [k for k, _, _ in choose(fp, DETECTION, TINY, "cpu", [])["model"]] \
         == ["anchor_scale"]
-    assert choose(fp, DETECTION, {"model": {"name": "ssdlite320_mobilenet_v3_large"}}, "cpu", [])["model"] == []
+    assert choose(fp, DETECTION, SSD, "cpu", [])["model"] == []
 
 
 def test_pretrained_backbone_only_from_the_hub_cache_and_for_small_data(tmp_path):
     fp = fp_of(tmp_path, coco(20, (640, 480), [(1, 100, 80)]))
     files = ["resnet50-0676ba61.pth"]
-    chosen, hints = choose_pretrained(fp, {"name": "fcos_resnet50_fpn"}, files)
+    chosen, hints = choose_pretrained(fp, FCOS50, files)
     assert chosen[0][:2] == ("weights_backbone", "hub:resnet50-0676ba61.pth") and chosen[1][:2] == ("freeze", 5)
-    assert choose_pretrained(fp, {"name": "fcos_resnet50_fpn"}, []) == ([], [])  # nothing is downloaded
-    chosen, hints = choose_pretrained(fp, {"name": "fcos_tiny"}, files)
+    assert choose_pretrained(fp, FCOS50, []) == ([], [])  # nothing is downloaded
+    chosen, hints = choose_pretrained(fp, TINY, files)
     assert chosen == [] and "-S model=fcos_resnet50_fpn -S model.weights_backbone=hub:resnet50-0676ba61.pth" in hints[0]
     fp["images"]["count"] = 50_000
-    assert choose_pretrained(fp, {"name": "fcos_resnet50_fpn"}, files)[0] == []
+    assert choose_pretrained(fp, FCOS50, files)[0] == []
 
 
 def test_segmentation_fingerprints_mask_areas(tmp_path):
@@ -233,5 +238,5 @@ def test_the_demo_composition_is_untouched_by_the_default_pipeline(tmp_path):
 
     _tiny_dataset(tmp_path)
     (tmp_path / "conf").mkdir()
-    snapshot.run({"task": "detection", "dataset": {}}, tmp_path)
+    snapshot.run(compose(REPO / "conf", ["task=detection"]), tmp_path)
     assert list((tmp_path / "conf").iterdir()) == []

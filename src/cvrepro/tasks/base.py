@@ -30,8 +30,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cvrepro.config.schema import Check, Duplicates, Model
+from cvrepro.config.typed import ParamsLike
 from cvrepro.core.fileio import CvreproError, canonical_json, sha256_bytes
 from cvrepro.core.problems import Problems
+from cvrepro.dataset.sections import model_value
 
 
 class Task:
@@ -79,15 +82,16 @@ class Task:
         the largest size any of them wants is taken. [] when the labels say nothing of size (the images decide)."""
         return []
 
-    def model_defaults(self, fp: dict, size: int, model_cfg: dict) -> list[tuple[str, object, str]]:
-        """Model settings that depend on the data at input `size`: [(key under `model`, value, reason)]."""
+    def model_defaults(self, fp: dict, size: int, model: Model) -> list[tuple[str, object, str]]:
+        """Model settings that depend on the data at input `size`: [(key under `model`, value, reason)];
+        `model`: the config's model section (its class says which keys the selected model has)."""
         return []
 
     # ----------------------------------------------------------------- duplicates
-    def duplicate_conflict(self, a: dict, b: dict, cfg: dict) -> str | None:
+    def duplicate_conflict(self, a: dict, b: dict, dup: Duplicates) -> str | None:
         """Why the labels of two copies of one picture disagree, or None if they agree. a, b: their manifest
         entries (path, width, height, labels_hash, ...) plus `labels`, the labels as `parse_labels` reduced them;
-        cfg: `dataset.duplicates` (label_iou). Default: any difference is a conflict."""
+        dup: `dataset.duplicates` (label_iou). Default: any difference is a conflict."""
         same = a["labels_hash"] == b["labels_hash"] and (a["width"], a["height"]) == (b["width"], b["height"])
         return None if same else "labels differ"
 
@@ -98,7 +102,8 @@ class Task:
 
     # ----------------------------------------------------------------- preprocess
     def write_split(self, out_dir: Path, paths: list[str], by_path: dict, size: int, root: Path,
-                    params: dict) -> None:
+                    params: ParamsLike) -> None:
+        """One split's processed arrays under out_dir; `params`: the config (`typed(params)` reads it)."""
         raise NotImplementedError
 
     def preprocess_info(self) -> dict:
@@ -118,22 +123,23 @@ class Task:
 
         return getattr(models, self.builders)
 
-    def build_model(self, model_cfg: dict, num_classes: int, size: int, mean: list[float], std: list[float],
+    def build_model(self, model_cfg, num_classes: int, size: int, mean: list[float], std: list[float],
                     class_ids: list[int] | None, ignore_index: int):
         raise NotImplementedError
 
-    def dense_model(self, model_cfg: dict, num_classes: int, output: str, valid: list[int], mean: list[float],
+    def dense_model(self, model_cfg, num_classes: int, output: str, valid: list[int], mean: list[float],
                     std: list[float], ignore_index: int):
         """`build_model` of a task whose network gives scores per class (per image or per pixel): the network
-        wrapped in learning.models.DenseTask (normalisation inside, `output` key, ids outside `valid` masked)."""
+        wrapped in learning.models.DenseTask (normalisation inside, `output` key, ids outside `valid` masked).
+        model_cfg: the `model` section or a predictor spec's record, handed as is to learning's builder."""
         from cvrepro.learning.models import DenseTask, load_weights
 
-        model = DenseTask(self.model_builders()[model_cfg["name"]](model_cfg, num_classes), output, valid,
-                          mean, std, ignore_index)
+        builder = self.model_builders()[model_value(model_cfg, "name")]
+        model = DenseTask(builder(model_cfg, num_classes), output, valid, mean, std, ignore_index)
         load_weights(model.net, model_cfg)
         return model
 
-    def output_spec(self, params: dict, base: dict) -> dict:
+    def output_spec(self, params: ParamsLike, base: dict) -> dict:
         """The predictor spec (models/preprocessing.json) from the shared `base` (model, num_classes, input)."""
         return {"task": self.name, **base}
 
@@ -157,7 +163,7 @@ class Task:
 
     # ----------------------------------------------------------------- evaluate
     def evaluate_split(self, split: str, model, data, ctx: dict) -> dict:
-        """Metrics of one split. ctx: root, params, cfg (evaluate params), manifest, class_names, spec,
+        """Metrics of one split. ctx: root, params, cfg (the `evaluate` section; a mapping is built over its defaults), manifest, class_names, spec,
         grid_path (write the prediction grid there when not None), plots_dir."""
         raise NotImplementedError
 
@@ -175,9 +181,9 @@ class Task:
         return "labels", label_counts(old_labels, new_labels)
 
     # ----------------------------------------------------------------- check
-    def health_findings(self, manifest: dict, index: dict, cfg: dict) -> dict[str, dict]:
+    def health_findings(self, manifest: dict, index: dict, check: Check | dict) -> dict[str, dict]:
         """This task's own `cvrepro check` findings ({name: dataset.health.finding(...)}; detection: the box
-        checks). `index`: the labels index; `cfg`: the `check` params. What every task shares (class balance,
+        checks). `index`: the labels index; `check`: the `check` section (a mapping is built over its defaults). What every task shares (class balance,
         unlabelled images, duplicates, leakage, label conflicts) is computed outside the task."""
         return {}
 

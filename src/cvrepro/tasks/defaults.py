@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from cvrepro.config.schema import Model
 from cvrepro.config.options import CONF_FINGERPRINT, FINGERPRINT_GENERATED as GENERATED
 from cvrepro.core.fileio import CvreproError, atomic_write_text
 
@@ -111,14 +112,14 @@ def hub_files() -> list[str]:
     return sorted(p.name for p in folder.glob("*.pth")) if folder.is_dir() else []
 
 
-def choose_pretrained(fp: dict, model_cfg: dict, files: list[str]) -> tuple[list, list[str]]:
+def choose_pretrained(fp: dict, model: Model, files: list[str]) -> tuple[list, list[str]]:
     """([(key, value, reason)], hint lines): the backbone for the selected model if the hub cache holds it and
     the data is small; otherwise a hint naming a model the cache has weights for."""
     images = fp["images"]["count"]
-    name = model_cfg.get("name")
+    name = model.name
     prefix, freeze = HUB_BACKBONES.get(name, (None, 0))
     found = [f for f in files if prefix and f.startswith(prefix)]
-    if found and images <= SMALL_DATA and not model_cfg.get("weights_backbone"):
+    if found and images <= SMALL_DATA and not model.weights_backbone:
         why = f"{images} images (<= {SMALL_DATA}): start from the hub cache's {found[0]}"
         return [("weights_backbone", f"hub:{found[0]}", why),
                 ("freeze", freeze, "the first blocks keep their pretrained filters")], []
@@ -133,15 +134,15 @@ def _option(model_name: str) -> str:
             "deeplabv3_mobilenet_v3_large": "deeplabv3"}.get(model_name, model_name)
 
 
-def choose(fp: dict, task, params: dict, budget="cpu", hub: list[str] | None = None) -> dict:
-    """{group: [(key, value, reason)]} and hint lines: the defaults for this fingerprint."""
+def choose(fp: dict, task, model: Model, budget="cpu", hub: list[str] | None = None) -> dict:
+    """{group: [(key, value, reason)]} and hint lines: the defaults for this fingerprint. model: the config's
+    model section (the selected model: which keys it has, whether it starts from pretrained weights)."""
     size, size_why = choose_size(fp, task, budget)
     resize, store = choose_resize(fp), choose_store(fp, size)
-    model_cfg = params.get("model") or {}
-    model = task.model_defaults(fp, size, model_cfg)
-    pretrained, hints = choose_pretrained(fp, model_cfg, hub_files() if hub is None else hub)
+    chosen = task.model_defaults(fp, size, model)
+    pretrained, hints = choose_pretrained(fp, model, hub_files() if hub is None else hub)
     return {"preprocess": [("resize", resize[0], resize[1]), ("size", size, size_why), ("store", store[0], store[1])],
-            "model": model + pretrained, "hints": hints, "budget": parse_budget(budget)[2]}
+            "model": chosen + pretrained, "hints": hints, "budget": parse_budget(budget)[2]}
 
 
 def render(name: str, chosen: dict) -> str:
@@ -176,16 +177,17 @@ def compute(root: Path, dataset_name: str | None = None, budget="cpu") -> tuple[
     from cvrepro import tasks
     from cvrepro.config.compose import compose
     from cvrepro.dataset.fingerprint import from_index
-    from cvrepro.dataset.index import annotations_file, ignore_index_of, invalid_mode
+    from cvrepro.config.typed import typed
+    from cvrepro.dataset.index import annotations_file
 
     root = Path(root)
     name = dataset_name or selected_dataset(root)
     parse_budget(budget)  # a bad budget fails before the labels are read
     written = (root / CONF_FINGERPRINT / f"{name}.yaml").exists()  # chosen afresh, not from the last choice:
-    params = compose(root / "conf", [f"dataset={name}"] + (["~fingerprint"] if written else []))
-    task = tasks.of_params(params)
-    fp = from_index(root / annotations_file(params), task, invalid_mode(params), ignore_index_of(params))
-    chosen = choose(fp, task, params, budget)
+    cfg = typed(compose(root / "conf", [f"dataset={name}"] + (["~fingerprint"] if written else [])))
+    task = tasks.of_params(cfg)
+    fp = from_index(root / annotations_file(cfg), task, cfg.dataset.invalid, cfg.dataset.ignore_index)
+    chosen = choose(fp, task, cfg.model, budget)
     return name, fp, chosen, render(name, chosen)
 
 

@@ -206,8 +206,8 @@ class Detection(Task):
     def resolution_need(self, fp):
         return sizing.box_need(fp)
 
-    def model_defaults(self, fp, size, model_cfg):
-        return sizing.anchor_scale(fp, size, model_cfg)
+    def model_defaults(self, fp, size, model):
+        return sizing.anchor_scale(fp, size, model)
 
     # preprocess
     def preprocess_info(self) -> dict:

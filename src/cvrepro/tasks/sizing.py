@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from cvrepro.config.schema import Model
 from cvrepro.dataset.fingerprint import percentiles
 
 # FCOS-style detectors here (fcos_tiny) have levels of stride 8, 16 and 32; a box is learnt on the level where
@@ -86,12 +87,13 @@ def _locations(long_px: float, short_px: float, scale: float) -> float:
     return short_px / STRIDES[-1]
 
 
-def anchor_scale(fp: dict, size: int, model_cfg: dict) -> list[tuple[str, object, str]]:
+def anchor_scale(fp: dict, size: int, model: Model) -> list[tuple[str, object, str]]:
     """`model.anchor_scale` (fcos_tiny): 1.0, measured best on the demo (person AP50 0.92 against 0.65 at 0.25),
     unless thin objects at this size land on a level too coarse to hold LOCATIONS across them, where 2.0 keeps
     them a level finer."""
     allobj = fp.get("all_objects") or {}
-    if "anchor_scale" not in model_cfg or not allobj.get("side_rel", {}).get("n"):
+    # the model kind varies (detection's model section): only a model whose schema has the key takes it
+    if not hasattr(model, "anchor_scale") or not allobj.get("side_rel", {}).get("n"):
         return []
     side = size * allobj["side_rel"]["p50"]
     thin = max(allobj["short_over_long"]["p10"], 1e-3)
