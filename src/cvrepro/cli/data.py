@@ -42,9 +42,9 @@ def _labels_task(name: str | None, annotations: Path):
     if name:
         return tasks.get(name, "task")
     if PARAMS.exists():
-        from cvrepro.config.params import load_params
+        from cvrepro.config.typed import load
 
-        return tasks.of_params(load_params())
+        return tasks.of_params(load())
     from cvrepro.core.fileio import read_json
 
     return tasks.of_labels(read_json(annotations))

@@ -21,7 +21,9 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from cvrepro.config.params import CHECK
+from cvrepro.config.schema import Check
 from cvrepro.core.fileio import CvreproError
+from cvrepro.dataset.sections import section
 
 BLOCKING = ("leakage", "label_conflicts")  # what `check.policy: strict` refuses a release on
 
@@ -89,55 +91,58 @@ class Boxes:
                 "bbox": [round(float(v), 2) for v in (self.x[i], self.y[i], self.w[i], self.h[i])], **extra}
 
 
-def box_sizes(b: Boxes, class_map: dict[str, str], cfg: dict) -> dict[str, dict]:
+def box_sizes(b: Boxes, class_map: dict[str, str], check: Check | dict) -> dict[str, dict]:
     """Tiny boxes (area fraction under tiny_box_area or a side under tiny_box_side px), huge boxes (area fraction
     over huge_box_area) and aspect outliers (longer side over aspect_max x the shorter), worst first."""
-    n = int(cfg["max_items"])
+    check = section(check, Check)
+    n = check.max_items
     frac = b.w * b.h / np.maximum(b.img_w * b.img_h, 1.0)
     side = np.minimum(b.w, b.h)
-    tiny = np.flatnonzero((frac < cfg["tiny_box_area"]) | (side < cfg["tiny_box_side"]))
+    tiny = np.flatnonzero((frac < check.tiny_box_area) | (side < check.tiny_box_side))
     tiny = tiny[np.argsort(frac[tiny], kind="stable")]
-    huge = np.flatnonzero(frac > cfg["huge_box_area"])
+    huge = np.flatnonzero(frac > check.huge_box_area)
     huge = huge[np.argsort(-frac[huge], kind="stable")]
     with np.errstate(divide="ignore", invalid="ignore"):
         aspect = np.maximum(b.w, b.h) / np.minimum(b.w, b.h)
     aspect = np.where(np.isnan(aspect), np.inf, aspect)
-    odd = np.flatnonzero(aspect > cfg["aspect_max"])
+    odd = np.flatnonzero(aspect > check.aspect_max)
     odd = odd[np.argsort(-aspect[odd], kind="stable")]
     def listed(idx, key, values):
         return [b.item(int(i), class_map, **{key: round(float(values[i]), 6) if np.isfinite(values[i]) else None})
                 for i in idx[:n]]
     return {
-        "tiny_boxes": finding(len(tiny), f"{len(tiny)} boxes under {cfg['tiny_box_area']:g} of their image's area "
-                              f"or {cfg['tiny_box_side']:g} px on a side", listed(tiny, "area_fraction", frac), n),
-        "huge_boxes": finding(len(huge), f"{len(huge)} boxes over {cfg['huge_box_area']:g} of their image's area",
+        "tiny_boxes": finding(len(tiny), f"{len(tiny)} boxes under {check.tiny_box_area:g} of their image's area "
+                              f"or {check.tiny_box_side:g} px on a side", listed(tiny, "area_fraction", frac), n),
+        "huge_boxes": finding(len(huge), f"{len(huge)} boxes over {check.huge_box_area:g} of their image's area",
                               listed(huge, "area_fraction", frac), n),
-        "aspect_outliers": finding(len(odd), f"{len(odd)} boxes over {cfg['aspect_max']:g}:1",
+        "aspect_outliers": finding(len(odd), f"{len(odd)} boxes over {check.aspect_max:g}:1",
                                    listed(odd, "aspect", aspect), n),
     }
 
 
-def boxes_per_image(b: Boxes, cfg: dict) -> dict:
+def boxes_per_image(b: Boxes, check: Check | dict) -> dict:
     """Images with more boxes than Q3 + k x max(IQR, 1) (k = boxes_per_image_iqr), most first."""
-    n = int(cfg["max_items"])
+    check = section(check, Check)
+    n = check.max_items
     counts = np.bincount(b.image, minlength=len(b.files))
     if not len(counts):
         return finding(0, "no images", [], n)
     q1, q3 = np.percentile(counts, [25, 75])
-    limit = q3 + float(cfg["boxes_per_image_iqr"]) * max(q3 - q1, 1.0)
+    limit = q3 + check.boxes_per_image_iqr * max(q3 - q1, 1.0)
     out = np.flatnonzero(counts > limit)
     out = out[np.argsort(-counts[out], kind="stable")]
     items = [{"path": b.files[i]["path"], "image_id": b.files[i]["image_id"], "boxes": int(counts[i])} for i in out[:n]]
     return finding(len(out), f"{len(out)} images with more than {limit:g} boxes (median {np.median(counts):g})", items, n)
 
 
-def near_identical(b: Boxes, class_map: dict[str, str], cfg: dict) -> dict:
+def near_identical(b: Boxes, class_map: dict[str, str], check: Check | dict) -> dict:
     """Pairs of boxes of one class on one image with IoU over near_identical_iou (a box labelled twice).
 
     Boxes sorted by (image, class, x); box i is compared with i+1, i+2, ... while they share the group and
     can still overlap (x of the later one under the right edge of i), so the cost is the overlapping pairs,
     not every pair of a group."""
-    n, threshold = int(cfg["max_items"]), float(cfg["near_identical_iou"])
+    check = section(check, Check)  # the `check` section (a mapping: over its defaults)
+    n, threshold = check.max_items, check.near_identical_iou
     order = np.lexsort((b.x, b.category, b.image))
     img, cat = b.image[order], b.category[order]
     x1, y1 = b.x[order], b.y[order]
@@ -168,11 +173,12 @@ def near_identical(b: Boxes, class_map: dict[str, str], cfg: dict) -> dict:
                    items, n)
 
 
-def box_findings(files: list[dict], annotations: list[dict], class_map: dict[str, str], cfg: dict) -> dict[str, dict]:
-    """Every box check (detection's `Task.health_findings`)."""
+def box_findings(files: list[dict], annotations: list[dict], class_map: dict[str, str],
+                 check: Check) -> dict[str, dict]:
+    """Every box check (detection's `Task.health_findings`); check: the `check` section."""
     b = Boxes(files, annotations)
-    return {**box_sizes(b, class_map, cfg), "boxes_per_image": boxes_per_image(b, cfg),
-            "near_identical_boxes": near_identical(b, class_map, cfg)}
+    return {**box_sizes(b, class_map, check), "boxes_per_image": boxes_per_image(b, check),
+            "near_identical_boxes": near_identical(b, class_map, check)}
 
 
 # --------------------------------------------------------------------------- duplicates and leakage

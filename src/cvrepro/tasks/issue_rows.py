@@ -12,9 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cvrepro.config.schema import LabelIssues, Params
+from cvrepro.config.typed import ParamsLike, typed
 from cvrepro.core.fileio import read_json
 from cvrepro.dataset.index import annotations_file
-from cvrepro.tasks.issues import ACTIONS, confident_learning, detection_issues, mask_disagreement
+from cvrepro.dataset.sections import section
+from cvrepro.tasks.issues import ACTIONS, DETECTION_DEFAULTS, confident_learning, detection_issues, mask_disagreement
 
 REASONS = {
     "missing": "no box where the model finds a {category} ({score:.2f})",
@@ -44,10 +47,11 @@ def _clip_xywh(box, width: float, height: float) -> list[float] | None:
 
 
 class DetectionIssues:
-    def __init__(self, params: dict, root: Path, class_names: dict[int, str], cfg: dict):
+    def __init__(self, cfg: Params, root: Path, class_names: dict[int, str], li: LabelIssues | None):
         from cvrepro.tasks.detection import accepted_index
 
-        self.index, self.names, self.cfg = accepted_index(params, root), class_names, cfg
+        self.index, self.names = accepted_index(cfg, root), class_names
+        self.thresholds = li.detection if li is not None else DETECTION_DEFAULTS
         self.images = {im["id"]: im for im in self.index["images"]}
         self.anns: dict[int, list[dict]] = {}
         for a in self.index.get("annotations", []):
@@ -68,7 +72,7 @@ class DetectionIssues:
             im, anns = self.images[image_id], self.anns.get(image_id, [])
             gt = {"boxes": np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]).reshape(-1, 4),
                   "labels": np.array([a["category_id"] for a in anns], dtype=np.int64)}
-            for issue in detection_issues(gt, pred, self.cfg.get("detection")):
+            for issue in detection_issues(gt, pred, self.thresholds):
                 box = _clip_xywh(issue["box"], im["width"], im["height"])
                 if box is None:
                     continue
@@ -104,8 +108,8 @@ class DetectionIssues:
 
 
 class ClassificationIssues:
-    def __init__(self, params: dict, root: Path, class_names: dict[int, str], cfg: dict):
-        index = read_json(root / annotations_file(params))
+    def __init__(self, cfg: Params, root: Path, class_names: dict[int, str], li: LabelIssues | None):
+        index = read_json(root / annotations_file(cfg))
         self.names = class_names
         self.images = {im["id"]: im for im in index["images"]}
         self.ann = {a["image_id"]: a for a in index.get("annotations", [])}
@@ -139,12 +143,12 @@ class ClassificationIssues:
 class SegmentationIssues:
     """`labels apply` does not edit masks: the rows name images to review in a mask tool (action empty)."""
 
-    def __init__(self, params: dict, root: Path, class_names: dict[int, str], cfg: dict):
-        index = read_json(root / annotations_file(params))
+    def __init__(self, cfg: Params, root: Path, class_names: dict[int, str], li: LabelIssues | None):
+        index = read_json(root / annotations_file(cfg))
         self.names = {0: "background", **class_names}
         self.images = {im["id"]: im for im in index["images"]}
-        self.ignore = int((params.get("dataset") or {}).get("ignore_index", 255))
-        self.min_share = float(cfg.get("min_score", 0.0))
+        self.ignore = cfg.dataset.ignore_index
+        self.min_share = li.min_score if li is not None else 0.0
         self.seen: list[tuple] = []
 
     def add(self, split: str, data, i: int, out: dict) -> None:
@@ -170,11 +174,13 @@ COLLECTORS = {"detection": DetectionIssues, "classification": ClassificationIssu
               "segmentation": SegmentationIssues}
 
 
-def collector(task, params: dict, root: Path, class_names: dict[int, str], cfg: dict):
-    """The issue collector of `task` (a Task); CvreproError for a task without one."""
+def collector(task, params: ParamsLike, root: Path, class_names: dict[int, str], li: LabelIssues | dict | None):
+    """The issue collector of `task` (a Task); CvreproError for a task without one. li: the `label_issues` section
+    (None or empty: the built-in thresholds; a mapping is built over the schema)."""
     from cvrepro.core.fileio import CvreproError
 
     if task.name not in COLLECTORS:
         raise CvreproError(f"label-issues: no label-issue scoring for task {task.name!r} "
                            f"(known: {', '.join(COLLECTORS)})")
-    return COLLECTORS[task.name](params, root, class_names, cfg)
+    li = section(li, LabelIssues) if li else None
+    return COLLECTORS[task.name](typed(params), root, class_names, li)

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from cvrepro.config.schema import LabelIssuesDetection
+
 # reason -> the `labels apply` action that fixes it
 ACTIONS = {"missing": "add", "spurious": "delete", "wrong_class": "relabel", "misplaced": "move",
            "mislabeled": "relabel", "mask_disagreement": ""}
-DETECTION_DEFAULTS = {"match_iou": 0.5, "overlap_iou": 0.1, "missing_iou": 0.3, "missing_score": 0.4,
-                      "near": 0.8, "size_ratio": 1.8, "evidence": 0.3, "spurious_score": 0.5}
+DETECTION_DEFAULTS = LabelIssuesDetection(match_iou=0.5, overlap_iou=0.1, missing_iou=0.3, missing_score=0.4, near=0.8,
+                                          size_ratio=1.8, evidence=0.3, spurious_score=0.5)  # = conf/label_issues
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -60,12 +62,11 @@ def _near(g: np.ndarray, p: np.ndarray, near: float, size_ratio: float) -> bool:
     return dx <= near and dy <= near and sides <= size_ratio
 
 
-def detection_issues(gt: dict, pred: dict, cfg: dict | None = None) -> list[dict]:
+def detection_issues(gt: dict, pred: dict, c: LabelIssuesDetection = DETECTION_DEFAULTS) -> list[dict]:
     """Issues of one image. gt: boxes [N,4] xyxy, labels [N]; pred: boxes [M,4], scores [M], labels [M] (same
     pixels). Returns [{reason, gt (index or None), category, box (xyxy, suggested), score}]: one per
     ground-truth box with an issue (the kind its evidence points to: another class where its own is weaker, else a displaced
     prediction of its class, else nothing there; the score ranks within the kind) plus one per missing box."""
-    c = {**DETECTION_DEFAULTS, **(cfg or {})}
     gb, gl = np.asarray(gt["boxes"], float).reshape(-1, 4), np.asarray(gt["labels"]).reshape(-1)
     pb, ps = np.asarray(pred["boxes"], float).reshape(-1, 4), np.asarray(pred["scores"], float).reshape(-1)
     pl = np.asarray(pred["labels"]).reshape(-1)
@@ -74,25 +75,25 @@ def detection_issues(gt: dict, pred: dict, cfg: dict | None = None) -> list[dict
     owner = iou.argmax(axis=0) if len(gb) else np.full(len(pb), -1)
     issues, used = [], set()
     for g in range(len(gb)):
-        match = iou[g] >= c["match_iou"]
+        match = iou[g] >= c.match_iou
         same = float(ps[match & (pl == gl[g])].max(initial=0.0))
         other_mask = match & (pl != gl[g])
         other = float(ps[other_mask].max(initial=0.0))
-        moved = [j for j in range(len(pb)) if pl[j] == gl[g] and iou[g, j] < c["match_iou"] and owner[j] == g
-                 and best_gt[j] < c["match_iou"] and _near(gb[g], pb[j], c["near"], c["size_ratio"])]
+        moved = [j for j in range(len(pb)) if pl[j] == gl[g] and iou[g, j] < c.match_iou and owner[j] == g
+                 and best_gt[j] < c.match_iou and _near(gb[g], pb[j], c.near, c.size_ratio)]
         j = max(moved, key=lambda k: ps[k]) if moved else None
-        if other > same and other >= c["evidence"]:  # the evidence decides the kind; the score ranks within it
+        if other > same and other >= c.evidence:  # the evidence decides the kind; the score ranks within it
             k = int(np.flatnonzero(other_mask)[ps[other_mask].argmax()])
             reason, score, category, box = "wrong_class", other * (1 - same), int(pl[k]), gb[g]
-        elif j is not None and ps[j] > same and ps[j] >= c["evidence"]:
+        elif j is not None and ps[j] > same and ps[j] >= c.evidence:
             used.add(j)
             reason, score, category, box = "misplaced", float(ps[j]) * (1 - same) * (1 - iou[g, j]), int(gl[g]), pb[j]
         else:
-            overlap = float(ps[iou[g] >= c["overlap_iou"]].max(initial=0.0))
+            overlap = float(ps[iou[g] >= c.overlap_iou].max(initial=0.0))
             near_any = max((float(ps[k]) for k in range(len(pb))
-                            if _near(gb[g], pb[k], c["near"], c["size_ratio"])), default=0.0)
+                            if _near(gb[g], pb[k], c.near, c.size_ratio)), default=0.0)
             reason, score, category, box = "spurious", 1 - max(overlap, near_any), int(gl[g]), gb[g]
-            if score < c["spurious_score"]:  # the model half sees it: a box it finds, however weakly, is no issue
+            if score < c.spurious_score:  # the model half sees it: a box it finds, however weakly, is no issue
                 continue
         issues.append({"reason": reason, "gt": g, "category": category, "box": [float(v) for v in box],
                        "score": float(score)})
@@ -105,9 +106,9 @@ def _missing(pb, ps, pl, best_gt, used: set, c: dict, gb: np.ndarray) -> list[di
     out, kept = [], []
     inside = _inside(pb, gb)
     for j in np.argsort(-ps, kind="stable"):
-        if ps[j] < c["missing_score"] or j in used or best_gt[j] >= c["missing_iou"] or inside[j] >= 0.5:
+        if ps[j] < c.missing_score or j in used or best_gt[j] >= c.missing_iou or inside[j] >= 0.5:
             continue  # weak, another box's, or mostly inside a labelled box (a part of a labelled object)
-        if kept and box_iou(pb[j], pb[kept]).max() >= c["missing_iou"]:
+        if kept and box_iou(pb[j], pb[kept]).max() >= c.missing_iou:
             continue  # a weaker prediction of the same object (another class, another place)
         kept.append(int(j))
         out.append({"reason": "missing", "gt": None, "category": int(pl[j]),
