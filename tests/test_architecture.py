@@ -234,10 +234,10 @@ def _counting_project(root: Path, n: int = 12) -> None:
 
 def test_a_task_defined_in_a_test_runs_snapshot_split_preprocess(tmp_path: Path, counting_task):
     _counting_project(tmp_path)
-    params = {"task": "counting", "dataset": {"annotations": "counts.json", "notes": "toy"},
-              "split": {"method": "sha256", "seed": 1, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25},
-                        "group_key": None},
-              "preprocess": {"size": 16, "mean": [0.5] * 3, "std": [0.25] * 3}}
+    params = {**tiny_params(), "task": "counting"}
+    params["dataset"].update(annotations="counts.json", annotations_by_task={}, notes="toy")
+    params["split"].update(method="sha256", seed=1, ratios={"train": 0.5, "val": 0.25, "test": 0.25}, group_key=None)
+    params["preprocess"].update(size=16, resize="stretch", store="npy", mean=[0.5] * 3, std=[0.25] * 3)
     manifest = snapshot.run(params, tmp_path)
     assert manifest["task"] == "counting" and manifest["stats"]["images"] == 12
     assert manifest["stats"]["per_class"] == {"apple": 12}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import os
@@ -15,6 +17,7 @@ import pytest
 from PIL import Image
 
 from cvrepro import tasks
+from cvrepro.config.compose import compose
 from cvrepro.core.fileio import CvreproError
 from cvrepro.core.paths import ANNOTATIONS, MANIFEST, RAW_DIR
 from cvrepro.core.relpaths import normalize_relpath
@@ -24,6 +27,8 @@ from cvrepro.dataset import manifest as snapshot
 from cvrepro.dataset.listing import dvc_listing
 from cvrepro.dataset.manifest import build_manifest
 from cvrepro.stages.snapshot import run
+
+from helpers import REPO
 
 
 def _checked(manifest: dict) -> dict:
@@ -76,8 +81,16 @@ def root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _params(notes: str = "") -> dict:
-    return {"task": "detection", "dataset": {"notes": notes}}
+@functools.cache
+def _composed() -> dict:
+    return compose(REPO / "conf", ["task=detection"])
+
+
+def _params(notes: str = "", invalid: str = "fail") -> dict:
+    """The repository's composed params (task detection) with these `dataset.notes` and `dataset.invalid`."""
+    params = copy.deepcopy(_composed())
+    params["dataset"].update(notes=notes, invalid=invalid)
+    return params
 
 
 def _md5(path: Path) -> str:
@@ -173,7 +186,7 @@ def test_dataset_invalid_drops_or_clips_lists_each_box_and_leaves_the_labels_fil
     from cvrepro.tasks.detection import accepted_index
 
     delivered = _three_bad_boxes(root)
-    params = {"task": "detection", "dataset": {"notes": "", "invalid": mode}}
+    params = _params(invalid=mode)
     manifest = run(params, root)
     fixed = manifest["stats"]["snapshot_invalid"]
     assert (fixed["mode"], fixed["dropped"], fixed["clipped"]) == (mode, len(dropped), len(clipped))
@@ -190,13 +203,13 @@ def test_dataset_invalid_drops_or_clips_lists_each_box_and_leaves_the_labels_fil
     if clipped:
         assert kept[21] == [70, 10, 10, 10]
     # a different policy is a different dataset: the labels hashes (and so the snapshot id) say so
-    assert manifest["snapshot_id"] != run({**params, "dataset": {"invalid": "drop" if mode == "clip" else "clip"}},
+    assert manifest["snapshot_id"] != run(_params(invalid="drop" if mode == "clip" else "clip"),
                                           root)["snapshot_id"]
 
 
 def test_an_unknown_invalid_mode_is_refused(root: Path):
     with pytest.raises(CvreproError, match="dataset.invalid must be one of fail, drop, clip, got 'skip'"):
-        run({"task": "detection", "dataset": {"invalid": "skip"}}, root)
+        run(_params(invalid="skip"), root)
 
 
 # --------------------------------------------------------------------------- snapshot_id
@@ -502,7 +515,7 @@ def test_failed_run_leaves_previous_manifest_untouched(root: Path):
 
 def test_unsupported_task_is_refused(root: Path):
     with pytest.raises(CvreproError, match="task 'keypoints' is unknown"):
-        run({"task": "keypoints", "dataset": {}}, root)
+        run({**_params(), "task": "keypoints"}, root)
     assert not (root / MANIFEST).exists()
 
 
@@ -646,7 +659,7 @@ def test_unchanged_labels_are_not_parsed_again_and_give_what_parsing_gives(root:
     assert _checked(second) == build_manifest(root / RAW_DIR, root / ANNOTATIONS, notes="second", task=tasks.get("detection"))
     assert second["snapshot_id"] != first["snapshot_id"]
     # what the label side is computed from changes: the labels are parsed again
-    for change in ({"task": "detection", "dataset": {"invalid": "clip"}}, _params()):
+    for change in (_params(invalid="clip"), _params()):
         parsed.clear()
         assert run(change, root)["snapshot_id"] == second["snapshot_id"] and parsed == ["annotations.json"]
     coco = _coco()
