@@ -9,8 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
-from helpers import copy_template, run
+from helpers import REPO, copy_template, run
+from cvrepro.config.compose import compose
 from cvrepro import tasks
 from cvrepro.dataset import corrections as labels
 from cvrepro.dataset.demo import generate_demo
@@ -344,7 +346,7 @@ def test_segmentation_masks_are_not_csv_driven(root: Path, tmp_path: Path):
 
 
 def test_the_task_comes_from_params_yaml(root: Path, tmp_path: Path):
-    (root / "params.yaml").write_text("task: segmentation\n")
+    (root / "params.yaml").write_text(yaml.safe_dump(compose(REPO / "conf", ["task=segmentation"])))
     csv = write_csv(tmp_path / "fix.csv", "img_000000.png,1,delete,,,,,")
     res = run(["cvrepro", "labels", "apply", str(csv)], root, check=False)
     assert res.returncode == 2 and "mask edits are not CSV-driven" in res.stderr
