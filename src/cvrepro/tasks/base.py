@@ -163,8 +163,8 @@ class Task:
 
     # ----------------------------------------------------------------- evaluate
     def evaluate_split(self, split: str, model, data, ctx: dict) -> dict:
-        """Metrics of one split. ctx: root, params, cfg (the `evaluate` section; a mapping is built over its defaults), manifest, class_names, spec,
-        grid_path (write the prediction grid there when not None), plots_dir."""
+        """Metrics of one split. ctx: root, params, cfg (the `evaluate` section; a mapping is built over its
+        defaults), manifest, class_names, spec, grid_path (write the prediction grid there when not None), plots_dir."""
         raise NotImplementedError
 
     # ----------------------------------------------------------------- releases
@@ -183,8 +183,9 @@ class Task:
     # ----------------------------------------------------------------- check
     def health_findings(self, manifest: dict, index: dict, check: Check | dict) -> dict[str, dict]:
         """This task's own `cvrepro check` findings ({name: dataset.health.finding(...)}; detection: the box
-        checks). `index`: the labels index; `check`: the `check` section (a mapping is built over its defaults). What every task shares (class balance,
-        unlabelled images, duplicates, leakage, label conflicts) is computed outside the task."""
+        checks). `index`: the labels index; `check`: the `check` section (a mapping is built over its defaults).
+        What every task shares (class balance, unlabelled images, duplicates, leakage, label conflicts) is computed
+        outside the task."""
         return {}
 
     def label_signature(self, entry: dict, labels: list[dict]) -> str:
