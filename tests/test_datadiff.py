@@ -195,3 +195,15 @@ def test_mask_changes_against_a_tagged_version_read_through_dvc(project: Path):
     assert d["required_bump"] == "patch"
     assert d["labels"]["masks_changed"] == [{"path": "img_000004.png",
                                             "changed_pixels": round(float((before != mask).mean()), 6)}]
+
+
+def test_the_labels_index_of_another_revision_is_read_as_recorded():
+    """A tag's params.yaml need not fit today's schema (a key since removed, groups missing): diff still finds
+    the labels index it names."""
+    from cvrepro.dataset.diff import _annotations_file
+
+    old = (b"task: classification\ndataset: {name: demo, retired_key: 1, annotations_by_task: "
+           b"{classification: classification.json}}\n")
+    assert _annotations_file(old).as_posix() == "data/labels/classification.json"
+    assert _annotations_file(b"dataset: {annotations: mine.json}\n").as_posix() == "data/labels/mine.json"
+    assert _annotations_file(None).as_posix() == "data/labels/annotations.json"
