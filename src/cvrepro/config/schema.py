@@ -241,7 +241,7 @@ class Params:
 # --------------------------------------------------------------------------- building
 def build(value: dict, cls: type = None) -> Any:
     """The typed object of a mapping that `validate` passed: each group its dataclass (the model's by its name),
-    absent keys their defaults, integers given for a number as floats. Lists and dicts are fresh copies."""
+    absent keys their defaults; values as composed (checked, never changed). Lists and dicts are fresh copies."""
     cls = Params if cls is None else MODELS[value["name"]] if cls is Model else cls
     hints = typing.get_type_hints(cls)
     return cls(**{f.name: _build(value[f.name], hints[f.name]) for f in dataclasses.fields(cls) if f.name in value})
@@ -261,9 +261,7 @@ def _build(value: Any, tp: Any) -> Any:
         return [_build(v, args[0]) for v in value]
     if origin is dict:
         return {k: _build(v, args[1]) for k, v in value.items()}
-    if tp is float and isinstance(value, int):
-        return float(value)
-    return value
+    return value  # as composed: an integer given for a number stays one (records written from it keep their bytes)
 
 
 # --------------------------------------------------------------------------- validation
