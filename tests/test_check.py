@@ -16,6 +16,8 @@ from cvrepro.core.paths import LABEL_ISSUES
 from cvrepro.cli import main
 from cvrepro.config.compose import compose
 from cvrepro.config.params import config_id
+from cvrepro.config.schema import Check
+from cvrepro.config.typed import typed
 from cvrepro.core.fileio import CvreproError
 from cvrepro.dataset import health
 from cvrepro.provenance import check, report
@@ -110,14 +112,26 @@ def test_thresholds_come_from_conf_and_stay_out_of_the_config_id(sick):
 
 
 def test_bad_policy_and_missing_manifest_are_one_line_errors(tmp_path, capsys):
-    with pytest.raises(CvreproError, match="check.policy must be one of warn, strict"):
-        check.settings({"check": {"policy": "loud"}})
+    base = compose(REPO / "conf")
+    with pytest.raises(CvreproError, match="params.yaml: check.policy must be one of warn, strict"):
+        check.settings({**base, "check": {**base["check"], "policy": "loud"}})
     with pytest.raises(CvreproError, match=r"check.tiny_box_area must be a number >= 0"):
-        check.settings({"check": {"tiny_box_area": "small"}})
+        check.settings({**base, "check": {**base["check"], "tiny_box_area": "small"}})
+    with pytest.raises(CvreproError, match="--policy must be one of warn, strict"):
+        check.settings(base, "loud")
     write_params(tmp_path, compose(REPO / "conf"))
     assert main(["check", "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "data/snapshot/manifest.json: not found" in err
+
+
+def test_settings_are_the_typed_check_group():
+    """A params.yaml composed before conf/check existed takes the schema's defaults; --policy wins over the file."""
+    base = compose(REPO / "conf", ["check.aspect_max=20"])
+    assert check.settings(base) == Check(aspect_max=20.0)
+    assert check.settings({k: v for k, v in base.items() if k != "check"}) == Check()
+    assert check.settings(base, "strict") == Check(aspect_max=20.0, policy="strict")
+    assert check.settings(typed(base), "strict").policy == "strict"
 
 
 def test_duplicate_groups_from_the_manifest_win_over_md5():

@@ -17,8 +17,11 @@ from cvrepro.provenance.lineage import (
     git_state,
     sha256_dir,
 )
+from cvrepro.config.compose import compose
 from cvrepro.config.params import config_id
+from cvrepro.config.typed import typed
 from cvrepro.provenance.registry import dataset_version
+from helpers import REPO
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
 
@@ -32,6 +35,12 @@ _GIT_ENV = {
 def _git(cwd, *args):
     env = {**os.environ, **_GIT_ENV}
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def composed() -> dict:
+    """The template's params, composed from conf/: build_lineage takes a whole config (typed or as a mapping)."""
+    return compose(REPO / "conf")
 
 
 @pytest.fixture
@@ -156,10 +165,10 @@ def test_directory_hash_stable_and_content_sensitive(tmp_path):
     assert sha256_dir(a) != sha256_dir(b)
 
 
-def test_build_lineage(repo):
+def test_build_lineage(repo, composed):
     processed = _tree(repo)
     _release(repo, "DS-1.0.0", "sha256:abc")
-    params = {"experiment": {"name": "C-01"}, "train": {"lr": 0.01}}
+    params = {**composed, "experiment": {"name": "C-01"}, "train": {**composed["train"], "lr": 0.01}}
     metrics = {"AP": 0.5}
     rec = build_lineage(
         repo, params, {"snapshot_id": "sha256:abc"}, metrics,
@@ -181,16 +190,20 @@ def test_build_lineage(repo):
     params["train"]["lr"] = 1.0
     assert rec["params"]["train"]["lr"] == 0.01  # a copy, not the caller's dict
 
-    other = build_lineage(repo, {}, {"snapshot_id": "sha256:zzz"}, {}, [], {})
+    other = build_lineage(repo, typed(composed), {"snapshot_id": "sha256:zzz"}, {}, [], {})
     assert other["dataset"]["version"] is None and "extra" not in other
     assert other["run_id"] != rec["run_id"]
+    assert other["params"] == composed and other["config_id"] == config_id(composed)  # typed: recorded as written
 
 
-def test_build_lineage_errors(tmp_path):
+def test_build_lineage_errors(tmp_path, composed):
     with pytest.raises(CvreproError, match="snapshot_id"):
-        build_lineage(tmp_path, {}, {}, {}, [], {})
+        build_lineage(tmp_path, composed, {}, {}, [], {})
     with pytest.raises(CvreproError, match="missing.pt"):
-        build_lineage(tmp_path, {}, {"snapshot_id": "s"}, {}, ["missing.pt"], {})
+        build_lineage(tmp_path, composed, {"snapshot_id": "s"}, {}, ["missing.pt"], {})
+    with pytest.raises(CvreproError, match="train.lr"):  # a config the schema refuses is named before any work
+        build_lineage(tmp_path, {**composed, "train": {**composed["train"], "lr": "fast"}}, {"snapshot_id": "s"},
+                      {}, [], {})
 
 
 def test_dir_hash_is_dvcs_hash_of_a_stage_output(tmp_path):

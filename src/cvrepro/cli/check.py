@@ -10,23 +10,22 @@ from pathlib import Path
 from cvrepro.config.params import POLICIES
 
 
-
 def cmd_check(args: argparse.Namespace) -> int:
-    from cvrepro.config.params import load_params
+    from cvrepro.config.typed import load
     from cvrepro.core.paths import PARAMS
     from cvrepro.provenance import check
 
     root = Path(args.root)
-    params = load_params(root / PARAMS)
-    cfg = check.settings(params, args.policy)
-    manifest, index, splits = check.load_workspace(root, params)
-    report = check.gather(manifest, index, splits, cfg, root)
+    cfg = load(root / PARAMS)
+    settings = check.settings(cfg, args.policy)
+    manifest, index, splits = check.load_workspace(root, cfg)
+    report = check.gather(manifest, index, splits, settings, root)
     if args.sheet:
         drawn = check.write_sheet(report, root, Path(args.sheet), manifest, index)
         print(f"wrote {args.sheet}: {drawn} cases" if drawn else f"{args.sheet}: not written, nothing to show",
               file=sys.stderr)
     print(json.dumps(report, sort_keys=True, indent=2) if args.json else check.render_text(report))
-    return 1 if report["blocking"] and cfg["policy"] == "strict" else 0
+    return 1 if report["blocking"] and settings.policy == "strict" else 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -10,46 +10,47 @@ The computations are in dataset/health.py; a task's own checks come through the 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import sys
 from pathlib import Path
 
-from cvrepro.core.paths import LABEL_ISSUES
 from cvrepro import tasks
 from cvrepro.config.params import POLICIES
+from cvrepro.config.schema import Check
+from cvrepro.config.typed import ParamsLike, typed
 from cvrepro.core.fileio import CvreproError
-from cvrepro.core.paths import MANIFEST, RAW_DIR
+from cvrepro.core.paths import LABEL_ISSUES, MANIFEST, RAW_DIR
 
 SCHEMA = "cvrepro.check/1"
 ORDER = ("leakage", "label_conflicts", "duplicates", "class_imbalance", "unlabeled_images", "tiny_boxes",
          "huge_boxes", "aspect_outliers", "boxes_per_image", "near_identical_boxes")
 
 
-def settings(params: dict, policy: str | None = None) -> dict:
-    """The `check` params over the built-in defaults; `policy` (from --policy) wins."""
-    from cvrepro.dataset import health
-
-    cfg = {**health.DEFAULTS, **(params.get("check") or {})}
-    if policy:
-        cfg["policy"] = policy
-    if cfg["policy"] not in POLICIES:
-        raise CvreproError(f"params.yaml: check.policy must be one of {', '.join(POLICIES)}, got {cfg['policy']!r}")
-    for key, value in cfg.items():
-        if key != "policy" and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
-            raise CvreproError(f"params.yaml: check.{key} must be a number >= 0, got {value!r}")
-    return cfg
+def settings(params: ParamsLike, policy: str | None = None) -> Check:
+    """The `check` params (schema.Check: absent keys, as in a params.yaml composed before conf/check existed, take
+    its defaults); `policy` (from --policy) wins."""
+    cfg = typed(params).check
+    if policy is None:
+        return cfg
+    if policy not in POLICIES:
+        raise CvreproError(f"--policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+    return dataclasses.replace(cfg, policy=policy)
 
 
-def gather(manifest: dict, index: dict, splits: dict | None, cfg: dict, root: Path | None = None) -> dict:
-    """The health report of one dataset state (manifest, labels index, splits.json or None)."""
+def gather(manifest: dict, index: dict, splits: dict | None, cfg: Check, root: Path | None = None) -> dict:
+    """The health report of one dataset state (manifest, labels index, splits.json or None); cfg: `settings`."""
     from cvrepro.dataset import health
 
     task = tasks.of_record(manifest, str(MANIFEST))
-    n = int(cfg["max_items"])
+    n = cfg.max_items
+    thresholds = dataclasses.asdict(cfg)
+    # The task's checks (tasks/, dataset/health.py) still read the thresholds as a mapping: pass `cfg` itself
+    # once they take schema.Check.
     found = {"class_imbalance": health.class_imbalance(manifest["stats"].get("per_class") or {},
-                                                       float(cfg["imbalance_ratio"]), n),
+                                                       cfg.imbalance_ratio, n),
              "unlabeled_images": health.unlabeled_images(manifest["files"], n),
-             **task.health_findings(manifest, index, cfg)}
+             **task.health_findings(manifest, index, thresholds)}
     source, groups = health.duplicate_groups(manifest)
     found["duplicates"] = health.duplicates(groups, source, n)
     found["label_conflicts"] = health.conflicts(groups, _signatures(task, manifest, index, groups), n)
@@ -59,7 +60,7 @@ def gather(manifest: dict, index: dict, splits: dict | None, cfg: dict, root: Pa
     findings = {k: found[k] for k in ORDER if k in found} | {k: v for k, v in found.items() if k not in ORDER}
     report = {"schema": SCHEMA, "task": task.name, "snapshot_id": manifest.get("snapshot_id"),
               "images": manifest["stats"].get("images"), "objects": manifest["stats"].get("objects"),
-              "policy": cfg["policy"], "thresholds": {k: v for k, v in cfg.items() if k != "policy"},
+              "policy": cfg.policy, "thresholds": {k: v for k, v in thresholds.items() if k != "policy"},
               "splits_checked": splits is not None and not stale, "findings": findings,
               "blocking": health.blocking(findings)}
     issues = label_issue_count(root) if root is not None else None
@@ -95,16 +96,17 @@ def count_csv_rows(text: str) -> int:
     return max(0, len(rows) - 1)  # less the header
 
 
-def load_workspace(root: Path, params: dict) -> tuple[dict, dict, dict | None]:
+def load_workspace(root: Path, params: ParamsLike) -> tuple[dict, dict, dict | None]:
     """(manifest, labels index, splits or None) of the work tree, each missing one named."""
     from cvrepro.core.fileio import read_json
     from cvrepro.core.paths import SPLITS
     from cvrepro.dataset.index import annotations_file
 
+    cfg = typed(params)
     if not (root / MANIFEST).is_file():
         raise CvreproError(f"{MANIFEST}: not found; run `dvc repro snapshot` (or `cvrepro snapshot`) first")
     manifest = read_json(root / MANIFEST)
-    index_path = annotations_file(params)
+    index_path = annotations_file(cfg.as_dict())  # dataset/index.py reads a mapping: pass cfg once it is typed
     if not (root / index_path).is_file():
         raise CvreproError(f"{index_path}: not found (the labels index named by params.yaml dataset.annotations)")
     splits = read_json(root / SPLITS) if (root / SPLITS).is_file() else None
@@ -173,7 +175,7 @@ def notes_lines(h: dict) -> list[str]:
     return lines
 
 
-def for_release(manifest: dict, index: dict, splits: dict | None, params: dict, root: Path) -> dict:
+def for_release(manifest: dict, index: dict, splits: dict | None, params: ParamsLike, root: Path) -> dict:
     """The health summary a dataset release records. Under `check.policy: strict` a leak across splits or a
     label conflict refuses the release (CvreproError naming the pairs); under `warn` each is said on stderr."""
     report = gather(manifest, index, splits, settings(params), root)
@@ -228,7 +230,7 @@ def write_sheet(report: dict, root: Path, out: Path, manifest: dict | None = Non
     number of cases drawn (0: nothing written). With the manifest and labels index, copies show their labels."""
     from cvrepro.provenance.checksheet import draw_sheet
 
-    limit = int(report["thresholds"]["sheet_items"])
+    limit = report["thresholds"]["sheet_items"]
     shown = {p for c in sheet_cases(report, limit) for p, _ in c["panels"]}
     known = image_labels(manifest, index, shown) if manifest is not None and index is not None else {}
     cases = sheet_cases(report, limit, lambda path: known.get(path, []))

@@ -21,6 +21,7 @@ from typing import Any
 
 from cvrepro.core.fileio import CvreproError, canonical_json, sha256_file
 from cvrepro.config.params import config_id
+from cvrepro.config.typed import ParamsLike, typed
 from cvrepro.core.vcs import git_state
 from cvrepro.provenance.registry import dataset_version
 
@@ -129,7 +130,7 @@ def artifact_hashes(root: Path, artifacts: Iterable[Path]) -> dict[str, str]:
 
 def build_lineage(
     root: Path,
-    params: dict,
+    params: ParamsLike,
     manifest: dict,
     metrics: dict,
     artifacts: list[Path],
@@ -142,6 +143,7 @@ def build_lineage(
     `artifacts` are paths relative to `root` (or absolute paths inside it); directories are
     hashed with `dir_hash` (DVC's md5 of a stage output, which DVC has already computed). `git_exclude` is passed to `git_state` as its `exclude`.
     """
+    cfg = typed(params)
     root = Path(root)
     snapshot_id = manifest.get("snapshot_id") if isinstance(manifest, dict) else None
     if not snapshot_id:
@@ -152,9 +154,9 @@ def build_lineage(
         "time_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "code": git_state(root, exclude=git_exclude),
         "dataset": {"version": dataset_version(root, snapshot_id), "snapshot_id": snapshot_id},
-        "config_id": config_id(params),
+        "config_id": config_id(cfg),
         "seeds": copy.deepcopy(seeds),
-        "params": copy.deepcopy(params),
+        "params": cfg.as_dict(),  # the composition as written (a copy): the record's bytes do not change
         "environment": environment(),
         "metrics": copy.deepcopy(metrics),
         "artifacts": artifact_hashes(root, artifacts),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cvrepro.config.params import recorded
 from cvrepro.core.fileio import CvreproError, atomic_write_text
 
 HEADLINES = ("AP50", "AP", "mIoU", "accuracy", "macro_f1")  # the metric a task is judged by comes first
@@ -101,7 +102,9 @@ def metrics_section(metrics: dict, previous: dict | None) -> list[str]:
 
 def render(record: dict, dataset: dict | None, previous: dict | None) -> str:
     tag, arch, lineage = record["version"], record["architecture"], record.get("lineage") or {}
-    task = record.get("task") or (dataset or {}).get("task") or record["params"].get("task", "")
+    params = record["params"]  # as the release recorded them (another revision's): read with `recorded`
+    task = record.get("task") or (dataset or {}).get("task") or recorded(params, "task", "")
+    size = recorded(params, "preprocess.size", "?")
     env = lineage.get("environment") or {}
     export = record.get("export") or {}
     classes = ", ".join(record["class_map"].values())
@@ -110,7 +113,7 @@ def render(record: dict, dataset: dict | None, previous: dict | None) -> str:
              f"Released {record['created_utc']}" + (f"; follows {previous['version']}." if previous else "."), "",
              "## Intended use", "",
              f"{task.capitalize()} of {classes} in images like those of {record['dataset_version']} "
-             f"(resized to {record['params']['preprocess']['size']} x {record['params']['preprocess']['size']}). "
+             f"(resized to {size} x {size}). "
              "Not evaluated on any other image source: check it on a sample of your own images before use.", ""]
     if record.get("notes"):
         lines += [f"Release notes: {record['notes']}", ""]

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cvrepro.config.params import PREFLIGHT, POLICIES
+from cvrepro.config.schema import Params
+from cvrepro.config.typed import ParamsLike, load, typed
 from cvrepro.core.fileio import CvreproError, read_json
 from cvrepro.core.paths import CONF_DIR, MANIFEST, PARAMS
 from cvrepro.core.vcs import dvc_changed, git, parse_version, tag_exists, versions
@@ -90,9 +91,11 @@ def check_params(root: Path) -> dict:
     return _row("params composed", True, "params.yaml equals the composition of conf/")
 
 
-def check_seeds(params: dict) -> dict:
-    seeds = {"split.seed": (params.get("split") or {}).get("seed"), "train.seed": (params.get("train") or {}).get("seed")}
-    unset = [k for k, v in seeds.items() if not isinstance(v, int) or isinstance(v, bool)]
+def check_seeds(cfg: Params) -> dict:
+    """The schema lets a seed be null (split.seed, train.seed: Optional), so a run may go unseeded; pinned it
+    is not, and this row says so (strict refuses)."""
+    seeds = {"split.seed": cfg.split.seed, "train.seed": cfg.train.seed}
+    unset = [k for k, v in seeds.items() if v is None]
     if unset:
         return _row("seeds set", False, f"{', '.join(unset)} not an integer in params.yaml")
     return _row("seeds set", True, ", ".join(f"{k}={v}" for k, v in seeds.items()))
@@ -112,24 +115,32 @@ def check_version(root: Path, version: str | None) -> dict:
     return _row("model version free", True, f"{tag} is free")
 
 
-def preflight(root: Path = Path("."), params: dict | None = None, version: str | None = None,
-              checks: tuple[str, ...] | None = None) -> list[dict]:
-    """Every check as a row; `checks` limits them by name (release dataset skips 'dataset released')."""
-    from cvrepro.config.params import load_params
+def _seeds_row(root: Path, params: ParamsLike | None) -> dict:
+    """check_seeds of `params` (None: root's params.yaml). A params.yaml the schema refuses is a failed row
+    naming the key, as "params composed" is, not an error that would hide the other rows."""
+    try:
+        cfg = typed(params) if params is not None else load(root / PARAMS)
+    except CvreproError as e:
+        return _row("seeds set", False, str(e))
+    return check_seeds(cfg)
 
+
+def preflight(root: Path = Path("."), params: ParamsLike | None = None, version: str | None = None,
+              checks: tuple[str, ...] | None = None) -> list[dict]:
+    """Every check as a row; `checks` limits them by name (release dataset skips 'dataset released').
+    `params`: the run's config (None: root's params.yaml, read only for the seeds row)."""
     root = Path(root)
-    params = params if params is not None else load_params(root / PARAMS)
     if git(root, "rev-parse", "--is-inside-work-tree", check=False) != "true":
         reason = f"{root.resolve()} is not in a git work tree: nothing is pinned"
         names = checks or ("code clean", "data pinned", "dataset released", "params composed", "seeds set",
                            "model version free")
-        return [check_seeds(params) if n == "seeds set" else _row(n, False, reason) for n in names]
+        return [_seeds_row(root, params) if n == "seeds set" else _row(n, False, reason) for n in names]
     runs = {
         "code clean": lambda: check_code(root),
         "data pinned": lambda: check_data(root, run_dvc=not in_dvc_stage()),
         "dataset released": lambda: check_dataset_released(root),
         "params composed": lambda: check_params(root),
-        "seeds set": lambda: check_seeds(params),
+        "seeds set": lambda: _seeds_row(root, params),
         "model version free": lambda: check_version(root, version),
     }
     return [fn() for name, fn in runs.items() if checks is None or name in checks]
@@ -146,12 +157,11 @@ def require(rows: list[dict], what: str) -> None:
         raise CvreproError(f"preflight refuses to {what}:\n" + format_rows(failed))
 
 
-def for_training(params: dict, root: Path = Path(".")) -> dict:
+def for_training(params: ParamsLike, root: Path = Path(".")) -> dict:
     """Run in the train stage under `train.preflight`; the result goes into train.json and the lineage."""
-    policy = (params.get("train") or {}).get("preflight", PREFLIGHT)
-    if policy not in POLICIES:
-        raise CvreproError(f"params.yaml: train.preflight '{policy}' is not one of {', '.join(POLICIES)}")
-    rows = preflight(root, params, checks=("code clean", "data pinned", "dataset released", "params composed",
+    cfg = typed(params)
+    policy = cfg.train.preflight  # warn or strict: the schema refuses anything else
+    rows = preflight(root, cfg, checks=("code clean", "data pinned", "dataset released", "params composed",
                                            "seeds set"))
     effective = "warn" if in_dvc_experiment() else policy  # DVC commits an experiment's own state
     if effective == "strict":

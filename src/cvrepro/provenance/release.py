@@ -29,7 +29,8 @@ from cvrepro.provenance import check, export, gtotags, journal, preflight, regis
 from cvrepro.config.compose import MISSING, changed_keys
 from cvrepro.core.faults import kill_point
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, read_json, sha256_bytes, sha256_file
-from cvrepro.config.params import config_id, load_params, run_params
+from cvrepro.config.params import config_id, run_params
+from cvrepro.config.typed import load
 from cvrepro.core.paths import (DVC_LOCK, LABEL_MAP, LINEAGE, MANIFEST, METRICS, PARAMS, PREPROCESSING, SPLITS,
                     WEIGHTS, CHECKPOINT)
 from cvrepro.core.vcs import (BUMPS, dvc_changed, dvc_watched, bump, bump_level, dirty_paths, dvc, format_version, git, head_commit, parse_version,
@@ -328,7 +329,7 @@ def release_dataset(root: Path = Path("."), version: str | None = None, level: s
     require_no_empty_split(splits.get("counts") or {}, splits.get("ratios") or {}, str(SPLITS),
                            splits.get("fillable") or SPLIT_NAMES)
     health = check.for_release(current.manifest, current.annotations, current.splits,  # strict: leaks refuse
-                               load_params(root / PARAMS), root)
+                               load(root / PARAMS), root)
     record = {
         "schema": "cvrepro.release.dataset/1",
         "version": tag,
@@ -492,7 +493,7 @@ def release_model(root: Path = Path("."), version: str | None = None, level: str
     if dataset_version is None:
         raise CvreproError(f"the model was trained on snapshot {snapshot_id}, which is not a released dataset: "
                            "run `cvrepro release dataset` for it first (a model is always pinned to a DS version)")
-    params = load_params(root / PARAMS)
+    cfg = load(root / PARAMS)  # the project's own config; previous["params"] is another revision's record
     artifacts = {str(p): sha256_file(root / p) for p in MODEL_ARTIFACTS}
     if lineage.get("artifacts", {}).get(str(WEIGHTS)) != artifacts[str(WEIGHTS)]:
         raise CvreproError(f"{WEIGHTS}: its sha256 differs from {LINEAGE}: rerun `dvc repro evaluate`")
@@ -506,9 +507,9 @@ def release_model(root: Path = Path("."), version: str | None = None, level: str
         "source_commit": head,
         "dataset_version": dataset_version,
         "snapshot_id": snapshot_id,
-        "config_id": config_id(params),
-        "params": params,
-        "architecture": architecture(root / WEIGHTS, params["model"].get("name", "unknown")),
+        "config_id": config_id(cfg),
+        "params": cfg.as_dict(),  # as written: the record's bytes and config ID do not change
+        "architecture": architecture(root / WEIGHTS, cfg.model.name),
         "class_map": read_json(root / LABEL_MAP),
         "metrics": metrics,
         "artifacts": artifacts,
@@ -526,7 +527,7 @@ def release_model(root: Path = Path("."), version: str | None = None, level: str
     tag, chosen = choose_version(root, "v", newest, required, reason, version, level, notes)
     record = {"version": tag, "bump": chosen, "bump_reason": reason, **record}
     record["deltas"] = metric_deltas(previous["metrics"], metrics) if previous else None
-    record["params_changed"] = params_changed(previous["params"], params) if previous else None
+    record["params_changed"] = params_changed(previous["params"], record["params"]) if previous else None
     record["caveats"] = caveats(record)
     notes_md = model_notes(record)
     record["export"], bundle = export.make_bundle(root, record, previous)  # ONNX with parity, safetensors, card

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from cvrepro.config.params import recorded
 from cvrepro.core.fileio import CvreproError, read_json, sha256_file
 from cvrepro.provenance.lineage import dvc_hash, sha256_dir
 from cvrepro.core.paths import (LABEL_MAP, MANIFEST, METRICS, PARAMS, PREPROCESSING, PROCESSED_DIR, TRAIN_INFO,
@@ -46,11 +47,16 @@ DEFAULT_OTHER_HARDWARE = {"default": 0.05, "AP75": 0.12}
 TIMING_METRICS = {"latency_ms"}  # wall-clock figures: machine-dependent, never compared
 
 
+def _params_at(root: Path, tag: str) -> dict | None:
+    """params.yaml as committed at `tag`: another revision's, so read with `recorded`, never typed (it need not
+    fit today's schema)."""
+    data = git_bytes(root, tag, PARAMS.as_posix())
+    return yaml.safe_load(data) if data else None
+
+
 def tolerance_at(root: Path, tag: str) -> float:
     """`evaluate.reproduce_tolerance` of params.yaml at `tag`, else DEFAULT_TOLERANCE."""
-    data = git_bytes(root, tag, PARAMS.as_posix())
-    params = yaml.safe_load(data) if data else None
-    value = ((params or {}).get("evaluate") or {}).get("reproduce_tolerance", DEFAULT_TOLERANCE)
+    value = recorded(_params_at(root, tag), "evaluate.reproduce_tolerance", DEFAULT_TOLERANCE)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise CvreproError(f"{PARAMS} at {tag}: evaluate.reproduce_tolerance must be a number >= 0, got {value!r}")
     return float(value)
@@ -58,9 +64,7 @@ def tolerance_at(root: Path, tag: str) -> float:
 
 def other_hardware_tolerance_at(root: Path, tag: str) -> dict[str, float]:
     """`evaluate.reproduce_tolerance_other_hardware` at `tag`: {metric name or "default": tolerance}."""
-    data = git_bytes(root, tag, PARAMS.as_posix())
-    params = yaml.safe_load(data) if data else None
-    value = ((params or {}).get("evaluate") or {}).get("reproduce_tolerance_other_hardware", DEFAULT_OTHER_HARDWARE)
+    value = recorded(_params_at(root, tag), "evaluate.reproduce_tolerance_other_hardware", DEFAULT_OTHER_HARDWARE)
     if not isinstance(value, dict) or "default" not in value or not all(
             _number(v) and v >= 0 for v in value.values()):
         raise CvreproError(f"{PARAMS} at {tag}: evaluate.reproduce_tolerance_other_hardware must map metric names "

@@ -67,8 +67,8 @@ def triage(root: Path, a: str, b: str) -> dict:
                                      datadiff.load_state(root, rb["dataset_version"]), tasks.of_manifest)
         data.update(required_bump=diff["required_bump"], reason=diff["reason"],
                     summary=datadiff.summary_lines(diff))
-    params = params_changed(ra["params"], rb["params"])
-    hyper = {k: v for k, v in params.items() if not k.startswith("experiment.")}
+    changed = params_changed(ra["params"], rb["params"])  # both records' params as written, whole
+    hyper = {k: v for k, v in changed.items() if not k.startswith("experiment.")}
     rows = _metric_rows(ra["metrics"], rb["metrics"])
     regressions = sorted((r for r in rows if r["delta"] < 0), key=lambda r: r["delta"])
     improvements = sorted((r for r in rows if r["delta"] > 0), key=lambda r: -r["delta"])
@@ -82,7 +82,7 @@ def triage(root: Path, a: str, b: str) -> dict:
         "factors": factors,
         "code": code,
         "data": data,
-        "params": params,
+        "params": changed,
         "architecture_changed": ra["architecture"]["fingerprint"] != rb["architecture"]["fingerprint"],
         "regressions": regressions,
         "largest_regression": largest,
