@@ -44,13 +44,10 @@ def gather(manifest: dict, index: dict, splits: dict | None, cfg: Check, root: P
 
     task = tasks.of_record(manifest, str(MANIFEST))
     n = cfg.max_items
-    thresholds = dataclasses.asdict(cfg)
-    # The task's checks (tasks/, dataset/health.py) still read the thresholds as a mapping: pass `cfg` itself
-    # once they take schema.Check.
     found = {"class_imbalance": health.class_imbalance(manifest["stats"].get("per_class") or {},
                                                        cfg.imbalance_ratio, n),
              "unlabeled_images": health.unlabeled_images(manifest["files"], n),
-             **task.health_findings(manifest, index, thresholds)}
+             **task.health_findings(manifest, index, cfg)}
     source, groups = health.duplicate_groups(manifest)
     found["duplicates"] = health.duplicates(groups, source, n)
     found["label_conflicts"] = health.conflicts(groups, _signatures(task, manifest, index, groups), n)
@@ -60,7 +57,7 @@ def gather(manifest: dict, index: dict, splits: dict | None, cfg: Check, root: P
     findings = {k: found[k] for k in ORDER if k in found} | {k: v for k, v in found.items() if k not in ORDER}
     report = {"schema": SCHEMA, "task": task.name, "snapshot_id": manifest.get("snapshot_id"),
               "images": manifest["stats"].get("images"), "objects": manifest["stats"].get("objects"),
-              "policy": cfg.policy, "thresholds": {k: v for k, v in thresholds.items() if k != "policy"},
+              "policy": cfg.policy, "thresholds": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "policy"},
               "splits_checked": splits is not None and not stale, "findings": findings,
               "blocking": health.blocking(findings)}
     issues = label_issue_count(root) if root is not None else None
@@ -106,7 +103,7 @@ def load_workspace(root: Path, params: ParamsLike) -> tuple[dict, dict, dict | N
     if not (root / MANIFEST).is_file():
         raise CvreproError(f"{MANIFEST}: not found; run `dvc repro snapshot` (or `cvrepro snapshot`) first")
     manifest = read_json(root / MANIFEST)
-    index_path = annotations_file(cfg.as_dict())  # dataset/index.py reads a mapping: pass cfg once it is typed
+    index_path = annotations_file(cfg)
     if not (root / index_path).is_file():
         raise CvreproError(f"{index_path}: not found (the labels index named by params.yaml dataset.annotations)")
     splits = read_json(root / SPLITS) if (root / SPLITS).is_file() else None
