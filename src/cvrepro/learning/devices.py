@@ -91,9 +91,9 @@ def check_cpu_isa(train: Train) -> str:
                if os.environ.get("ATEN_CPU_CAPABILITY") == CPU_ISA_LEVELS[level][0]
                else f"ATEN_CPU_CAPABILITY is {os.environ.get('ATEN_CPU_CAPABILITY')!r}")
         raise CvreproError(f"params.yaml: train.cpu_isa is '{level}' but the CPU kernels run at {got}: {why}; "
-                           f"pin first (cvrepro.learning.devices.pin_cpu_isa(cfg.train) before any torch "
-                           f"operation, as `cvrepro train` does), or if this CPU lacks {want}, set train.cpu_isa "
-                           f"to a lower level or '{NATIVE}'")
+                           f"pin first (cvrepro.learning.devices.pin_cpu_isa(cvrepro.config.typed.load().train) "
+                           f"before any torch operation, as `cvrepro train` does), or if this CPU lacks {want}, set "
+                           f"train.cpu_isa to a lower level or '{NATIVE}'")
     return got
 
 
