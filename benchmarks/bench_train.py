@@ -122,9 +122,10 @@ def isa_levels(args, root: Path) -> dict:
 
 def main() -> None:
     args = parse()
-    from cvrepro.learning.devices import check_cpu_isa, pin_cpu_isa
+    from cvrepro.config.typed import typed
+    from cvrepro.learning.devices import check_cpu_isa, isa_environment
 
-    pin_cpu_isa({"cpu_isa": args.cpu_isa})  # before torch loads
+    os.environ.update(isa_environment(args.cpu_isa))  # the pin, before torch loads (no params.yaml read yet)
     import torch
     import yaml
 
@@ -133,7 +134,7 @@ def main() -> None:
         params = yaml.safe_load((root / "params.yaml").read_text())
         params["train"]["cpu_isa"] = args.cpu_isa
         seconds, images, sha = stage(params, root)
-        print(json.dumps({"cpu_isa": args.cpu_isa, "level_in_force": check_cpu_isa(params["train"]),
+        print(json.dumps({"cpu_isa": args.cpu_isa, "level_in_force": check_cpu_isa(typed(params).train),
                           "images_per_s": round(images / seconds, 2), "weights_sha256": sha}))
         return
     with tempfile.TemporaryDirectory(prefix="cvrepro-bench-train-") as tmp:
@@ -154,7 +155,7 @@ def main() -> None:
                 print(f"  {level:14} {row['level_in_force']:9} {row['images_per_s']:9.2f} {row['vs_native']:9.3f}  "
                       f"{row['weights_sha256'][:16]}")
             return
-        check_cpu_isa(params["train"])
+        check_cpu_isa(typed(params).train)
         best = {"bare": None, "stage": None}
         for _ in range(args.repeat):
             s, n = bare_loop(params, root)

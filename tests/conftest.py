@@ -7,14 +7,14 @@ import os
 
 from cvrepro.learning.devices import pin_cpu_isa
 
-from helpers.cpu import TEST_CPU_ISA
+from helpers.cpu import pinned_train
 
 # The CPU kernels take their instruction-set level from the environment at torch's first operation
 # and keep it for the process: pin the level of the tests' params (the template's avx2, or
 # CVREPRO_TEST_CPU_ISA: `make test-cpu-level` runs the fast tests at `default`) and settle it now,
 # so that a test which later edits the environment (test_hardware removes the variables for its
 # subprocesses) cannot move the level of the in-process runs.
-pin_cpu_isa({"cpu_isa": TEST_CPU_ISA}, now=True)
+pin_cpu_isa(pinned_train(), now=True)
 
 import shutil
 import subprocess

@@ -6,13 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cvrepro.config.schema import Augment
+from cvrepro.config.typed import typed
 from cvrepro.core.fileio import CvreproError, sha256_file
 from cvrepro.core.paths import WEIGHTS
 from cvrepro.learning.augment import apply, build
 
 from helpers import prepared_data, tiny_params
 
-STANDARD = tiny_params(overrides=["augment=standard"])["augment"]
+STANDARD = typed(tiny_params(overrides=["augment=standard"])).augment
 
 
 def _sample():
@@ -41,8 +43,9 @@ def test_draws_depend_on_seed_epoch_index_only():
 
 
 def test_boxes_and_masks_move_with_the_pixels():
-    geometric = build({"scale": [0.4, 1.0], "vflip": 0.5}, 64, boxes=True)
-    dense = build({"scale": [0.4, 1.0], "vflip": 0.5}, 64)
+    crops = Augment(name="crops", scale=[0.4, 1.0], vflip=0.5)
+    geometric = build(crops, 64, boxes=True)
+    dense = build(crops, 64)
     image, boxes, mask = _sample()
     for index in range(20):
         out, target = apply(geometric, 3, 0, index, image, {"boxes": boxes, "labels": torch.tensor([7])})
@@ -57,11 +60,13 @@ def test_boxes_and_masks_move_with_the_pixels():
 
 
 def test_none_builds_nothing_and_unknown_keys_are_refused():
-    assert build(tiny_params()["augment"], 64) is None  # the default: training as before, bit for bit
-    with pytest.raises(CvreproError, match="augment.blur is not an augmentation"):
-        build({"name": "x", "blur": 1.0}, 64)
-    with pytest.raises(CvreproError, match="augment.scale"):
-        build({"scale": [0.0, 1.0]}, 64)
+    assert build(typed(tiny_params()).augment, 64) is None  # the default: training as before, bit for bit
+    for augment, says in (({"name": "x", "blur": 1.0}, "augment.blur is not a key of augment"),
+                          ({"name": "x", "scale": [0.0, 1.0]}, "augment.scale")):
+        with pytest.raises(CvreproError, match=says):  # the schema refuses it where params.yaml is read
+            typed({**tiny_params(), "augment": augment})
+    with pytest.raises(CvreproError, match="augment.scale must be"):
+        build(Augment(name="x", scale=[0.9, 0.5]), 64)
 
 
 @pytest.mark.slow  # trains each task twice

@@ -16,7 +16,7 @@ from cvrepro.learning.label_issues import FIELDS, folds, rank, write_csv
 from cvrepro.tasks.issue_rows import _row
 from cvrepro.tasks.issues import box_iou, confident_learning, detection_issues, mask_disagreement
 
-from helpers import TINY_OVERRIDES
+from helpers import TINY_OVERRIDES, tiny_params
 from helpers.cpu import TEST_CPU_ISA
 from helpers.label_errors import flip_labels, inject_detection_errors, measure
 
@@ -225,7 +225,10 @@ def test_a_bad_mode_or_k_is_one_clear_error(tmp_path: Path):
     from cvrepro.core.fileio import CvreproError
     from cvrepro.learning.label_issues import run
 
-    with pytest.raises(CvreproError, match="label_issues.mode 'all' is unknown"):
-        run({"label_issues": {"mode": "all"}, "train": {}}, tmp_path)
+    params = tiny_params()
+    with pytest.raises(CvreproError, match="label_issues.mode must be one of heldout, kfold, got 'all'"):
+        run({**params, "label_issues": {**params["label_issues"], "mode": "all"}}, tmp_path)
+    with pytest.raises(CvreproError, match="label_issues is missing"):
+        run({k: v for k, v in params.items() if k != "label_issues"}, tmp_path)
     with pytest.raises(CvreproError, match="label_issues.k must be at least 2"):
         folds(10, 1, seed=0)

@@ -7,18 +7,19 @@ import json
 
 
 def cmd_label_issues(args: argparse.Namespace) -> int:
-    from cvrepro.config.params import load_params
+    import dataclasses
+
+    from cvrepro.config.typed import load
     from cvrepro.learning.devices import pin_cpu_isa
 
-    params = load_params()
-    pin_cpu_isa(params.get("train") or {})  # before torch loads, as the stages do
-    if any(v is not None for v in (args.mode, args.k, args.epochs)):
-        cfg = dict(params.get("label_issues") or {})
-        cfg.update({k: v for k, v in (("mode", args.mode), ("k", args.k), ("epochs", args.epochs)) if v is not None})
-        params = {**params, "label_issues": cfg}
-    from cvrepro.learning.label_issues import CSV_NAME, OUT_DIR, SHEET_NAME, run
+    cfg = load()
+    pin_cpu_isa(cfg.train)  # before torch loads, as the stages do
+    from cvrepro.learning.label_issues import CSV_NAME, OUT_DIR, SHEET_NAME, run, settings
 
-    summary = run(params)
+    override = {k: v for k, v in (("mode", args.mode), ("k", args.k), ("epochs", args.epochs)) if v is not None}
+    if override:
+        cfg = dataclasses.replace(cfg, label_issues=dataclasses.replace(settings(cfg), **override))
+    summary = run(cfg)
     if args.json:
         print(json.dumps(summary, sort_keys=True, indent=2))
     else:

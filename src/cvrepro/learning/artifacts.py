@@ -10,6 +10,7 @@ import torch
 
 from cvrepro import tasks
 from cvrepro.config.params import IGNORE_INDEX
+from cvrepro.config.typed import ParamsLike, typed
 from cvrepro.core.fileio import atomic_write_bytes, read_json
 from cvrepro.core.paths import LABEL_MAP, PREPROCESSING, WEIGHTS
 from cvrepro.learning.models import architecture_only
@@ -24,18 +25,20 @@ def save_torch(obj, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def predictor_spec(params: dict, class_map: dict[str, str]) -> dict:
+def predictor_spec(params: ParamsLike, class_map: dict[str, str]) -> dict:
     """Everything a predictor needs besides the weights, bundled with the artifact."""
-    pre = params["preprocess"]
+    cfg = typed(params)
+    written = cfg.as_dict()  # recorded values as params.yaml writes them (an int stays an int): the spec's bytes
+    pre = cfg.preprocess
     base = {
-        "model": params["model"],
+        "model": written["model"],
         "num_classes": max(int(k) for k in class_map) + 1,
-        "input": {"size": pre["size"], "resize": INPUT_RESIZE, "color": "RGB",
-                  "scale": "uint8 / 255", "mean": pre["mean"], "std": pre["std"]},
+        "input": {"size": pre.size, "resize": INPUT_RESIZE, "color": "RGB",
+                  "scale": "uint8 / 255", "mean": written["preprocess"]["mean"], "std": written["preprocess"]["std"]},
     }
-    if (pre.get("resize") or "stretch") != "stretch":  # stretch: no key, the bytes of earlier releases
-        base["input"].update(resize=INPUT_LETTERBOX, fit=pre["resize"])
-    return tasks.of_params(params).output_spec(params, base)
+    if pre.resize != "stretch":  # stretch: no key, the bytes of earlier releases
+        base["input"].update(resize=INPUT_LETTERBOX, fit=pre.resize)
+    return tasks.get(cfg.task).output_spec(written, base)  # tasks/ reads the mapping (their slice types it)
 
 
 def build_from_spec(spec: dict, size: int, class_map: dict[str, str], mean: list[float] | None = None,

@@ -1,5 +1,5 @@
-"""Augmentation from `params.augment` (the `conf/augment/` group), built on torchvision's
-transforms.v2, which moves boxes and masks with the pixels.
+"""Augmentation from `augment` of params.yaml (the `conf/augment/` group, typed: `schema.Augment`), built on
+torchvision's transforms.v2, which moves boxes and masks with the pixels.
 
 What it adds to the seeded horizontal flip of `train.hflip`: random resized crops (scale
 jitter), vertical flips, colour jitter. Every sample's randomness is a function of
@@ -13,39 +13,42 @@ before this module existed.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from cvrepro.core.fileio import CvreproError
 
-KEYS = ("name", "scale", "ratio", "vflip", "color")
+if TYPE_CHECKING:
+    from cvrepro.config.schema import Augment
 
 
-def build(cfg: dict | None, size: int, boxes: bool = False):
-    """The transforms.v2 pipeline of `cfg` for square `size` images, or None when it does nothing.
+def build(augment: Augment | None, size: int, boxes: bool = False):
+    """The transforms.v2 pipeline of the typed `augment` section for square `size` images, or None when it
+    does nothing (the schema already refused unknown keys and values out of range).
 
-    cfg: scale [lo, hi] (area fraction of a random resized crop, back to size x size), ratio [lo, hi]
+    scale [lo, hi] (area fraction of a random resized crop, back to size x size), ratio [lo, hi]
     (its aspect ratio), vflip (probability), color {brightness, contrast, saturation, hue} (ColorJitter).
     boxes: drop boxes a crop left with no area (their labels too)."""
-    if not cfg:
+    if augment is None:
         return None
-    unknown = sorted(set(cfg) - set(KEYS))
-    if unknown:
-        raise CvreproError(f"params.yaml: augment.{unknown[0]} is not an augmentation ({', '.join(KEYS[1:])})")
     from torchvision.transforms import v2
 
     ops = []
-    if cfg.get("scale"):
-        lo, hi = (float(v) for v in cfg["scale"])
-        ratio = tuple(float(v) for v in (cfg.get("ratio") or (3 / 4, 4 / 3)))
-        if not 0 < lo <= hi <= 1:
-            raise CvreproError(f"params.yaml: augment.scale must be [lo, hi] with 0 < lo <= hi <= 1, got {cfg['scale']}")
+    if augment.scale:
+        lo, hi = augment.scale
+        ratio = tuple(augment.ratio or (3 / 4, 4 / 3))
+        if not lo <= hi:
+            raise CvreproError(f"params.yaml: augment.scale must be [lo, hi] with 0 < lo <= hi <= 1, "
+                               f"got {augment.scale}")
         ops.append(v2.RandomResizedCrop(size, scale=(lo, hi), ratio=ratio, antialias=True))
-    if cfg.get("vflip"):
-        ops.append(v2.RandomVerticalFlip(float(cfg["vflip"])))
-    color = cfg.get("color") or {}
+    if augment.vflip:
+        ops.append(v2.RandomVerticalFlip(augment.vflip))
+    color = dataclasses.asdict(augment.color) if augment.color else {}
     if any(color.values()):
-        ops.append(v2.ColorJitter(**{k: float(v) for k, v in color.items() if v}))
+        ops.append(v2.ColorJitter(**{k: v for k, v in color.items() if v}))
     if not ops:
         return None
     if boxes:

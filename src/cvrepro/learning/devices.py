@@ -22,8 +22,13 @@ import os
 import platform
 import sys
 
-from cvrepro.config.params import CPU_ISA, DEVICES, PRECISIONS
+from typing import TYPE_CHECKING
+
+from cvrepro.config.params import DEVICES, PRECISIONS
 from cvrepro.core.fileio import CvreproError
+
+if TYPE_CHECKING:
+    from cvrepro.config.schema import Train
 
 # train.cpu_isa -> (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_CBWR / MKL_ENABLE_INSTRUCTIONS);
 # get_cpu_capability() reports the ATen level in upper case.
@@ -52,8 +57,9 @@ def isa_environment(level: str) -> dict[str, str]:
             "MKL_CBWR": mkl, "MKL_ENABLE_INSTRUCTIONS": mkl}
 
 
-def pin_cpu_isa(cfg: dict, now: bool = False) -> None:
-    """Set the pin of `train.cpu_isa` in this process's environment (inherited by torchrun's workers).
+def pin_cpu_isa(train: Train, now: bool = False) -> None:
+    """Set the pin of `train.cpu_isa` (`train`: the typed section, `cfg.train`) in this process's
+    environment (inherited by torchrun's workers).
 
     The config wins over whatever the shell set: the level is part of the result, so it lives in
     params.yaml. `native` sets nothing (the shell's variables, if any, and the CPU decide; the record
@@ -62,19 +68,19 @@ def pin_cpu_isa(cfg: dict, now: bool = False) -> None:
     ATen settles its level at the first query or operation; once torch is loaded (or with `now`) this
     settles it at once, so that code which later edits the environment (a test fixture, a subprocess
     helper) cannot move it. A level an earlier operation already settled stays: `check_cpu_isa` says so."""
-    os.environ.update(isa_environment(str(cfg.get("cpu_isa", CPU_ISA))))
+    os.environ.update(isa_environment(train.cpu_isa))
     if now or "torch" in sys.modules:
         import torch
 
         torch.backends.cpu.get_cpu_capability()
 
 
-def check_cpu_isa(cfg: dict) -> str:
+def check_cpu_isa(train: Train) -> str:
     """The ATen CPU level in force; a clear error when the configured pin did not take effect
     (torch was loaded before the pin, or the CPU lacks the level)."""
     import torch
 
-    level = str(cfg.get("cpu_isa", CPU_ISA))
+    level = train.cpu_isa
     got = torch.backends.cpu.get_cpu_capability()
     if level == NATIVE or not _x86():
         return got
@@ -85,9 +91,9 @@ def check_cpu_isa(cfg: dict) -> str:
                if os.environ.get("ATEN_CPU_CAPABILITY") == CPU_ISA_LEVELS[level][0]
                else f"ATEN_CPU_CAPABILITY is {os.environ.get('ATEN_CPU_CAPABILITY')!r}")
         raise CvreproError(f"params.yaml: train.cpu_isa is '{level}' but the CPU kernels run at {got}: {why}; "
-                           f"pin first (cvrepro.learning.devices.pin_cpu_isa(params['train']) before any torch "
-                           f"operation, as `cvrepro train` does), or if this CPU lacks {want}, set train.cpu_isa "
-                           f"to a lower level or '{NATIVE}'")
+                           f"pin first (cvrepro.learning.devices.pin_cpu_isa(cvrepro.config.typed.load().train) "
+                           f"before any torch operation, as `cvrepro train` does), or if this CPU lacks {want}, set "
+                           f"train.cpu_isa to a lower level or '{NATIVE}'")
     return got
 
 
@@ -164,7 +170,7 @@ def _cpu_model() -> str:
 
 
 def hardware_record(device, precision: str, deterministic: bool, world_size: int, num_nodes: int,
-                    cfg: dict) -> dict:
+                    train: Train) -> dict:
     """What produced the weights, for models/train.json and the lineage; `class` is what must match for
     a bit-for-bit comparison (`cvrepro reproduce`)."""
     import torch
@@ -173,7 +179,7 @@ def hardware_record(device, precision: str, deterministic: bool, world_size: int
         "device_type": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
         "cpu_isa": torch.backends.cpu.get_cpu_capability(),
-        "cpu_isa_setting": str(cfg.get("cpu_isa", CPU_ISA)),
+        "cpu_isa_setting": train.cpu_isa,
         "isa_environment": {k: os.environ[k] for k in ISA_ENV if k in os.environ},
         "machine": platform.machine(),
         "cuda": torch.version.cuda if device.type == "cuda" else None,

@@ -17,8 +17,12 @@ import hashlib
 import os
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 from cvrepro.core.fileio import CvreproError
+
+if TYPE_CHECKING:
+    from cvrepro.config.schema import Train
 
 
 def world() -> tuple[int, int, int]:
@@ -27,25 +31,19 @@ def world() -> tuple[int, int, int]:
             int(os.environ.get("WORLD_SIZE", 1)))
 
 
-def requested(cfg: dict) -> tuple[int, int]:
-    """(devices per node, nodes) of the config, checked."""
-    out = []
-    for key in ("devices", "num_nodes"):
-        value = cfg.get(key, 1)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise CvreproError(f"params.yaml: train.{key} must be an integer >= 1, got {value!r}")
-        out.append(value)
-    return out[0], out[1]
+def requested(train: Train) -> tuple[int, int]:
+    """(devices per node, nodes) of the typed `train` section (the schema checked both: integers >= 1)."""
+    return train.devices, train.num_nodes
 
 
-def needs_launch(cfg: dict) -> bool:
+def needs_launch(train: Train) -> bool:
     """More than one process is asked for and this process is not one of torchrun's workers."""
-    devices, nodes = requested(cfg)
+    devices, nodes = requested(train)
     return devices * nodes > 1 and "TORCHELASTIC_RUN_ID" not in os.environ and "WORLD_SIZE" not in os.environ
 
 
-def launch_command(cfg: dict, stage: str = "train") -> list[str]:
-    devices, nodes = requested(cfg)
+def launch_command(train: Train, stage: str = "train") -> list[str]:
+    devices, nodes = requested(train)
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={devices}", f"--nnodes={nodes}",
            "--max-restarts=0"]
     if nodes == 1:
@@ -62,13 +60,13 @@ def launch_command(cfg: dict, stage: str = "train") -> list[str]:
     return cmd + ["-m", "cvrepro.cli", stage]
 
 
-def launch(cfg: dict) -> None:
+def launch(train: Train) -> None:
     """Run the workers through torchrun and wait; a failed worker is a CvreproError."""
-    cmd = launch_command(cfg)
+    cmd = launch_command(train)
     print("launching: " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
     res = subprocess.run(cmd)
     if res.returncode != 0:
-        raise CvreproError(f"train: a worker of the {cfg.get('devices', 1)}x{cfg.get('num_nodes', 1)}-process run "
+        raise CvreproError(f"train: a worker of the {train.devices}x{train.num_nodes}-process run "
                            f"failed (torchrun exit {res.returncode}; its report above names the rank and error); "
                            "no outputs were written")
 

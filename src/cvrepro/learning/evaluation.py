@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from cvrepro import tasks
-from cvrepro.config.params import DEVICE
+from cvrepro.config.typed import ParamsLike, typed
 from cvrepro.core.fileio import read_json
 from cvrepro.core.paths import MANIFEST, MODELS_DIR, PREDICTIONS_GRID, PREPROCESSING, processed_split
 from cvrepro.dataset.processed import ProcessedSplit
@@ -37,23 +37,24 @@ def latency_ms(model, images: np.ndarray, n: int) -> float | None:
     return round((time.perf_counter() - start) / n * 1000, 3)
 
 
-def evaluate(params: dict, root: Path = Path(".")) -> dict:
+def evaluate(params: ParamsLike, root: Path = Path(".")) -> dict:
     """Metrics of models/ on the processed splits; writes the val plots under metrics/plots."""
-    cfg = params["evaluate"]
-    torch.set_num_threads(int(params["train"]["threads"]))
-    device = resolve_device(params["train"].get("device", DEVICE))  # the device training used
+    cfg = typed(params)
+    torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)  # the device training used
     model, spec, label_map = load_predictor(root / MODELS_DIR, device)
     task = tasks.of_record(spec, str(PREPROCESSING))
     for other in map(tasks.get, tasks.names()):  # a plot left by another task's run would pass for this one's
         for stale in other.plots:
             (root / stale).unlink(missing_ok=True)
-    ctx = {"root": root, "params": params, "cfg": cfg, "manifest": read_json(root / MANIFEST), "spec": spec,
-           "class_names": {int(k): v for k, v in label_map.items()}}
+    written = cfg.as_dict()  # tasks/ reads mappings from ctx: the composition and its `evaluate` as written
+    ctx = {"root": root, "params": written, "cfg": written["evaluate"], "manifest": read_json(root / MANIFEST),
+           "spec": spec, "class_names": {int(k): v for k, v in label_map.items()}}
     metrics: dict = {}
-    for split in cfg["splits"]:
+    for split in cfg.evaluate.splits:
         data = ProcessedSplit(root / processed_split(split))
         ctx["grid_path"] = root / PREDICTIONS_GRID if split == "val" else None
         metrics[split] = task.evaluate_split(split, model, data, ctx)
         if split == "val":
-            metrics["latency_ms"] = latency_ms(model, data.images, int(cfg["latency_images"]))
+            metrics["latency_ms"] = latency_ms(model, data.images, cfg.evaluate.latency_images)
     return metrics

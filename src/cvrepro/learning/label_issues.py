@@ -15,6 +15,7 @@ the top issues and a summary.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import time
 from pathlib import Path
@@ -22,8 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cvrepro.core.paths import LABEL_ISSUES
 from cvrepro import tasks
+from cvrepro.config.schema import LabelIssues, Params
+from cvrepro.config.typed import ParamsLike, typed
+from cvrepro.core.paths import LABEL_ISSUES
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, read_json, write_json
 from cvrepro.core.paths import MODELS_DIR, PREPROCESSING, PROCESSED_INFO, processed_split
 from cvrepro.dataset.corrections import COLUMNS
@@ -31,7 +34,7 @@ from cvrepro.dataset.processed import ProcessedSplit
 from cvrepro.learning import devices
 from cvrepro.learning.artifacts import build_from_spec, load_predictor, predictor_spec
 from cvrepro.learning.engine import make_loader, predict_batches, recalibrate_batchnorm, train_one_epoch
-from cvrepro.learning.trainer import WarmupCosine, make_optimizer
+from cvrepro.learning.trainer import WarmupCosine, bn_recalibration_batches, make_optimizer
 from cvrepro.tasks.issue_rows import collector
 
 OUT_DIR = LABEL_ISSUES.parent
@@ -82,25 +85,25 @@ def folds(n: int, k: int, seed: int) -> list[np.ndarray]:
     return [np.sort(order[f::k]) for f in range(k)]
 
 
-def train_fold(params: dict, split: ProcessedSplit, idx: np.ndarray, epochs: int, device) -> torch.nn.Module:
+def train_fold(params: ParamsLike, split: ProcessedSplit, idx: np.ndarray, epochs: int, device) -> torch.nn.Module:
     """A model of `params` trained on the images `idx` of `split` for `epochs` epochs (seeded, as train is)."""
-    cfg = params["train"]
+    cfg = typed(params)
+    train = cfg.train
     info = read_json(Path(split.dir).parent / PROCESSED_INFO.name)
-    torch.manual_seed(int(cfg["seed"]))
-    model = build_from_spec(predictor_spec(params, info["class_map"]), info["size"], info["class_map"],
+    torch.manual_seed(train.seed)
+    model = build_from_spec(predictor_spec(cfg, info["class_map"]), info["size"], info["class_map"],
                             info["mean"], info["std"]).to(device)
-    task = tasks.of_params(params)
-    dataset = task.train_set(FoldSplit(split, idx), int(cfg["seed"]), float(cfg["hflip"]), params.get("augment"))
-    optimizer = make_optimizer(cfg, model)
-    batch = int(cfg["batch_size"])
+    dataset = tasks.get(cfg.task).train_set(FoldSplit(split, idx), train.seed, train.hflip, cfg.augment)
+    optimizer = make_optimizer(train, model)
+    batch = train.batch_size
     steps = max(1, -(-len(idx) // batch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(int(cfg["warmup_iters"]), epochs * steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(train.warmup_iters, epochs * steps))
     for epoch in range(epochs):
-        loader = make_loader(dataset, batch, int(cfg["seed"]), epoch, int(cfg["num_workers"]))
-        train_one_epoch(model, optimizer, scheduler, loader, epoch, cfg.get("max_grad_norm"), device=device)
-    bn_batches = int(params["model"].get("bn_recalibration_batches", 0))
+        loader = make_loader(dataset, batch, train.seed, epoch, train.num_workers)
+        train_one_epoch(model, optimizer, scheduler, loader, epoch, train.max_grad_norm, device=device)
+    bn_batches = bn_recalibration_batches(cfg)
     if bn_batches:
-        recalibrate_batchnorm(model, make_loader(dataset, batch, int(cfg["seed"]), epochs, 0), bn_batches, device)
+        recalibrate_batchnorm(model, make_loader(dataset, batch, train.seed, epochs, 0), bn_batches, device)
     return model.eval()
 
 
@@ -119,50 +122,57 @@ def _predict_into(found, model, split_name: str, data, idx: np.ndarray, floor: f
             found.add(split_name, data, int(idx[start + j]), out)
 
 
-def run(params: dict, root: Path = Path("."), keep: list | None = None) -> dict:
+def settings(cfg: Params) -> LabelIssues:
+    """The `label_issues` section; a params.yaml composed before conf/label_issues/ existed has none."""
+    if cfg.label_issues is None:
+        raise CvreproError("params.yaml: label_issues is missing; compose it from conf/ (`cvrepro compose`, "
+                           "whose defaults list selects label_issues: heldout)")
+    return cfg.label_issues
+
+
+def run(params: ParamsLike, root: Path = Path("."), keep: list | None = None) -> dict:
     """Predict out of sample, score, write OUT_DIR/{label_issues.csv, label_issues.png, summary.json}.
 
     keep: a list the task's collector (holding every prediction) is appended to, to score it again."""
-    cfg = params.get("label_issues") or {}
-    mode = cfg.get("mode", "heldout")
-    if mode not in MODES:
-        raise CvreproError(f"params.yaml: label_issues.mode {mode!r} is unknown ({', '.join(MODES)})")
-    devices.pin_cpu_isa(params["train"])
-    devices.apply_determinism(bool(params["train"].get("deterministic", True)))
-    torch.set_num_threads(int(params["train"]["threads"]))
-    device = devices.resolve_device(params["train"].get("device", "cpu"))
+    cfg = typed(params)
+    li, train = settings(cfg), cfg.train
+    devices.pin_cpu_isa(train)
+    devices.apply_determinism(train.deterministic)
+    torch.set_num_threads(train.threads)
+    device = devices.resolve_device(train.device)
     model, spec, label_map = load_predictor(root / MODELS_DIR, device)
     task = tasks.of_record(spec, str(PREPROCESSING))
     names = {int(k): v for k, v in label_map.items()}
-    found = collector(task, params, root, names, cfg)
+    # tasks/ (issue_rows) reads mappings: the composition as written and the section with its defaults
+    found = collector(task, cfg.as_dict(), root, names, dataclasses.asdict(li))
     if keep is not None:
         keep.append(found)
     splits, seconds = {}, {}
     started = time.perf_counter()
-    for split in cfg.get("splits", ["val", "test"]):
+    for split in li.splits:
         splits[split] = data = ProcessedSplit(root / processed_split(split))
         _predict_into(found, model, split, data, np.arange(len(data)))
     seconds["heldout_predict"] = round(time.perf_counter() - started, 2)
-    if mode == "kfold":
+    if li.mode == "kfold":
         started = time.perf_counter()
         splits["train"] = data = ProcessedSplit(root / processed_split("train"))
-        k, epochs = int(cfg.get("k", 5)), int(cfg.get("epochs") or params["train"]["epochs"])
-        parts = folds(len(data), k, int(params["train"]["seed"]))
+        epochs = li.epochs or train.epochs
+        parts = folds(len(data), li.k, train.seed)
         for f, held in enumerate(parts):
             rest = np.sort(np.concatenate([p for g, p in enumerate(parts) if g != f]))
-            print(f"label-issues: fold {f + 1}/{k}: training on {len(rest)} images for {epochs} epochs")
-            _predict_into(found, train_fold(params, data, rest, epochs, device), "train", data, held)
+            print(f"label-issues: fold {f + 1}/{li.k}: training on {len(rest)} images for {epochs} epochs")
+            _predict_into(found, train_fold(cfg, data, rest, epochs, device), "train", data, held)
         seconds["kfold"] = round(time.perf_counter() - started, 2)
-    issues = rank(found.issues(), float(cfg.get("min_score", 0.0)))
+    issues = rank(found.issues(), li.min_score)
     out = root / OUT_DIR
     write_csv(out / CSV_NAME, [i["row"] for i in issues])
-    top = issues[: int(cfg.get("sheet_issues", 16))]
+    top = issues[: li.sheet_issues]
     (out / SHEET_NAME).unlink(missing_ok=True)
     if top:
         found.sheet(top, splits, out / SHEET_NAME)
-    summary = {"task": task.name, "mode": mode, "splits": sorted(splits), "issues": len(issues),
+    summary = {"task": task.name, "mode": li.mode, "splits": sorted(splits), "issues": len(issues),
                "by_reason": {r: sum(i["reason"] == r for i in issues) for r in sorted({i["reason"] for i in issues})},
-               "k": int(cfg.get("k", 5)) if mode == "kfold" else None, "seconds": seconds}
+               "k": li.k if li.mode == "kfold" else None, "seconds": seconds}
     write_json(out / SUMMARY_NAME, summary)
     return summary
 

@@ -11,6 +11,9 @@ Labels are the dataset's category ids (0 = background in segmentation). Nothing 
 downloaded: stock architectures start from scratch unless `model.weights_backbone` (a
 pretrained backbone) or `model.weights` (a whole model, any class count) names a local
 state-dict file or a file of torch's hub cache (`load_weights`).
+
+Builders read `model` of the predictor spec (models/preprocessing.json), a record that a release of any age
+may hold, so as the mapping it is, not as today's typed config (config/schema.py).
 """
 
 from __future__ import annotations

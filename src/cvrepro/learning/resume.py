@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from cvrepro.config.params import run_params
+from cvrepro.config.typed import ParamsLike
 from cvrepro.core.fileio import canonical_json, sha256_file
 from cvrepro.core.paths import PROCESSED_DIR, RESUME_CHECKPOINT
 
@@ -35,7 +36,7 @@ def _dir_sha256(folder: Path) -> str:
     return h.hexdigest()
 
 
-def resume_key(params: dict, root: Path, hardware_class: str) -> dict[str, str]:
+def resume_key(params: ParamsLike, root: Path, hardware_class: str) -> dict[str, str]:
     return {"data": _dir_sha256(root / PROCESSED_DIR),
             "params": hashlib.sha256(canonical_json(run_params(params)).encode()).hexdigest(),  # as the config ID
             "code": code_sha256(),

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from cvrepro.config.schema import Augment
 
 
 class SeededSamples:
@@ -12,10 +17,10 @@ class SeededSamples:
 
     augment_boxes = False  # a task whose targets hold boxes: an augmentation drops boxes a crop emptied
 
-    def __init__(self, split, seed: int, hflip: float, augment: dict | None = None):
+    def __init__(self, split, seed: int, hflip: float, augment: Augment | None = None):
         self.split, self.seed, self.hflip, self.epoch = split, seed, hflip, 0
         self.augment = None
-        if augment and len(split):
+        if augment is not None and len(split):
             from cvrepro.learning.augment import build  # torchvision: only when augmenting
 
             self.augment = build(augment, split.images.shape[-1], boxes=self.augment_boxes)

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from cvrepro import tasks
-from cvrepro.config.params import DETERMINISTIC, DEVICE, PRECISION
+from cvrepro.config.schema import Params, Train
+from cvrepro.config.typed import ParamsLike, typed
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, read_json, sha256_file, write_json
 from cvrepro.core.paths import (CHECKPOINT, LABEL_MAP, PREPROCESSING, PROCESSED_INFO, TRAIN_INFO, TRAIN_LOG_DIR,
                                 WEIGHTS, processed_split)
@@ -49,13 +50,14 @@ class WarmupCosine:
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def make_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
-    if cfg["optimizer"] == "adamw":
-        return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    raise CvreproError(f"params.yaml: train.optimizer '{cfg['optimizer']}' is unknown (sgd, adamw)")
+def make_optimizer(train: Train, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The optimiser of `train.optimizer` over the trainable weights (`train`: the typed section)."""
+    weights = [p for p in model.parameters() if p.requires_grad]
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(weights, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(weights, lr=train.lr, weight_decay=train.weight_decay)
+    raise CvreproError(f"params.yaml: train.optimizer '{train.optimizer}' is unknown (sgd, adamw)")
 
 
 def _kill_hook(first_epoch_step: int):
@@ -85,7 +87,7 @@ def _weights_bytes(model: torch.nn.Module) -> bytes:
 class Run:
     """What `setup` builds for one training run: where it runs, the data, the model and its optimiser."""
 
-    params: dict
+    cfg: Params  # the typed config; checkpoint "config" records it as written (as_dict)
     root: Path
     rank: int
     world: int
@@ -104,8 +106,8 @@ class Run:
     steps_per_epoch: int
 
     @property
-    def cfg(self) -> dict:
-        return self.params["train"]
+    def train(self) -> Train:
+        return self.cfg.train
 
     @property
     def class_map(self) -> dict:
@@ -114,7 +116,7 @@ class Run:
     def checkpoint(self, epoch: int) -> dict:
         """models/checkpoint.pt's content after `epoch` epochs (the resume checkpoint adds to it)."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "epoch": epoch, "config": self.params,
+                "scheduler": self.scheduler.state_dict(), "epoch": epoch, "config": self.cfg.as_dict(),
                 "class_map": self.class_map}
 
 
@@ -130,17 +132,17 @@ class Progress:
     seconds: float = 0.0
 
 
-def train(params: dict, root: Path = Path("."), preflight: dict | None = None) -> dict:
+def train(params: ParamsLike, root: Path = Path("."), preflight: dict | None = None) -> dict:
     """Train the model of `params` on root/data/processed; write models/ and the training log.
 
     preflight: the checks made before training (recorded in models/train.json). With
     train.devices * train.num_nodes > 1 this process launches torchrun's workers and returns
     what rank 0 wrote. The steps, as torchvision's reference scripts: setup, restore, loop, outputs."""
-    cfg = params["train"]
-    if distributed.needs_launch(cfg):
-        distributed.launch(cfg)
+    cfg = typed(params)
+    if distributed.needs_launch(cfg.train):
+        distributed.launch(cfg.train)
         return read_json(root / TRAIN_INFO)
-    run = setup(params, root)
+    run = setup(cfg, root)
     require_a_commit(root)
     progress, key = restore(run)
     fit(run, progress, key)
@@ -150,49 +152,49 @@ def train(params: dict, root: Path = Path("."), preflight: dict | None = None) -
     return write_outputs(run, progress, *agreed, preflight)
 
 
-def setup(params: dict, root: Path) -> Run:
+def setup(params: ParamsLike, root: Path) -> Run:
     """Devices and determinism, the checked data, the model, optimiser, scheduler and scaler. The order of
     the seeded steps (model initialisation after the seed) fixes the weights: keep it."""
-    cfg = params["train"]
+    cfg = typed(params)
+    train = cfg.train
     rank, local_rank, world = distributed.world()
-    device, precision, deterministic = _devices(cfg, local_rank)
+    device, precision, deterministic = _devices(train, local_rank)
     info = read_json(root / PROCESSED_INFO)
-    task = _task_of_data(params, info)
-    spec = predictor_spec(params, info["class_map"])
+    task = _task_of_data(cfg, info)
+    spec = predictor_spec(cfg, info["class_map"])
     model = build_from_spec(spec, info["size"], info["class_map"], info["mean"], info["std"])
     split = ProcessedSplit(root / processed_split("train"))
     if len(split) == 0:
         raise CvreproError(f"{processed_split('train')}: the train split is empty")
-    dataset = task.train_set(split, int(cfg["seed"]), float(cfg["hflip"]), params.get("augment"))
+    dataset = task.train_set(split, train.seed, train.hflip, cfg.augment)
     model.to(device)
-    optimizer = make_optimizer(cfg, model)
-    batch_size = int(cfg["batch_size"])  # per device: the effective batch is batch_size * world size
+    optimizer = make_optimizer(train, model)
+    batch_size = train.batch_size  # per device: the effective batch is batch_size * world size
     steps_per_epoch = math.ceil(len(split) / (batch_size * world))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, WarmupCosine(int(cfg["warmup_iters"]), cfg["epochs"] * steps_per_epoch)
+        optimizer, WarmupCosine(train.warmup_iters, train.epochs * steps_per_epoch)
     )
     scaler = devices.grad_scaler(device, precision)
-    hardware = devices.hardware_record(device, precision, deterministic, world, distributed.requested(cfg)[1], cfg)
-    return Run(params, root, rank, world, device, precision, hardware, info, spec, split, dataset, model, optimizer,
+    hardware = devices.hardware_record(device, precision, deterministic, world, train.num_nodes, train)
+    return Run(cfg, root, rank, world, device, precision, hardware, info, spec, split, dataset, model, optimizer,
                scheduler, scaler, batch_size, steps_per_epoch)
 
 
-def _devices(cfg: dict, local_rank: int) -> tuple[torch.device, str, bool]:
+def _devices(train: Train, local_rank: int) -> tuple[torch.device, str, bool]:
     """(device, precision, deterministic), checked and applied, with the threads and the seed set."""
-    devices.pin_cpu_isa(cfg)  # a library caller may not have pinned; no effect on a level already settled
-    devices.check_cpu_isa(cfg)
-    device = devices.resolve_device(cfg.get("device", DEVICE), local_rank)
-    precision = devices.check_precision(cfg.get("precision", PRECISION), device)
-    deterministic = bool(cfg.get("deterministic", DETERMINISTIC))
-    devices.apply_determinism(deterministic)
-    torch.set_num_threads(int(cfg["threads"]))
-    torch.manual_seed(int(cfg["seed"]))
-    return device, precision, deterministic
+    devices.pin_cpu_isa(train)  # a library caller may not have pinned; no effect on a level already settled
+    devices.check_cpu_isa(train)
+    device = devices.resolve_device(train.device, local_rank)
+    precision = devices.check_precision(train.precision, device)
+    devices.apply_determinism(train.deterministic)
+    torch.set_num_threads(train.threads)
+    torch.manual_seed(train.seed)
+    return device, precision, train.deterministic
 
 
-def _task_of_data(params: dict, info: dict):
+def _task_of_data(cfg: Params, info: dict):
     """The task of params.yaml, which must be the one the data was preprocessed for."""
-    task = tasks.of_params(params)
+    task = tasks.get(cfg.task)
     processed_for = tasks.of_record(info, str(PROCESSED_INFO))
     if processed_for is not task:
         raise CvreproError(f"{PROCESSED_INFO}: data was preprocessed for task '{processed_for.name}' "
@@ -211,7 +213,7 @@ def restore(run: Run) -> tuple[Progress, dict | None]:
     (learning/resume.py); returns the progress it holds (none: epoch 0) and the run's resume key."""
     if run.world > 1:
         distributed.init(run.device)
-    key = resume.resume_key(run.params, run.root, run.hardware["class"]) if run.rank == 0 else None
+    key = resume.resume_key(run.cfg, run.root, run.hardware["class"]) if run.rank == 0 else None
     state = resume.load(run.root, key) if run.rank == 0 else None
     if run.world > 1:
         state = distributed.broadcast(state, run.rank)
@@ -226,17 +228,17 @@ def fit(run: Run, progress: Progress, key: dict | None) -> None:
     checkpoint after it, so that a crash (or kill -9) loses at most one epoch of work."""
     from dvclive import Live  # DVC writes dvc.yaml plots itself; DVCLive only logs
 
-    cfg = run.cfg
+    train = run.train
     net = distributed.wrap(run.model, run.device) if run.world > 1 else run.model
     live = Live(dir=str(run.root / TRAIN_LOG_DIR), save_dvc_exp=False, dvcyaml=False) if run.rank == 0 else None
     started = time.perf_counter()
     try:
         for losses, lr in zip(progress.history, progress.lrs):  # a resumed run logs the epochs done before the kill again
             _log(live, losses, lr)
-        for epoch in range(progress.first_epoch, int(cfg["epochs"])):
-            loader = make_loader(run.dataset, run.batch_size, int(cfg["seed"]), epoch, int(cfg["num_workers"]),
+        for epoch in range(progress.first_epoch, train.epochs):
+            loader = make_loader(run.dataset, run.batch_size, train.seed, epoch, train.num_workers,
                                  run.rank, run.world)
-            losses = train_one_epoch(net, run.optimizer, run.scheduler, loader, epoch, cfg.get("max_grad_norm"),
+            losses = train_one_epoch(net, run.optimizer, run.scheduler, loader, epoch, train.max_grad_norm,
                                      device=run.device, autocast=devices.autocast(run.device, run.precision),
                                      scaler=run.scaler, after_step=_kill_hook(epoch * run.steps_per_epoch),
                                      show=run.rank == 0)
@@ -245,7 +247,7 @@ def fit(run: Run, progress: Progress, key: dict | None) -> None:
             progress.lrs.append(run.optimizer.param_groups[0]["lr"])
             if run.rank == 0:
                 _log(live, losses, progress.lrs[-1])
-                print(f"epoch {epoch + 1}/{cfg['epochs']}: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+                print(f"epoch {epoch + 1}/{train.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
                 resume.save(run.root, run.checkpoint(epoch + 1), key, progress.history, progress.lrs, run.scaler,
                             run.device)
     finally:
@@ -256,14 +258,19 @@ def fit(run: Run, progress: Progress, key: dict | None) -> None:
     progress.seconds = time.perf_counter() - started
 
 
+def bn_recalibration_batches(cfg: Params) -> int:
+    """`model.bn_recalibration_batches`: a key only of the models with BatchNorm to re-estimate (schema's
+    Recalibrated and its subclasses); 0, nothing to do, for every other model."""
+    return getattr(cfg.model, "bn_recalibration_batches", 0)
+
+
 def recalibrate(run: Run, weights: bytes) -> bytes:
     """The weights after BatchNorm re-estimation (`model.bn_recalibration_batches`; 0: unchanged), on
     fresh batches, as if one epoch more (epoch index = epochs), on rank 0 alone."""
-    bn_batches = int(run.params["model"].get("bn_recalibration_batches", 0))
+    bn_batches = bn_recalibration_batches(run.cfg)
     if not bn_batches:
         return weights
-    cfg = run.cfg
-    loader = make_loader(run.dataset, run.batch_size, int(cfg["seed"]), int(cfg["epochs"]), 0)
+    loader = make_loader(run.dataset, run.batch_size, run.train.seed, run.train.epochs, 0)
     recalibrate_batchnorm(run.model, loader, bn_batches, device=run.device)
     return _weights_bytes(run.model)
 
@@ -272,9 +279,9 @@ def write_outputs(run: Run, progress: Progress, weights: bytes, rank_hashes: lis
                   preflight: dict | None) -> dict:
     """The four artifacts (checkpoint, weights, label map, predictor spec) and models/train.json; then
     drop the resume checkpoint (a kill before that resumes at the last epoch, same bits)."""
-    root, cfg = run.root, run.cfg
+    root = run.root
     weights = recalibrate(run, weights)
-    save_torch(run.checkpoint(int(cfg["epochs"])), root / CHECKPOINT)
+    save_torch(run.checkpoint(run.train.epochs), root / CHECKPOINT)
     atomic_write_bytes(root / WEIGHTS, weights)
     write_json(root / LABEL_MAP, run.class_map)
     write_json(root / PREPROCESSING, run.spec)
@@ -287,13 +294,13 @@ def write_outputs(run: Run, progress: Progress, weights: bytes, rank_hashes: lis
 def _summary(run: Run, progress: Progress, rank_hashes: list[str], preflight: dict | None) -> dict:
     """models/train.json. No config ID here: train does not depend on every param (evaluate's do not
     retrain), so the lineage record written by evaluate carries it."""
-    cfg, params = run.cfg, run.params
+    cfg = run.cfg
     images_seen, seconds = progress.images_seen, progress.seconds
     return {
         "snapshot_id": run.info["snapshot_id"],
-        "seeds": {"train": int(cfg["seed"]), "split": int(params["split"]["seed"])},
-        "threads": int(cfg["threads"]),
-        "epochs": int(cfg["epochs"]),
+        "seeds": {"train": cfg.train.seed, "split": cfg.split.seed},
+        "threads": cfg.train.threads,
+        "epochs": cfg.train.epochs,
         "parameters": count_parameters(run.model),
         "train_images": len(run.split),
         "final_losses": progress.history[-1] if progress.history else {},

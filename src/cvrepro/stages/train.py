@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cvrepro.config.typed import ParamsLike, typed
 from cvrepro.learning.trainer import train
 from cvrepro.provenance.preflight import for_training
 
 
-def run(params: dict, root: Path = Path(".")) -> dict:
+def run(params: ParamsLike, root: Path = Path(".")) -> dict:
     """Reads `task`, `model`, `train`, `preprocess` (the predictor spec), `dataset.ignore_index`, `split.seed`."""
     root = Path(root)
-    checks = for_training(params, root)  # strict: refuses here, before any work; warn: recorded in train.json
-    return train(params, root, preflight=checks)
+    cfg = typed(params)
+    # strict: refuses here, before any work; warn: recorded in train.json. (The mapping: provenance/ reads one.)
+    checks = for_training(cfg.as_dict(), root)
+    return train(cfg, root, preflight=checks)
