@@ -1,5 +1,5 @@
-"""The layout's rules, checked: imports run one way through the layers (LAYERS), every stage's
-code is a DVC dependency of it, nothing imports the stages, no module outside the tasks package
+"""The layout's rules, checked: imports run one way through the layers (LAYERS), the config is read
+typed outside config/, every stage's code is a DVC dependency of it, nothing imports the stages, no module outside the tasks package
 compares task names, and a fourth task is one module (shown with a toy task defined here, run
 through snapshot, split and preprocess)."""
 
@@ -89,6 +89,30 @@ def test_a_back_import_is_caught_even_inside_a_function(tmp_path: Path):
         "cvrepro/learning/models.py:1: cvrepro.learning.models (learning blocks) imports cvrepro.learning.trainer "
         "(learning runners)",
     ]
+
+
+def mapping_reads_of_params(src: Path) -> list[str]:
+    """`file:line` of every `params[...]` / `params.get(...)` outside config/: the config is read typed
+    (config/typed.py), so a dict read of it anywhere else is the old untyped path coming back."""
+    out = []
+    for path in sorted((src / PACKAGE).rglob("*.py")):
+        if path.relative_to(src / PACKAGE).parts[0] == "config":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            target = node.value if isinstance(node, ast.Subscript) else \
+                node.func.value if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                node.func.attr == "get" else None
+            if isinstance(target, ast.Name) and target.id == "params":
+                out.append(f"{path.relative_to(src).as_posix()}:{node.lineno}")
+    return out
+
+
+def test_the_config_is_read_typed_outside_config(tmp_path: Path):
+    assert mapping_reads_of_params(SRC) == []
+    shutil.copytree(SRC / PACKAGE, tmp_path / PACKAGE)
+    planted = tmp_path / PACKAGE / "dataset/index.py"
+    planted.write_text(planted.read_text() + "\n\ndef _seed(params):\n    return params.get('split')['seed']\n")
+    assert mapping_reads_of_params(tmp_path) == [f"{PACKAGE}/dataset/index.py:{len(planted.read_text().splitlines())}"]
 
 
 def test_the_docs_draw_the_same_layers():

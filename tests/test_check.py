@@ -160,7 +160,7 @@ def test_near_identical_pairs_match_every_pair_compared():
         if k % 7 == 0:
             anns.append({**anns[-1], "bbox": [x + rng.uniform(0, 0.3), y, 10.0, 10.0]})
     b = health.Boxes(files, anns)
-    found = health.near_identical(b, {}, {"near_identical_iou": 0.9, "max_items": 10 ** 6})
+    found = health.near_identical(b, {}, Check(near_identical_iou=0.9, max_items=10 ** 6))
     brute = 0
     for i in range(len(b)):
         for j in range(i + 1, len(b)):

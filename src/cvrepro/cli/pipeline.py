@@ -16,9 +16,6 @@ STAGES = [  # (command, help): `cvrepro <stage>` runs cvrepro.stages.<stage>.run
     ("train", "train the model chosen in params.yaml (detector, segmenter or classifier)"),
     ("evaluate", "metrics per task, plots, prediction grid and the lineage record"),
 ]
-# The stages whose run() reads the typed config today; the others get the composition as a mapping until their
-# slice of the typed-config change lands (typed-brief), then every stage gets `cfg` and this goes.
-TYPED_STAGES = ("train", "evaluate")
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
@@ -32,7 +29,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     pin_cpu_isa(cfg.train)
     try:
         stage = importlib.import_module(f"cvrepro.stages.{args.command}")
-        result = stage.run(cfg if args.command in TYPED_STAGES else cfg.as_dict())
+        result = stage.run(cfg)
     except BaseException:  # inside `dvc exp run`: params.yaml and dvc.lock back as they were, then the error
         from cvrepro.config.compose import undo_failed_experiment
 

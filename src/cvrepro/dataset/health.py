@@ -23,7 +23,6 @@ import numpy as np
 from cvrepro.config.params import CHECK
 from cvrepro.config.schema import Check
 from cvrepro.core.fileio import CvreproError
-from cvrepro.dataset.sections import section
 
 BLOCKING = ("leakage", "label_conflicts")  # what `check.policy: strict` refuses a release on
 
@@ -91,10 +90,9 @@ class Boxes:
                 "bbox": [round(float(v), 2) for v in (self.x[i], self.y[i], self.w[i], self.h[i])], **extra}
 
 
-def box_sizes(b: Boxes, class_map: dict[str, str], check: Check | dict) -> dict[str, dict]:
+def box_sizes(b: Boxes, class_map: dict[str, str], check: Check) -> dict[str, dict]:
     """Tiny boxes (area fraction under tiny_box_area or a side under tiny_box_side px), huge boxes (area fraction
     over huge_box_area) and aspect outliers (longer side over aspect_max x the shorter), worst first."""
-    check = section(check, Check)
     n = check.max_items
     frac = b.w * b.h / np.maximum(b.img_w * b.img_h, 1.0)
     side = np.minimum(b.w, b.h)
@@ -120,9 +118,8 @@ def box_sizes(b: Boxes, class_map: dict[str, str], check: Check | dict) -> dict[
     }
 
 
-def boxes_per_image(b: Boxes, check: Check | dict) -> dict:
+def boxes_per_image(b: Boxes, check: Check) -> dict:
     """Images with more boxes than Q3 + k x max(IQR, 1) (k = boxes_per_image_iqr), most first."""
-    check = section(check, Check)
     n = check.max_items
     counts = np.bincount(b.image, minlength=len(b.files))
     if not len(counts):
@@ -135,13 +132,12 @@ def boxes_per_image(b: Boxes, check: Check | dict) -> dict:
     return finding(len(out), f"{len(out)} images with more than {limit:g} boxes (median {np.median(counts):g})", items, n)
 
 
-def near_identical(b: Boxes, class_map: dict[str, str], check: Check | dict) -> dict:
+def near_identical(b: Boxes, class_map: dict[str, str], check: Check) -> dict:
     """Pairs of boxes of one class on one image with IoU over near_identical_iou (a box labelled twice).
 
     Boxes sorted by (image, class, x); box i is compared with i+1, i+2, ... while they share the group and
     can still overlap (x of the later one under the right edge of i), so the cost is the overlapping pairs,
     not every pair of a group."""
-    check = section(check, Check)  # the `check` section (a mapping: over its defaults)
     n, threshold = check.max_items, check.near_identical_iou
     order = np.lexsort((b.x, b.category, b.image))
     img, cat = b.image[order], b.category[order]

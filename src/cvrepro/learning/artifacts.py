@@ -38,7 +38,7 @@ def predictor_spec(params: ParamsLike, class_map: dict[str, str]) -> dict:
     }
     if pre.resize != "stretch":  # stretch: no key, the bytes of earlier releases
         base["input"].update(resize=INPUT_LETTERBOX, fit=pre.resize)
-    return tasks.get(cfg.task).output_spec(written, base)  # tasks/ reads the mapping (their slice types it)
+    return tasks.get(cfg.task).output_spec(cfg, base)
 
 
 def build_from_spec(spec: dict, size: int, class_map: dict[str, str], mean: list[float] | None = None,

@@ -47,8 +47,7 @@ def evaluate(params: ParamsLike, root: Path = Path(".")) -> dict:
     for other in map(tasks.get, tasks.names()):  # a plot left by another task's run would pass for this one's
         for stale in other.plots:
             (root / stale).unlink(missing_ok=True)
-    written = cfg.as_dict()  # tasks/ reads mappings from ctx: the composition and its `evaluate` as written
-    ctx = {"root": root, "params": written, "cfg": written["evaluate"], "manifest": read_json(root / MANIFEST),
+    ctx = {"root": root, "params": cfg, "cfg": cfg.evaluate, "manifest": read_json(root / MANIFEST),
            "spec": spec, "class_names": {int(k): v for k, v in label_map.items()}}
     metrics: dict = {}
     for split in cfg.evaluate.splits:

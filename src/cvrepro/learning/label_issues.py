@@ -15,7 +15,6 @@ the top issues and a summary.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import time
 from pathlib import Path
@@ -143,8 +142,7 @@ def run(params: ParamsLike, root: Path = Path("."), keep: list | None = None) ->
     model, spec, label_map = load_predictor(root / MODELS_DIR, device)
     task = tasks.of_record(spec, str(PREPROCESSING))
     names = {int(k): v for k, v in label_map.items()}
-    # tasks/ (issue_rows) reads mappings: the composition as written and the section with its defaults
-    found = collector(task, cfg.as_dict(), root, names, dataclasses.asdict(li))
+    found = collector(task, cfg, root, names, li)
     if keep is not None:
         keep.append(found)
     splits, seconds = {}, {}

@@ -18,7 +18,7 @@ def run(params: ParamsLike, root: Path = Path(".")) -> dict:
     metrics = evaluate(cfg, root)
     write_json(root / METRICS, metrics)
     lineage = build_lineage(
-        root, cfg.as_dict(), read_json(root / MANIFEST), metrics,  # the lineage records the composition as written
+        root, cfg, read_json(root / MANIFEST), metrics,  # the lineage records the composition as written
         artifacts=[WEIGHTS, LABEL_MAP, PREPROCESSING, PROCESSED_DIR, MANIFEST],
         seeds={"split": cfg.split.seed, "train": cfg.train.seed},
         extra={"train": read_json(root / TRAIN_INFO)},

@@ -14,5 +14,5 @@ def run(params: ParamsLike, root: Path = Path(".")) -> dict:
     root = Path(root)
     cfg = typed(params)
     # strict: refuses here, before any work; warn: recorded in train.json. (The mapping: provenance/ reads one.)
-    checks = for_training(cfg.as_dict(), root)
+    checks = for_training(cfg, root)
     return train(cfg, root, preflight=checks)

@@ -163,8 +163,7 @@ class Task:
 
     # ----------------------------------------------------------------- evaluate
     def evaluate_split(self, split: str, model, data, ctx: dict) -> dict:
-        """Metrics of one split. ctx: root, params, cfg (the `evaluate` section; a mapping is built over its
-        defaults), manifest, class_names, spec, grid_path (write the prediction grid there when not None), plots_dir."""
+        """Metrics of one split. ctx: root, params (the typed config), cfg (its `evaluate` section), manifest, class_names, spec, grid_path (write the prediction grid there when not None), plots_dir."""
         raise NotImplementedError
 
     # ----------------------------------------------------------------- releases
@@ -181,9 +180,9 @@ class Task:
         return "labels", label_counts(old_labels, new_labels)
 
     # ----------------------------------------------------------------- check
-    def health_findings(self, manifest: dict, index: dict, check: Check | dict) -> dict[str, dict]:
+    def health_findings(self, manifest: dict, index: dict, check: Check) -> dict[str, dict]:
         """This task's own `cvrepro check` findings ({name: dataset.health.finding(...)}; detection: the box
-        checks). `index`: the labels index; `check`: the `check` section (a mapping is built over its defaults).
+        checks). `index`: the labels index; `check`: the typed `check` section.
         What every task shares (class balance, unlabelled images, duplicates, leakage, label conflicts) is computed
         outside the task."""
         return {}

@@ -18,7 +18,6 @@ from cvrepro.core.paths import PLOTS_DIR
 from cvrepro.core.problems import Problems
 from cvrepro.dataset.index import checked_annotations
 from cvrepro.dataset.manifest import slice_values
-from cvrepro.dataset.sections import section
 from cvrepro.tasks import register
 from cvrepro.tasks.base import Task
 from cvrepro.learning.samples import SeededSamples
@@ -143,7 +142,7 @@ class Classification(Task):
         from cvrepro.learning.engine import predict_batches
         from cvrepro.learning.pictures import classification_badness, confusion_csv, confusion_png, grid_order, label_grid
 
-        ev = section(ctx["cfg"], Evaluate)
+        ev: Evaluate = ctx["cfg"]
         class_names, slice_key, k = ctx["class_names"], ev.slice_key, int(ctx["spec"]["num_classes"])
         predicted, top = [], []
         for _start, outs in predict_batches(model, data.images, desc=f"predict {split}"):

@@ -18,7 +18,7 @@ from cvrepro.core.fileio import read_json
 from cvrepro.core.paths import PLOTS_DIR
 from cvrepro.core.problems import Problems, is_int
 from cvrepro.dataset.index import BoxCheck, annotations_file, box_problem, canonical_number, checked_annotations
-from cvrepro.dataset.sections import model_value, section
+from cvrepro.dataset.sections import model_value
 from cvrepro.tasks import register, sizing
 from cvrepro.tasks.base import Task
 from cvrepro.learning.samples import SeededSamples
@@ -298,7 +298,7 @@ class Detection(Task):
         from cvrepro.learning.engine import predict
         from cvrepro.learning.pictures import detection_badness, grid_order, pr_curves_csv, prediction_grid
 
-        ev, class_names, root = section(ctx["cfg"], Evaluate), ctx["class_names"], ctx["root"]
+        ev, class_names, root = ctx["cfg"], ctx["class_names"], ctx["root"]
         if "coco" not in ctx:  # once for every split
             ctx["coco"] = accepted_index(ctx["params"], root)
             key = ev.slice_key
@@ -326,7 +326,7 @@ class Detection(Task):
         from cvrepro.dataset.health import box_findings
 
         return box_findings(manifest["files"], index.get("annotations") or [], manifest["class_map"],
-                            section(check, Check))
+                            check)
 
     def label_signature(self, entry, labels):  # the boxes and classes, not the annotation ids
         return repr(sorted((a.get("category_id"), tuple(float(v) for v in a.get("bbox") or ())) for a in labels))

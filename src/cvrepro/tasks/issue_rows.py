@@ -16,7 +16,6 @@ from cvrepro.config.schema import LabelIssues, Params
 from cvrepro.config.typed import ParamsLike, typed
 from cvrepro.core.fileio import read_json
 from cvrepro.dataset.index import annotations_file
-from cvrepro.dataset.sections import section
 from cvrepro.tasks.issues import ACTIONS, DETECTION_DEFAULTS, confident_learning, detection_issues, mask_disagreement
 
 REASONS = {
@@ -174,13 +173,12 @@ COLLECTORS = {"detection": DetectionIssues, "classification": ClassificationIssu
               "segmentation": SegmentationIssues}
 
 
-def collector(task, params: ParamsLike, root: Path, class_names: dict[int, str], li: LabelIssues | dict | None):
+def collector(task, params: ParamsLike, root: Path, class_names: dict[int, str], li: LabelIssues | None):
     """The issue collector of `task` (a Task); CvreproError for a task without one. li: the `label_issues` section
-    (None or empty: the built-in thresholds; a mapping is built over the schema)."""
+    (None: the built-in thresholds)."""
     from cvrepro.core.fileio import CvreproError
 
     if task.name not in COLLECTORS:
         raise CvreproError(f"label-issues: no label-issue scoring for task {task.name!r} "
                            f"(known: {', '.join(COLLECTORS)})")
-    li = section(li, LabelIssues) if li else None
     return COLLECTORS[task.name](typed(params), root, class_names, li)

@@ -14,7 +14,6 @@ from pathlib import Path
 from cvrepro.config.params import IGNORE_INDEX
 from cvrepro.config.schema import Evaluate
 from cvrepro.config.typed import typed
-from cvrepro.dataset.sections import section
 from cvrepro.core.fileio import CvreproError
 from cvrepro.core.paths import LABELS_DIR
 from cvrepro.core.problems import Problems
@@ -174,7 +173,7 @@ class Segmentation(Task):
         from cvrepro.learning.pictures import grid_order, mask_grid
 
         root, manifest, spec = ctx["root"], ctx["manifest"], ctx["spec"]
-        ev = section(ctx["cfg"], Evaluate)
+        ev: Evaluate = ctx["cfg"]
         slice_key = ev.slice_key
         k, ignore_index = int(spec["num_classes"]), int(spec.get("ignore_index", IGNORE_INDEX))
         grid = ev.grid_images if ctx["grid_path"] is not None else 0
