@@ -175,3 +175,26 @@ def test_typed_refuses_a_bad_mapping_in_one_line():
     params["train"]["lr"] = "abc"
     with pytest.raises(CvreproError, match=r"^params.yaml: train.lr must be a number > 0, got 'abc'$"):
         typed(params)
+
+
+def test_override_sets_dotted_keys_checks_them_and_keeps_the_record_true():
+    from cvrepro.config.params import config_id
+    from cvrepro.config.typed import override, typed
+
+    cfg = typed(compose(CONF))
+    changed = override(cfg, {"label_issues.k": 3, "train.epochs": 2})
+    assert (changed.label_issues.k, changed.train.epochs) == (3, 2)
+    assert cfg.as_dict() == compose(CONF)  # the original is untouched
+    assert changed.as_dict()["label_issues"]["k"] == 3 and changed.as_dict()["train"]["epochs"] == 2
+    assert config_id(changed) != config_id(cfg)  # train.epochs is a run key; the record says what ran
+    assert config_id(override(cfg, {"label_issues.k": 4})) == config_id(cfg)  # label_issues is not
+    with pytest.raises(CvreproError, match=r"^command line \(label_issues.k=1\): label_issues.k must be an integer >= 2, got 1$"):
+        override(cfg, {"label_issues.k": 1})
+
+
+def test_label_issues_command_refuses_a_bad_override_in_one_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "params.yaml").write_text(dump(compose(CONF)))
+    monkeypatch.chdir(tmp_path)
+    assert main(["label-issues", "--k", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: command line (label_issues.k=1): label_issues.k must be an integer >= 2, got 1\n", err

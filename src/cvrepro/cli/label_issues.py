@@ -7,18 +7,18 @@ import json
 
 
 def cmd_label_issues(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from cvrepro.config.typed import load
+    from cvrepro.config.typed import load, override
     from cvrepro.learning.devices import pin_cpu_isa
 
     cfg = load()
     pin_cpu_isa(cfg.train)  # before torch loads, as the stages do
     from cvrepro.learning.label_issues import CSV_NAME, OUT_DIR, SHEET_NAME, run, settings
 
-    override = {k: v for k, v in (("mode", args.mode), ("k", args.k), ("epochs", args.epochs)) if v is not None}
-    if override:
-        cfg = dataclasses.replace(cfg, label_issues=dataclasses.replace(settings(cfg), **override))
+    values = {f"label_issues.{k}": v for k, v in (("mode", args.mode), ("k", args.k), ("epochs", args.epochs))
+              if v is not None}
+    if values:
+        settings(cfg)  # a params.yaml without the label_issues group: its own error, before an override
+        cfg = override(cfg, values)  # checked by the schema like params.yaml (--k 1 is refused, naming the key)
     summary = run(cfg)
     if args.json:
         print(json.dumps(summary, sort_keys=True, indent=2))

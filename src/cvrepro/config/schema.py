@@ -234,7 +234,9 @@ class Params:
     label_issues: Optional[LabelIssues] = key(None)  # the label_issues stage; older params.yaml have none
 
     def as_dict(self) -> dict[str, Any]:
-        """The composition as params.yaml holds it (no defaults added): a copy, for records and hashes."""
+        """The composition as params.yaml holds it (no defaults added): a copy, for records and hashes. A `Params`
+        not built by config.typed (constructed directly, or by `dataclasses.replace`, which drops the composition:
+        use `typed.override`) gives its fields, defaults included."""
         return copy.deepcopy(self.__dict__.get("_raw") or dataclasses.asdict(self))
 
 

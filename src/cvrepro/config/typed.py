@@ -30,6 +30,22 @@ def typed(params: ParamsLike, source: str = str(PARAMS)) -> Params:
     return cfg
 
 
+def override(cfg: Params, values: Mapping[str, Any], source: str = "command line") -> Params:
+    """`cfg` with dotted keys set (`{"label_issues.k": 3}`), checked and built again from its composition, so the
+    record (`as_dict`) holds the new values too. Use it, not `dataclasses.replace`, on a whole config: a replaced
+    `Params` has lost the composition as written."""
+    raw = cfg.as_dict()
+    for dotted, value in values.items():
+        *groups, last = dotted.split(".")
+        node = raw
+        for group in groups:
+            if not isinstance(node.get(group), dict):
+                node[group] = {}
+            node = node[group]
+        node[last] = value
+    return typed(raw, f"{source} ({', '.join(f'{k}={v}' for k, v in values.items())})")
+
+
 def load(path: str | Path = PARAMS) -> Params:
     """params.yaml, typed: the one way a stage or command reads its config."""
     return typed(load_params(path), str(path))
