@@ -10,7 +10,8 @@ from PIL import Image
 
 from cvrepro.core.fileio import CvreproError, read_json
 from cvrepro.core.paths import processed_split
-from cvrepro.dataset.processed import ProcessedSplit, fit_image, fitted, resize_mode
+from cvrepro.config.typed import typed
+from cvrepro.dataset.processed import ProcessedSplit, fit_image, fitted
 from cvrepro.learning.predictor import Predictor
 
 from helpers import prepared_data, tiny_params
@@ -30,7 +31,7 @@ def test_fitted_keeps_the_aspect_ratio_and_pads_bottom_right():
     crop = tiny_params()
     crop["preprocess"]["resize"] = "crop"
     with pytest.raises(CvreproError, match="preprocess.resize must be one of stretch, letterbox, got 'crop'"):
-        resize_mode(crop)
+        typed(crop)
 
 
 def test_detection_boxes_and_segmentation_masks_are_letterboxed(tmp_path):

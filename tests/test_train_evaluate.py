@@ -99,3 +99,16 @@ def test_evaluate_writes_metrics_plots_grid_and_lineage(tiny_root):
     assert lineage["artifacts"]["models/model.pt"] == sha256_file(tiny_root / WEIGHTS)
     assert lineage["metrics"] == json.loads(json.dumps(metrics))
     assert lineage["environment"]["torch"] == torch.__version__.split("+")[0]
+
+
+def test_a_null_train_seed_is_refused_in_one_line_before_training():
+    # the schema lets train.seed be null so that preflight can report it as a failed check; training refuses it
+    import dataclasses
+
+    from cvrepro.config.typed import typed
+    from cvrepro.learning.trainer import seed_of
+
+    section = typed(tiny_params()).train
+    assert seed_of(section) == section.seed
+    with pytest.raises(CvreproError, match=r"^params.yaml: train.seed is null; training needs an integer seed"):
+        seed_of(dataclasses.replace(section, seed=None))

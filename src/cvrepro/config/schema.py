@@ -69,9 +69,9 @@ class Split:
 @schema
 class Preprocess:
     size: int = key(ge=1)
-    resize: str = key(choices=P.RESIZE_MODES)
-    store: str = key(choices=P.STORES)
-    quality: int = key(ge=1, le=100)
+    resize: str = key("stretch", choices=P.RESIZE_MODES)
+    store: str = key("npy", choices=P.STORES)
+    quality: int = key(90, ge=1, le=100)
     mean: list[float] = key(length=3)
     std: list[float] = key(gt=0, length=3)
 
@@ -125,7 +125,7 @@ MODELS: dict[str, type] = {
 # --------------------------------------------------------------------------- train, augment, evaluate, check
 @schema
 class Train:
-    seed: Optional[int] = key()  # null: as split.seed
+    seed: Optional[int] = key()  # null: preflight's seeds check reports it; training refuses it in one line
     epochs: int = key(ge=1)
     batch_size: int = key(ge=1)
     optimizer: str = key(choices=P.OPTIMIZERS)
@@ -212,7 +212,7 @@ class LabelIssues:
     splits: list[str] = key(choices=("val", "test"))  # heldout judges: never what the model trained on
     k: int = key(ge=2)
     epochs: Optional[int] = key(None, ge=1)  # kfold: epochs per fold model (null: train.epochs)
-    min_score: float = key(**UNIT)
+    min_score: float = key(0.0, **UNIT)
     sheet_issues: int = key(ge=0)
     detection: LabelIssuesDetection = key()
 
@@ -236,8 +236,11 @@ class Params:
     def as_dict(self) -> dict[str, Any]:
         """The composition as params.yaml holds it (no defaults added): a copy, for records and hashes. A `Params`
         not built by config.typed (constructed directly, or by `dataclasses.replace`, which drops the composition:
-        use `typed.override`) gives its fields, defaults included."""
-        return copy.deepcopy(self.__dict__.get("_raw") or dataclasses.asdict(self))
+        use `typed.override`) has none to give, and says so rather than recording its fields with defaults."""
+        if "_raw" not in self.__dict__:
+            raise TypeError("this Params has no composition to record (built without config.typed.typed, or by "
+                            "dataclasses.replace): build it with config.typed.typed or typed.override")
+        return copy.deepcopy(self.__dict__["_raw"])
 
 
 # --------------------------------------------------------------------------- building

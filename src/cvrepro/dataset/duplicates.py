@@ -17,7 +17,6 @@ The `duplicates` key is derived from the content, like `stats`: it is not part o
 
 from __future__ import annotations
 
-import dataclasses
 from itertools import combinations
 from pathlib import Path
 
@@ -154,7 +153,7 @@ def find_duplicates(manifest: dict, raw_dir: Path, index_path: Path, task, dup: 
     return {
         "method": "exact: same md5; near: 64-bit dHash (9x8 grey) within near_threshold bits; groups: connected "
                   "components, links: their minimum spanning tree",
-        **dataclasses.asdict(dup),  # near_threshold, label_iou
+        "near_threshold": dup.near_threshold, "label_iou": float(dup.label_iou),  # as manifests have recorded it
         "counts": {"groups": len(groups), "exact_groups": sum(g["kind"] == "exact" for g in groups),
                    "images": sum(len(g["members"]) for g in groups),
                    "conflicts": sum(len(g["conflicts"]) for g in groups)},

@@ -18,14 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cvrepro.config.schema import Preprocess
 from cvrepro.core.fileio import CvreproError, read_json, write_json
 
-
-
-def store_of(pre: Preprocess) -> tuple[str, int]:
-    """(`preprocess.store`, `preprocess.quality`): npy (raw uint8 arrays) or an encoding (the schema checks both)."""
-    return pre.store, pre.quality
 
 
 def encode(pixels: np.ndarray, store: str, quality: int) -> bytes:

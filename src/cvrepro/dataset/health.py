@@ -26,7 +26,6 @@ from cvrepro.core.fileio import CvreproError
 
 BLOCKING = ("leakage", "label_conflicts")  # what `check.policy: strict` refuses a release on
 
-DEFAULTS: dict[str, Any] = CHECK  # = conf/check/default.yaml, for params.yaml files composed before it existed
 
 
 def finding(count: int, summary: str, items: list, max_items: int, level: str = "warn") -> dict:

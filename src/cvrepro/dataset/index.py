@@ -217,12 +217,6 @@ def tidy(v: float) -> int | float:
     return int(v) if v.is_integer() else v
 
 
-def invalid_mode(params: ParamsLike) -> str:
-    """`dataset.invalid`: what snapshot (and every stage reading the labels after it) does with a zero-size or
-    out-of-image box: fail (default), drop or clip; the boxes dropped or clipped are listed in the manifest."""
-    return typed(params).dataset.invalid
-
-
 def canonical_number(v: float) -> int | float:
     """10.0 → 10, so re-saving the JSON with another serializer does not change the labels hash."""
     return int(v) if isinstance(v, float) and v.is_integer() else v
@@ -288,7 +282,3 @@ def annotations_path(task: str | None, dataset_name: str | None, dataset_task: s
         raise CvreproError(f"params.yaml: dataset.annotations {name!r} must be a file name inside {ANNOTATIONS.parent}")
     return ANNOTATIONS.parent / rel
 
-
-def ignore_index_of(params: ParamsLike) -> int:
-    """`dataset.ignore_index`: the mask value that is not scored (segmentation), 1..255."""
-    return typed(params).dataset.ignore_index

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from cvrepro.config.typed import ParamsLike, typed
 from cvrepro.core.fileio import CvreproError, write_json
 from cvrepro.core.paths import PROCESSED_DIR, PROCESSED_INFO, RAW_DIR
-from cvrepro.dataset.encoded import EncodedImages, ShardWriter, encode, store_of
+from cvrepro.dataset.encoded import EncodedImages, ShardWriter, encode
 from cvrepro.dataset.images import load_image_rgb
 from cvrepro.dataset.splits import SPLIT_NAMES
 
@@ -40,12 +40,6 @@ def preprocess_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-
-
-def resize_mode(params: ParamsLike) -> str:
-    """`preprocess.resize`: stretch (to size x size, the aspect ratio lost) or letterbox (the longer side to
-    size, the aspect ratio kept, padded bottom and right)."""
-    return typed(params).preprocess.resize
 
 
 def fitted(width: int, height: int, size: int, mode: str = "stretch") -> tuple[int, int]:
@@ -131,7 +125,7 @@ class SplitWriter:
     def for_params(cls, out_dir: Path, n: int, size: int, params: ParamsLike) -> "SplitWriter":
         """A writer with the resize mode and store of `preprocess`."""
         pre = typed(params).preprocess
-        return cls(out_dir, n, size, pre.resize, store_of(pre))
+        return cls(out_dir, n, size, pre.resize, (pre.store, pre.quality))
 
     def memmap(self, name: str, dtype, shape: tuple[int, ...]) -> np.ndarray:
         return np.lib.format.open_memmap(self.dir / name, mode="w+", dtype=dtype, shape=shape)

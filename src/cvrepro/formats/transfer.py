@@ -37,10 +37,17 @@ REPORT = "import_report.csv"  # under data/labels: every box --invalid dropped o
 
 
 def _ignore_index(root: Path) -> int:
-    """`dataset.ignore_index` of the project's params.yaml (255 without one): the mask value not scored."""
-    from cvrepro.config.typed import load
+    """`dataset.ignore_index` of the project's params.yaml (255 without one): the mask value not scored. Read as
+    recorded, not typed: an import replaces the dataset, so the rest of a params.yaml composed for the old one
+    (or before an upgrade) must not stop it; this one value is checked here."""
+    from cvrepro.config.params import load_params, recorded
 
-    return load(root / PARAMS).dataset.ignore_index if (root / PARAMS).exists() else IGNORE_INDEX
+    if not (root / PARAMS).exists():
+        return IGNORE_INDEX
+    value = recorded(load_params(root / PARAMS), "dataset.ignore_index", IGNORE_INDEX)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 255:
+        raise CvreproError(f"{PARAMS}: dataset.ignore_index must be an integer >= 1 and <= 255, got {value!r}")
+    return value
 
 
 def _holds_files(folder: Path) -> bool:

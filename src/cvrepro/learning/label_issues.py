@@ -25,21 +25,19 @@ import torch
 from cvrepro import tasks
 from cvrepro.config.schema import LabelIssues, Params
 from cvrepro.config.typed import ParamsLike, typed
-from cvrepro.core.paths import LABEL_ISSUES
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, read_json, write_json
-from cvrepro.core.paths import MODELS_DIR, PREPROCESSING, PROCESSED_INFO, processed_split
+from cvrepro.core.paths import LABEL_ISSUES, MODELS_DIR, PREPROCESSING, PROCESSED_INFO, processed_split
 from cvrepro.dataset.corrections import COLUMNS
 from cvrepro.dataset.processed import ProcessedSplit
 from cvrepro.learning import devices
 from cvrepro.learning.artifacts import build_from_spec, load_predictor, predictor_spec
 from cvrepro.learning.engine import make_loader, predict_batches, recalibrate_batchnorm, train_one_epoch
-from cvrepro.learning.trainer import WarmupCosine, bn_recalibration_batches, make_optimizer
+from cvrepro.learning.trainer import WarmupCosine, bn_recalibration_batches, make_optimizer, seed_of
 from cvrepro.tasks.issue_rows import collector
 
 OUT_DIR = LABEL_ISSUES.parent
 CSV_NAME, SHEET_NAME, SUMMARY_NAME = LABEL_ISSUES.name, "label_issues.png", "summary.json"
 FIELDS = (*COLUMNS, "score", "reason")
-MODES = ("heldout", "kfold")
 
 
 class _Rows:
@@ -89,7 +87,7 @@ def train_fold(params: ParamsLike, split: ProcessedSplit, idx: np.ndarray, epoch
     cfg = typed(params)
     train = cfg.train
     info = read_json(Path(split.dir).parent / PROCESSED_INFO.name)
-    torch.manual_seed(train.seed)
+    torch.manual_seed(seed_of(train))
     model = build_from_spec(predictor_spec(cfg, info["class_map"]), info["size"], info["class_map"],
                             info["mean"], info["std"]).to(device)
     dataset = tasks.get(cfg.task).train_set(FoldSplit(split, idx), train.seed, train.hflip, cfg.augment)
@@ -155,7 +153,7 @@ def run(params: ParamsLike, root: Path = Path("."), keep: list | None = None) ->
         started = time.perf_counter()
         splits["train"] = data = ProcessedSplit(root / processed_split("train"))
         epochs = li.epochs or train.epochs
-        parts = folds(len(data), li.k, train.seed)
+        parts = folds(len(data), li.k, seed_of(train))
         for f, held in enumerate(parts):
             rest = np.sort(np.concatenate([p for g, p in enumerate(parts) if g != f]))
             print(f"label-issues: fold {f + 1}/{li.k}: training on {len(rest)} images for {epochs} epochs")

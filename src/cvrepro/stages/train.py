@@ -13,6 +13,6 @@ def run(params: ParamsLike, root: Path = Path(".")) -> dict:
     """Reads `task`, `model`, `train`, `preprocess` (the predictor spec), `dataset.ignore_index`, `split.seed`."""
     root = Path(root)
     cfg = typed(params)
-    # strict: refuses here, before any work; warn: recorded in train.json. (The mapping: provenance/ reads one.)
+    # strict: refuses here, before any work; warn: recorded in train.json
     checks = for_training(cfg, root)
     return train(cfg, root, preflight=checks)

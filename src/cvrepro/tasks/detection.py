@@ -12,7 +12,6 @@ from collections import defaultdict
 from pathlib import Path
 
 from cvrepro.config.params import DETECTIONS_PER_IMG, NMS_THRESH, SCORE_THRESH
-from cvrepro.config.schema import Check, Evaluate
 from cvrepro.config.typed import ParamsLike, typed
 from cvrepro.core.fileio import read_json
 from cvrepro.core.paths import PLOTS_DIR

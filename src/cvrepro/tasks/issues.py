@@ -101,7 +101,7 @@ def detection_issues(gt: dict, pred: dict, c: LabelIssuesDetection = DETECTION_D
     return issues
 
 
-def _missing(pb, ps, pl, best_gt, used: set, c: dict, gb: np.ndarray) -> list[dict]:
+def _missing(pb, ps, pl, best_gt, used: set, c: "LabelIssuesDetection", gb: np.ndarray) -> list[dict]:
     """Confident predictions overlapping no box (class-agnostic: the best of overlapping predictions)."""
     out, kept = [], []
     inside = _inside(pb, gb)
