@@ -198,3 +198,19 @@ def test_label_issues_command_refuses_a_bad_override_in_one_line(tmp_path, capsy
     assert main(["label-issues", "--k", "1"]) == 2
     err = capsys.readouterr().err
     assert err == "error: command line (label_issues.k=1): label_issues.k must be an integer >= 2, got 1\n", err
+
+
+def test_typed_takes_a_notebooks_hydra_composition_and_read_only_views():
+    from types import MappingProxyType
+
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from cvrepro.config.typed import typed
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=["train.epochs=3"])
+    assert typed(cfg).train.epochs == 3 and typed(cfg).as_dict() == compose(CONF, ["train.epochs=3"])
+    params = compose(CONF)
+    view = MappingProxyType({k: MappingProxyType(v) if isinstance(v, dict) else v for k, v in params.items()})
+    assert typed(view).as_dict() == params

@@ -277,7 +277,7 @@ def validate(params: Any) -> list[str]:
 
 def _check_dataclass(path: str, value: Any, cls: type) -> list[str]:
     if not isinstance(value, dict):
-        return [f"{path or 'params'} must be a mapping of {', '.join(_names(cls))}, got {value!r}"]
+        return [f"{path or 'params'} must be a mapping of {', '.join(_names(cls))}, got {_short(value)}"]
     if cls is Model:
         cls = MODELS.get(value.get("name"), Model)
         if value.get("name") not in MODELS:
@@ -370,6 +370,11 @@ def _plural(text: str) -> str:
 
 def _bad(path: str, value: Any, tp: Any, meta: dict) -> str:
     return f"{path} must be {_describe(tp, meta)}, got {value!r}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _names(cls: type) -> list[str]:

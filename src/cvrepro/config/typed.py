@@ -24,10 +24,23 @@ def typed(params: ParamsLike, source: str = str(PARAMS)) -> Params:
     """`params` as its typed, read-only object; a mapping is checked first (CvreproError naming the key)."""
     if isinstance(params, Params):
         return params
+    params = _plain(params)
     validate_params(params, source)
     cfg = build(params)
     object.__setattr__(cfg, "_raw", copy.deepcopy(dict(params)))  # frozen: set once, here; as_dict() copies it
     return cfg
+
+
+def _plain(value: Any) -> Any:
+    """Nested mappings as dicts: a notebook's `hydra.compose` result (an OmegaConf DictConfig, resolved) or a
+    read-only view types like the dict params.yaml loads into."""
+    if type(value).__name__ == "DictConfig":
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def override(cfg: Params, values: Mapping[str, Any], source: str = "command line") -> Params:
