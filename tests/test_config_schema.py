@@ -49,6 +49,8 @@ def test_code_defaults_agree_with_conf():
             (P.DETECTIONS_PER_IMG, P.SCORE_THRESH, P.NMS_THRESH)
     assert params["model"]["anchor_scale"] == P.ANCHOR_SCALE
     assert params["check"] == P.CHECK and params["dataset"]["duplicates"] == P.DUPLICATES
+    assert (params["evaluate"]["reproduce_tolerance"], params["evaluate"]["reproduce_tolerance_other_hardware"]) == \
+        (P.REPRODUCE_TOLERANCE, P.OTHER_HARDWARE_TOLERANCE)
 
 
 def test_schema_defaults_are_the_code_defaults():

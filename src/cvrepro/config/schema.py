@@ -170,8 +170,8 @@ class Evaluate:
     latency_images: int = key(ge=0)
     grid_images: int = key(ge=0)
     grid_score_threshold: float = key(**UNIT)
-    reproduce_tolerance: float = key(0.005, ge=0)
-    reproduce_tolerance_other_hardware: dict[str, float] = key(factory=dict, ge=0)
+    reproduce_tolerance: float = key(P.REPRODUCE_TOLERANCE, ge=0)
+    reproduce_tolerance_other_hardware: dict[str, float] = key(factory=lambda: dict(P.OTHER_HARDWARE_TOLERANCE), ge=0)
 
 
 @schema

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from cvrepro.config.params import recorded
+from cvrepro.config.params import OTHER_HARDWARE_TOLERANCE, REPRODUCE_TOLERANCE, recorded
 from cvrepro.core.fileio import CvreproError, read_json, sha256_file
 from cvrepro.provenance.lineage import dvc_hash, sha256_dir
 from cvrepro.core.paths import (LABEL_MAP, MANIFEST, METRICS, PARAMS, PREPROCESSING, PROCESSED_DIR, TRAIN_INFO,
@@ -40,10 +40,9 @@ from cvrepro.core.paths import (LABEL_MAP, MANIFEST, METRICS, PARAMS, PREPROCESS
 from cvrepro.provenance.registry import record_at
 from cvrepro.core.vcs import dvc, git, git_bytes, parse_version
 
-DEFAULT_TOLERANCE = 0.005
-# Before the setting existed: the largest seed-to-seed spread measured on the demo (README, "Reproduce on
-# other hardware"), so a tag without it is judged as a tag with the template's value would be.
-DEFAULT_OTHER_HARDWARE = {"default": 0.05, "AP75": 0.12}
+# A tag from before a setting existed is judged as a tag with the template's value would be (config/params.py).
+DEFAULT_TOLERANCE = REPRODUCE_TOLERANCE
+DEFAULT_OTHER_HARDWARE = OTHER_HARDWARE_TOLERANCE
 TIMING_METRICS = {"latency_ms"}  # wall-clock figures: machine-dependent, never compared
 
 
