@@ -238,6 +238,45 @@ def test_orphan_and_second_annotation_files_are_bad_files(project: Path, tmp_pat
         do_import(src, project, force=True)
 
 
+@pytest.mark.parametrize("fmt", ["labelimg", "yolo"])
+def test_malformed_annotation_files_are_listed_or_dropped_with_their_image(project: Path, tmp_path: Path, fmt):
+    # one truncated XML among many is the first hour with LabelImg data; a bad line in a YOLO label file alike
+    if fmt == "labelimg":
+        src, folder, ext = labelimg(tmp_path), "annotations", "xml"
+        truncate(src / "annotations/a.xml", 60)  # cut inside the XML
+        xml = (src / "annotations/b.xml").read_text()
+        (src / "annotations/b.xml").write_text(xml.replace("<xmin>", "<xmin>x", 1))
+        problems = ["invalid XML at line", "<bndbox><xmin>: expected a number, got 'x"]
+    else:
+        src, folder, ext = written("yolo", tmp_path), "labels", "txt"
+        (src / "labels/a.txt").write_text((src / "labels/a.txt").read_text() + "0 0.5 0.5\n")
+        (src / "labels/b.txt").write_bytes(b"\xff\xfe garbage")
+        problems = ["line 3: expected 5 values 'class cx cy w h', got 3", "not text (byte 0)"]
+    with pytest.raises(CvreproError) as err:
+        do_import(src, project)
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("2 files cannot be imported; nothing was written (--bad-files drop imports the rest)")
+    assert [line.split(":")[0].split(",")[0] for line in lines[1:]] == [f"{folder}/a.{ext}", f"{folder}/b.{ext}"]
+    assert all(p in line for p, line in zip(problems, lines[1:])), lines
+    assert not (project / "data/raw").exists()  # nothing written
+
+    summary = do_import(src, project, bad_files="drop")
+    assert summary["images"] == 1 and summary["annotations"] == 0 and summary["bad_files"]["dropped"] == 2
+    assert [im["file_name"] for im in index(project)["images"]] == ["c.png"]  # not a, b as false negatives
+    assert sorted(p.name for p in (project / "data/raw").rglob("*") if p.is_file()) == ["c.png"]
+    rows = report(project)
+    assert [r["file"] for r in rows] == [f"{folder}/a.{ext}", f"{folder}/b.{ext}"]
+    assert rows[0]["problem"].endswith("; its image images/a.jpg is left out with it")
+
+
+def test_an_invalid_box_stays_invalids_business_not_a_bad_file(project: Path, tmp_path: Path):
+    src = labelimg(tmp_path)
+    xml = (src / "annotations/b.xml").read_text()
+    (src / "annotations/b.xml").write_text(xml.replace("<xmax>24</xmax>", "<xmax>90</xmax>", 1))
+    with pytest.raises(CvreproError, match="outside"):  # --invalid fail, whatever --bad-files says
+        do_import(src, project, bad_files="drop")
+
+
 def test_duplicate_coco_entries_are_bad_files(project: Path, tmp_path: Path):
     src = written("coco", tmp_path)
     path = src / "annotations/instances_default.json"

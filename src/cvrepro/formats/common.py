@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +55,21 @@ class Dataset:
         return {c["id"]: c["name"] for c in self.categories}
 
 
+T = TypeVar("T")
+
+
+class BadAnnotation(CvreproError):
+    """One image's annotation file is malformed (not XML, a missing field, not a number, a wrong field count):
+    a bad file under `--bad-files`, which `FileCheck.annotation` lists (fail) or drops with its image (drop).
+    A box that parses but lies outside its image is `--invalid`'s business (BoxCheck), not this."""
+
+
 class FileCheck:
     """What to do with a whole file that cannot be imported: `cvrepro import --bad-files` and `--unlabelled`,
     as BoxCheck is `--invalid` for one box.
 
-    Bad files (an unreadable or truncated image, an annotation file without an image, a second entry for one
-    file): `fail` (default) collects every one and `raise_if_any` lists them all in one error, so a user fixes
+    Bad files (an unreadable or truncated image, a malformed or truncated annotation file, an annotation file
+    without an image, a second entry for one file): `fail` (default) collects every one and `raise_if_any` lists them all in one error, so a user fixes
     the source in one round; `drop` leaves each out and makes it a report row. Unlabelled images (no
     annotation file, or no annotation): `negative` keeps them as images without objects (detection only),
     `drop` leaves them out (reported), `fail` lists them as problems. Paths are said relative to `src`.
@@ -84,6 +94,22 @@ class FileCheck:
             self.problems.append(f"{self.rel(path)}: {problem}")
         else:
             self.rows.append(_file_row(self.rel(path), "bad file", problem))
+
+    def annotation(self, path: Path, image: Path, parse: Callable[[], T]) -> T | None:
+        """`parse()` (the objects of one image's annotation file), or None when the file is malformed
+        (BadAnnotation): a bad file, listed (fail) or left out with its image (drop), so that one truncated
+        file among thousands neither stops the import nor leaves its image in as a false negative."""
+        try:
+            return parse()
+        except BadAnnotation as e:
+            text = str(e)  # "<path>: problem" or "<path>, line 3: problem": the path said relative to SRC
+            rest = text[len(str(path)):] if text.startswith(str(path)) else f": {text}"
+            if self.mode == "fail":
+                self.problems.append(self.rel(path) + rest)
+            else:
+                self.rows.append(_file_row(self.rel(path), "bad file", f"{rest.lstrip(':, ')}; its image "
+                                                                         f"{self.rel(image)} is left out with it"))
+            return None
 
     def probe(self, path: Path, rel: str) -> dict | None:
         """probe_image, or None (recorded as a bad file) when the image does not decode."""

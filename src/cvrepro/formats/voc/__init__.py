@@ -40,6 +40,7 @@ from PIL import Image
 
 from cvrepro.core.fileio import CvreproError, atomic_write_bytes, atomic_write_text
 from cvrepro.formats.common import (
+    BadAnnotation,
     BoxCheck,
     Dataset,
     FileCheck,
@@ -100,14 +101,14 @@ def _parse(path: Path) -> ET.Element:
     try:
         return ET.parse(path).getroot()
     except ET.ParseError as e:
-        raise CvreproError(f"{path}: invalid XML at line {e.position[0]}, column {e.position[1]}") from None
+        raise BadAnnotation(f"{path}: invalid XML at line {e.position[0]}, column {e.position[1]}") from None
 
 
 def _number(text: str | None, where: str) -> float:
     try:
         return float(text)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise CvreproError(f"{where}: expected a number, got {text!r}") from None
+        raise BadAnnotation(f"{where}: expected a number, got {text!r}") from None
 
 
 def _attribute(text: str | None):
@@ -127,7 +128,7 @@ def _objects(path: Path, width: int, height: int, coords: str, check: BoxCheck) 
         declared = (_number(size.findtext("width"), f"{path}: <size><width>"),
                     _number(size.findtext("height"), f"{path}: <size><height>"))
         if declared != (width, height) and declared != (0, 0):  # CVAT writes 0x0 when it did not know
-            raise CvreproError(f"{path}: <size> says {declared[0]:g}x{declared[1]:g} but the image is displayed "
+            raise BadAnnotation(f"{path}: <size> says {declared[0]:g}x{declared[1]:g} but the image is displayed "
                                f"{width}x{height} (EXIF orientation applied)")
     objects = []
     shift = SHIFT[coords]
@@ -135,10 +136,10 @@ def _objects(path: Path, width: int, height: int, coords: str, check: BoxCheck) 
         where = f"<object> #{i}"
         name = (obj.findtext("name") or "").strip()
         if not name:
-            raise CvreproError(f"{path}: {where}: missing <name>")
+            raise BadAnnotation(f"{path}: {where}: missing <name>")
         box = obj.find("bndbox")
         if box is None:
-            raise CvreproError(f"{path}: {where} ({name}): missing <bndbox>")
+            raise BadAnnotation(f"{path}: {where} ({name}): missing <bndbox>")
         xmin, ymin, xmax, ymax = (_number(box.findtext(k), f"{path}: {where} ({name}): <bndbox><{k}>")
                                   for k in ("xmin", "ymin", "xmax", "ymax"))
         x0, y0 = _on_edge(xmin - shift, width), _on_edge(ymin - shift, height)
@@ -198,7 +199,10 @@ def _pair(xmls: list[Path], xml_dir: Path, files: dict[str, Path], kind: str, im
         rel = xml.relative_to(xml_dir).as_posix()
         target = None
         if kind == "labelimg":
-            name = (_parse(xml).findtext("filename") or "").strip().replace("\\", "/")
+            try:
+                name = (_parse(xml).findtext("filename") or "").strip().replace("\\", "/")
+            except BadAnnotation:  # paired by its stem; reading it reports the problem (and leaves its image out)
+                name = ""
             folder = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
             target = next((c for c in (folder + name, name) if name and c in files), None)
         target = target or stems.get(stem_key(rel))
@@ -231,11 +235,15 @@ def read(src: Path, voc_coords: str = "plain", check: BoxCheck | None = None, fi
         probed = files_check.probe(file, rel)
         if probed is None or (xml is None and not files_check.keep_unlabelled(file, "image without an XML")):
             continue
+        objs = files_check.annotation(xml, file, lambda: _objects(xml, probed["width"], probed["height"], voc_coords,
+                                                                  check)) if xml else []
+        if objs is None:
+            continue
         image_id = len(images) + 1
         subset = subset_of.get(stem_key(rel))
         images.append({"id": image_id, **probed, **({"subset": subset} if subset else {})})
         sources[image_id] = str(file)
-        objects[image_id] = (xml, _objects(xml, probed["width"], probed["height"], voc_coords, check) if xml else [])
+        objects[image_id] = (xml, objs)
     files_check.raise_if_any()
 
     declared = _declared_names(src)

@@ -22,6 +22,7 @@ import yaml
 
 from cvrepro.core.fileio import CvreproError, atomic_write_text
 from cvrepro.formats.common import (
+    BadAnnotation,
     BoxCheck,
     Dataset,
     FileCheck,
@@ -131,19 +132,23 @@ def _class_names(src: Path) -> tuple[list, str]:
 
 def _boxes(path: Path, n_classes: int, width: int, height: int, check: BoxCheck) -> list[tuple[int, list]]:
     boxes = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as e:
+        raise BadAnnotation(f"{path}: not text (byte {e.start}); a YOLO label file holds lines 'class cx cy w h'") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
         where = f"{path}, line {lineno}"
         if len(fields) != 5:
-            raise CvreproError(f"{where}: expected 5 values 'class cx cy w h', got {len(fields)}: {line.strip()!r}")
+            raise BadAnnotation(f"{where}: expected 5 values 'class cx cy w h', got {len(fields)}: {line.strip()!r}")
         try:
             cls, (cx, cy, w, h) = int(fields[0]), (float(v) for v in fields[1:])
         except ValueError:
-            raise CvreproError(f"{where}: not an integer class and 4 numbers: {line.strip()!r}") from None
+            raise BadAnnotation(f"{where}: not an integer class and 4 numbers: {line.strip()!r}") from None
         if not 0 <= cls < n_classes:
-            raise CvreproError(f"{where}: class index {cls} out of range 0..{n_classes - 1}")
+            raise BadAnnotation(f"{where}: class index {cls} out of range 0..{n_classes - 1}")
         bbox = check([(cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height], width, height,
                      str(path), f"line {lineno}")
         if bbox is not None:
@@ -180,11 +185,15 @@ def read(src: Path, check: BoxCheck | None = None, files: FileCheck | None = Non
             probed = files.probe(file, prefix + rel)
             if probed is None or (label is None and not files.keep_unlabelled(file, "image without a label file")):
                 continue
+            boxes = files.annotation(label, file, lambda: _boxes(label, len(names), probed["width"], probed["height"],
+                                                                  check)) if label else []
+            if boxes is None:
+                continue
             image_id = len(images) + 1
             found = subset or next((s for s, f in subset_dirs.items() if file.resolve().is_relative_to(f)), None)
             images.append({"id": image_id, **probed, **({"subset": found} if found else {})})
             sources[image_id] = str(file)
-            for cat, bbox in _boxes(label, len(names), probed["width"], probed["height"], check) if label else []:
+            for cat, bbox in boxes:
                 anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cat, "bbox": bbox,
                              "area": tidy(bbox[2] * bbox[3]), "iscrowd": 0})
     files.raise_if_any()
