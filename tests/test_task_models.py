@@ -77,23 +77,13 @@ def test_a_model_of_another_task_is_a_clear_error():
                     cfg["preprocess"]["std"], task="classification")
 
 
-def test_a_detector_takes_its_thresholds_from_a_typed_section_or_a_spec_record_alike():
-    """`build_model` gets the config's model section, or a predictor spec's recorded dict (JSON, maybe of an
-    older release without a key): both read the same values; an absent key its default."""
-    from dataclasses import replace
-
+def test_a_detector_takes_its_thresholds_from_a_spec_record_an_absent_key_its_default():
+    """`build_model` gets a predictor spec's recorded `model` (JSON, maybe of an older release without a key)."""
     from cvrepro.config.params import DETECTIONS_PER_IMG
     from cvrepro.config.typed import typed
-    from cvrepro.dataset.sections import model_value
 
     cfg = typed(compose(REPO / "conf", ["task=detection"]))
-    section = replace(cfg.model, score_thresh=0.25, nms_thresh=0.5)
     record = {**cfg.as_dict()["model"], "score_thresh": 0.25, "nms_thresh": 0.5}
     del record["detections_per_img"]  # a spec written before the key existed
-    keys = ("score_thresh", "nms_thresh", "detections_per_img")
-    assert [model_value(section, k) for k in keys] == [0.25, 0.5, cfg.model.detections_per_img]
     model = build_model(record, 3, 64, [0.5] * 3, [0.25] * 3, task="detection")
     assert (model.score_thresh, model.nms_thresh, model.detections_per_img) == (0.25, 0.5, DETECTIONS_PER_IMG)
-    assert model_value(section, "anchor_scale") == 1.0  # fcos_tiny's schema has it
-    resnet = typed(compose(REPO / "conf", ["task=classification", "model=resnet18"])).model
-    assert model_value(resnet, "score_thresh", "none") == "none"  # a kind without the key

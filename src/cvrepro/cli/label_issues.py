@@ -32,12 +32,14 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from cvrepro.config.params import LABEL_ISSUE_MODES
+
     p = sub.add_parser("label-issues", help="rank likely label mistakes from out-of-sample predictions "
                                             "(docs/label-issues.md)",
                        description="Writes metrics/label_issues/label_issues.csv (the columns of `cvrepro labels "
                                    "apply`, plus score and reason), a picture sheet and a summary. Settings: "
                                    "label_issues in params.yaml (conf/label_issues/).")
-    p.add_argument("--mode", choices=("heldout", "kfold"), help="override label_issues.mode for this run "
+    p.add_argument("--mode", choices=LABEL_ISSUE_MODES, help="override label_issues.mode for this run "
                                                                 "(the dvc stage: -S label_issues=kfold)")
     p.add_argument("--k", type=int, help="override label_issues.k (kfold)")
     p.add_argument("--epochs", type=int, help="override label_issues.epochs (kfold)")

@@ -90,6 +90,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 CPU_ISAS = ("default", "avx2", "avx512", "native")
 OPTIMIZERS = ("sgd", "adamw")
+LABEL_ISSUE_MODES = ("heldout", "kfold")  # label_issues.mode and `cvrepro label-issues --mode`
 POLICIES = ("warn", "strict")  # train.preflight and check.policy
 INVALID_MODES = ("fail", "drop", "clip")  # what dataset.invalid does with a zero-size or out-of-image box
 SPLIT_NAMES = ("train", "val", "test")

@@ -208,7 +208,7 @@ class LabelIssuesDetection:
 
 @schema
 class LabelIssues:
-    mode: str = key(choices=("heldout", "kfold"))
+    mode: str = key(choices=P.LABEL_ISSUE_MODES)
     splits: list[str] = key(choices=("val", "test"))  # heldout judges: never what the model trained on
     k: int = key(ge=2)
     epochs: Optional[int] = key(None, ge=1)  # kfold: epochs per fold model (null: train.epochs)

@@ -12,9 +12,8 @@ in the project names tasks.
 from __future__ import annotations
 
 from cvrepro.core.fileio import CvreproError
-from cvrepro.config.params import IGNORE_INDEX
+from cvrepro.config.params import IGNORE_INDEX, recorded
 from cvrepro.config.typed import ParamsLike, typed
-from cvrepro.dataset.sections import model_value
 from cvrepro.tasks.base import Task
 
 _REGISTRY: dict[str, Task] = {}
@@ -93,10 +92,11 @@ def build_model(model_cfg, num_classes: int, size: int, mean: list[float], std: 
     task's own `build_model`, after checking that `model.name` is one of its networks (naming the task whose
     network it is otherwise). Here, not in learning/models.py: the hint looks through every task.
 
-    model_cfg: the `model` section (typed, or a predictor spec's record), handed as is to the task's builder.
+    model_cfg: a predictor spec's `model` record (JSON, perhaps of an older release), read as recorded and handed
+    as is to the task's builder.
     class_ids: the category ids that are classes (segmentation adds 0); the others are never predicted."""
     chosen = get(task)
-    name = model_value(model_cfg, "name")
+    name = recorded(model_cfg, "name")
     builders = chosen.model_builders()
     if name not in builders:
         other = [t.name for t in map(get, names()) if name in t.model_builders()]

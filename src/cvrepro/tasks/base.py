@@ -30,11 +30,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cvrepro.config.params import recorded
 from cvrepro.config.schema import Check, Duplicates, Model
 from cvrepro.config.typed import ParamsLike
 from cvrepro.core.fileio import CvreproError, canonical_json, sha256_bytes
 from cvrepro.core.problems import Problems
-from cvrepro.dataset.sections import model_value
 
 
 class Task:
@@ -131,10 +131,11 @@ class Task:
                     std: list[float], ignore_index: int):
         """`build_model` of a task whose network gives scores per class (per image or per pixel): the network
         wrapped in learning.models.DenseTask (normalisation inside, `output` key, ids outside `valid` masked).
-        model_cfg: the `model` section or a predictor spec's record, handed as is to learning's builder."""
+        model_cfg: a predictor spec's `model` record (JSON, perhaps of an older release), handed as is to
+        learning's builder."""
         from cvrepro.learning.models import DenseTask, load_weights
 
-        builder = self.model_builders()[model_value(model_cfg, "name")]
+        builder = self.model_builders()[recorded(model_cfg, "name")]
         model = DenseTask(builder(model_cfg, num_classes), output, valid, mean, std, ignore_index)
         load_weights(model.net, model_cfg)
         return model

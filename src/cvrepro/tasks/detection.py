@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from cvrepro.config.params import DETECTIONS_PER_IMG, NMS_THRESH, SCORE_THRESH
+from cvrepro.config.params import DETECTIONS_PER_IMG, NMS_THRESH, SCORE_THRESH, recorded
 from cvrepro.config.typed import ParamsLike, typed
 from cvrepro.core.fileio import read_json
 from cvrepro.core.paths import PLOTS_DIR
 from cvrepro.core.problems import Problems, is_int
 from cvrepro.dataset.index import BoxCheck, annotations_file, box_problem, canonical_number, checked_annotations
-from cvrepro.dataset.sections import model_value
 from cvrepro.tasks import register, sizing
 from cvrepro.tasks.base import Task
 from cvrepro.learning.samples import SeededSamples
@@ -240,15 +239,15 @@ class Detection(Task):
     def build_model(self, model_cfg, num_classes, size, mean, std, class_ids, ignore_index):
         from cvrepro.learning.models import load_weights
 
-        model = self.model_builders()[model_value(model_cfg, "name")](model_cfg, num_classes, size)
+        model = self.model_builders()[recorded(model_cfg, "name")](model_cfg, num_classes, size)
         # Pre/post-processing from params, set the same way on every architecture
         # (torchvision's builders take them under different names, or not at all).
         model.transform.image_mean = list(mean)
         model.transform.image_std = list(std)
         # model_cfg may be a predictor spec's record (JSON): its numbers as written, hence the casts
-        model.score_thresh = float(model_value(model_cfg, "score_thresh", SCORE_THRESH))
-        model.nms_thresh = float(model_value(model_cfg, "nms_thresh", NMS_THRESH))
-        model.detections_per_img = int(model_value(model_cfg, "detections_per_img", DETECTIONS_PER_IMG))
+        model.score_thresh = float(recorded(model_cfg, "score_thresh", SCORE_THRESH))
+        model.nms_thresh = float(recorded(model_cfg, "nms_thresh", NMS_THRESH))
+        model.detections_per_img = int(recorded(model_cfg, "detections_per_img", DETECTIONS_PER_IMG))
         load_weights(model, model_cfg)
         return model
 
@@ -259,8 +258,8 @@ class Detection(Task):
         return {**base, "output": {
             "boxes": boxes,
             "labels": "category ids; see label_map.json",  # the thresholds as the spec's model records them:
-            "score_thresh": model_value(base["model"], "score_thresh"),  # null when the config left them out
-            "nms_thresh": model_value(base["model"], "nms_thresh")}}  # no "task" key: the bytes of earlier releases
+            "score_thresh": recorded(base["model"], "score_thresh"),  # null when the config left them out
+            "nms_thresh": recorded(base["model"], "nms_thresh")}}  # no "task" key: the bytes of earlier releases
 
     # predict
     def postprocess(self, out, input_shape, scale, class_names, score_threshold):
