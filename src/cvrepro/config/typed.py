@@ -47,16 +47,12 @@ def override(cfg: Params, values: Mapping[str, Any], source: str = "command line
     """`cfg` with dotted keys set (`{"label_issues.k": 3}`), checked and built again from its composition, so the
     record (`as_dict`) holds the new values too. Use it, not `dataclasses.replace`, on a whole config: a replaced
     `Params` has lost the composition as written."""
-    raw = cfg.as_dict()
+    from omegaconf import OmegaConf
+
+    conf = OmegaConf.create(cfg.as_dict())
     for dotted, value in values.items():
-        *groups, last = dotted.split(".")
-        node = raw
-        for group in groups:
-            if not isinstance(node.get(group), dict):
-                node[group] = {}
-            node = node[group]
-        node[last] = value
-    return typed(raw, f"{source} ({', '.join(f'{k}={v}' for k, v in values.items())})")
+        OmegaConf.update(conf, dotted, value)
+    return typed(conf, f"{source} ({', '.join(f'{k}={v}' for k, v in values.items())})")
 
 
 def load(path: str | Path = PARAMS) -> Params:
